@@ -1,0 +1,213 @@
+//! Cleaning log lines for a reader whose screen or context window is small:
+//! terminal escapes, progress-bar redraws, blank lines and pnpm's very long
+//! store paths are noise; what remains is the text a person would see.
+//!
+//! Cleaning works on one line at a time and never fails: invalid UTF-8 is
+//! replaced, not reported.
+
+use regex::bytes::Regex;
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+/// `[32m`, `[1;31m`, `[0m`: colour codes whose ESC byte was lost on the way.
+static REMNANT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\[[0-9;]{0,20}m").expect("valid regex"));
+
+/// `node_modules/.pnpm/<pkg>@<ver>[_<peers>]/node_modules/<pkg>` -> `node_modules/<pkg>@<ver>`.
+static PNPM: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"node_modules/\.pnpm/(?:@[^/+]+\+)?[^/@]+@([^/_]+)(?:_[^/]*)?/node_modules/((?:@[^/]+/)?[^/]+)")
+        .expect("valid regex")
+});
+
+/// The default `--max-line-chars`.
+pub const DEFAULT_MAX_LINE_CHARS: usize = 500;
+
+/// True when cleaning cannot change `bytes` other than dropping blank lines
+/// and a trailing CR; lets whole chunks skip per-line work.
+pub fn is_plain(bytes: &[u8]) -> bool {
+    memchr::memchr2(0x1b, b'\r', bytes).is_none()
+        && memchr::memmem::find(bytes, b".pnpm/").is_none()
+        && !REMNANT.is_match(bytes)
+}
+
+/// Cleans one line (without its `\n`). `None` means the line is blank after
+/// cleaning and should be dropped.
+pub fn clean(raw: &[u8]) -> Option<Cow<'_, str>> {
+    let mut line = raw.strip_suffix(b"\r").unwrap_or(raw);
+    // A progress bar redraws with `\r`: the text after the last one is what stayed on screen.
+    if let Some(at) = memchr::memrchr(b'\r', line) {
+        line = &line[at + 1..];
+    }
+    let needs_work =
+        memchr::memchr(0x1b, line).is_some() || line.iter().any(|&b| b < 0x20 && b != b'\t');
+    let stripped: Cow<[u8]> = if needs_work {
+        Cow::Owned(strip_escapes(line))
+    } else {
+        Cow::Borrowed(line)
+    };
+    let stripped = match REMNANT.replace_all(&stripped, &b""[..]) {
+        Cow::Borrowed(_) => stripped,
+        Cow::Owned(owned) => Cow::Owned(owned),
+    };
+    let text: Cow<str> = match stripped {
+        Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes),
+        Cow::Owned(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
+    };
+    if text.trim().is_empty() {
+        return None;
+    }
+    if text.contains(".pnpm/")
+        && let Cow::Owned(short) = PNPM.replace_all(&text, "node_modules/$2@$1")
+    {
+        return Some(Cow::Owned(short));
+    }
+    Some(text)
+}
+
+/// Removes CSI (`ESC [ ... final`), OSC (`ESC ] ... BEL|ESC \`), other ESC
+/// sequences and stray control characters (tab is kept).
+fn strip_escapes(line: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(line.len());
+    let mut i = 0;
+    while i < line.len() {
+        let b = line[i];
+        if b != 0x1b {
+            if b >= 0x20 || b == b'\t' {
+                out.push(b);
+            }
+            i += 1;
+            continue;
+        }
+        i += 1;
+        match line.get(i) {
+            Some(b'[') => {
+                i += 1;
+                while i < line.len() && !(0x40..=0x7e).contains(&line[i]) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            Some(b']') => {
+                i += 1;
+                while i < line.len() {
+                    if line[i] == 0x07 {
+                        i += 1;
+                        break;
+                    }
+                    if line[i] == 0x1b && line.get(i + 1) == Some(&b'\\') {
+                        i += 2;
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            Some(_) => {
+                while i < line.len() && (0x20..=0x2f).contains(&line[i]) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// Cuts a line longer than `max` characters, saying how much was cut.
+pub fn cut(text: &str, max: usize) -> Cow<'_, str> {
+    if max == 0 || text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    match text.char_indices().nth(max) {
+        None => Cow::Borrowed(text),
+        Some((at, _)) => {
+            let rest = text[at..].chars().count();
+            Cow::Owned(format!("{}…[+{rest} chars]", &text[..at]))
+        }
+    }
+}
+
+/// Lines that differ only in numbers, versions, timestamps or hex ids share a
+/// key: any run of letters and digits that contains a digit becomes `#`.
+pub fn similarity_key(text: &str) -> String {
+    let mut key = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, key: &mut String| {
+        if word.bytes().any(|b| b.is_ascii_digit()) {
+            key.push('#');
+        } else {
+            key.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut key);
+            key.push(c);
+        }
+    }
+    flush(&mut word, &mut key);
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_ansi_osc_and_remnants() {
+        assert_eq!(
+            clean(b"\x1b[32mready\x1b[0m in 3ms").unwrap(),
+            "ready in 3ms"
+        );
+        assert_eq!(clean(b"\x1b]0;title\x07text").unwrap(), "text");
+        assert_eq!(clean(b"[1;31merror[0m here").unwrap(), "error here");
+    }
+
+    #[test]
+    fn progress_bars_keep_final_state() {
+        assert_eq!(clean(b"10%\r50%\r100% done\r").unwrap(), "100% done");
+    }
+
+    #[test]
+    fn blank_lines_drop() {
+        assert!(clean(b"   ").is_none());
+        assert!(clean(b"\x1b[0m").is_none());
+    }
+
+    #[test]
+    fn pnpm_paths_shorten() {
+        let line = b"at f (/app/node_modules/.pnpm/next@14.2.3_react-dom@18.2.0_react@18.2.0/node_modules/next/dist/server.js:1:2)";
+        assert_eq!(
+            clean(line).unwrap(),
+            "at f (/app/node_modules/next@14.2.3/dist/server.js:1:2)"
+        );
+        let scoped = b"/x/node_modules/.pnpm/@next+env@14.2.3/node_modules/@next/env/index.js";
+        assert_eq!(
+            clean(scoped).unwrap(),
+            "/x/node_modules/@next/env@14.2.3/index.js"
+        );
+    }
+
+    #[test]
+    fn cuts_long_lines() {
+        assert_eq!(cut("abcdef", 4), "abcd…[+2 chars]");
+        assert_eq!(cut("abc", 4), "abc");
+    }
+
+    #[test]
+    fn similar_lines_share_a_key() {
+        assert_eq!(
+            similarity_key("GET /a/42 200 in 13ms"),
+            similarity_key("GET /a/7 200 in 9ms")
+        );
+        assert_ne!(similarity_key("GET /a 200"), similarity_key("GET /b 200"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_lossy() {
+        assert_eq!(clean(b"bad \xff byte").unwrap(), "bad \u{fffd} byte");
+    }
+}

@@ -1,0 +1,254 @@
+//! The command line, declared with clap. Values are parsed into types here
+//! (durations, signals, labels, env pairs), so bad input is a usage error
+//! (exit 2) before anything runs.
+
+use crate::logread::Stream;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use nix::sys::signal::Signal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bgt",
+    version,
+    about = "Run commands in the background and read their logs smartly - no daemon",
+    after_help = "Tasks are named by id (t-3f9a2c), unique id prefix (3f9a) or label (newest wins).\n\
+                  State lives in $BGT_HOME, else $XDG_STATE_HOME/bgt, else ~/.local/state/bgt."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start a command in the background and print its task id
+    Run(RunArgs),
+    /// List tasks, or show one task in detail
+    Status(StatusArgs),
+    /// Read a task's logs: filter, exclude, presets, --since cursors, tail
+    Output(OutputArgs),
+    /// Stop tasks: signal the whole process tree, SIGKILL after a grace period
+    Stop(StopArgs),
+    /// Remove finished tasks and their logs
+    Cleanup(CleanupArgs),
+    /// Block until tasks end, a log line appears, a port opens or a URL answers
+    Wait(WaitArgs),
+    /// Run a task's command again (same cwd, env and label) as a new task
+    Restart(RestartArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions { shell: clap_complete::Shell },
+    /// Serve the bg_* tools over the Model Context Protocol on stdio
+    #[cfg(feature = "mcp")]
+    Mcp,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Name the task, to refer to it later instead of its id
+    #[arg(short, long, value_parser = parse_label)]
+    pub label: Option<String>,
+    /// Working directory of the command
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// Set an environment variable for the command (repeatable)
+    #[arg(short, long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Stop the whole task tree after this long (e.g. 30m, 2h); state `timed-out`
+    #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
+    pub timeout: Option<Duration>,
+    /// First stop running tasks with the same --label (restart a dev server)
+    #[arg(long, requires = "label")]
+    pub replace: bool,
+    /// Print {"id","label","pid","dir"} as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// The command. One word with shell syntax runs through `sh -c`;
+    /// several words are exec'd directly, without a shell.
+    #[arg(required = true, num_args = 1.., last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Show one task in detail
+    pub task: Option<String>,
+    /// Print JSON ({"tasks": [...]}, or one task object with TASK)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+pub enum StreamChoice {
+    Stdout,
+    Stderr,
+    Both,
+}
+
+impl StreamChoice {
+    pub fn streams(self) -> Vec<Stream> {
+        match self {
+            StreamChoice::Stdout => vec![Stream::Stdout],
+            StreamChoice::Stderr => vec![Stream::Stderr],
+            StreamChoice::Both => vec![Stream::Stdout, Stream::Stderr],
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Order: lines in range -> drop --exclude/--preset matches -> keep --filter matches \
+-> --tail/--head -> cap at --max-lines.\n\
+Regexes use Rust syntax; grep-style `\\|` also means alternation, a literal pipe is `[|]`.\n\
+--filter ignores case by default; --exclude and presets do not.\n\
+--since with --tail N returns the last N new matching lines and moves the cursor to the end of what was scanned."
+)]
+pub struct OutputArgs {
+    /// Task id, id prefix or label
+    #[arg(required_unless_present = "list_presets")]
+    pub task: Option<String>,
+    /// Which log to read
+    #[arg(long, value_enum, default_value = "both")]
+    pub stream: StreamChoice,
+    /// Keep only lines matching this regex (case-insensitive unless --case-sensitive)
+    #[arg(short, long, value_name = "RE")]
+    pub filter: Option<String>,
+    /// Drop lines matching this regex before filtering (case-sensitive unless --ignore-case)
+    #[arg(short = 'x', long, value_name = "RE")]
+    pub exclude: Option<String>,
+    /// Drop a stack's known noise (repeatable); see --list-presets
+    #[arg(short, long, value_name = "NAME")]
+    pub preset: Vec<String>,
+    /// Only lines after this reader's cursor, then advance it
+    #[arg(short, long)]
+    pub since: bool,
+    /// Name of the --since cursor, so readers do not steal each other's lines
+    #[arg(long, value_name = "NAME", default_value = "default", value_parser = parse_cursor)]
+    pub cursor: String,
+    /// Rewind the cursor to the start of the logs before reading
+    #[arg(long)]
+    pub reset_cursor: bool,
+    /// Only the last N selected lines (per stream)
+    #[arg(short = 'n', long, value_name = "N", conflicts_with = "head")]
+    pub tail: Option<usize>,
+    /// Only the first N selected lines (per stream)
+    #[arg(long, value_name = "N")]
+    pub head: Option<usize>,
+    /// Cap on lines returned in total; 0 means no cap
+    #[arg(short, long, value_name = "N", default_value_t = 200)]
+    pub max_lines: usize,
+    /// Cut cleaned lines longer than this many characters (0: never)
+    #[arg(long, value_name = "N", default_value_t = crate::clean::DEFAULT_MAX_LINE_CHARS)]
+    pub max_line_chars: usize,
+    /// No cleaning: keep escapes, `\r`, blank lines, long lines; no collapsing
+    #[arg(long)]
+    pub raw: bool,
+    /// All patterns match case-sensitively
+    #[arg(long, conflicts_with = "ignore_case")]
+    pub case_sensitive: bool,
+    /// All patterns ignore case
+    #[arg(short = 'i', long)]
+    pub ignore_case: bool,
+    /// Keep printing new matching lines until the task ends; exit with its code
+    #[arg(short = 'F', long, conflicts_with_all = ["tail", "head", "json"])]
+    pub follow: bool,
+    /// Print JSON: lines plus stdout_meta/stderr_meta
+    #[arg(long)]
+    pub json: bool,
+    /// List the presets and their patterns
+    #[arg(long)]
+    pub list_presets: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Tasks to stop (id, prefix or label)
+    #[arg(required_unless_present_any = ["all", "older_than"])]
+    pub tasks: Vec<String>,
+    /// Stop every running task
+    #[arg(long, conflicts_with_all = ["tasks", "older_than"])]
+    pub all: bool,
+    /// Stop running tasks started longer ago than DUR
+    #[arg(long, value_name = "DUR", value_parser = crate::duration::parse, conflicts_with = "tasks")]
+    pub older_than: Option<Duration>,
+    /// First signal sent to the tree
+    #[arg(long, value_name = "SIG", default_value = "TERM", value_parser = crate::process::parse_signal)]
+    pub signal: Signal,
+    /// Time between the signal and SIGKILL
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = crate::duration::parse)]
+    pub grace: Duration,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CleanupArgs {
+    /// Only tasks that ended longer ago than DUR
+    #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
+    pub older_than: Option<Duration>,
+    /// Also stop running tasks first, then remove them
+    #[arg(long)]
+    pub all: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct WaitArgs {
+    /// Tasks to wait for
+    #[arg(required = true)]
+    pub tasks: Vec<String>,
+    /// Give up after DUR with exit code 124
+    #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
+    pub timeout: Option<Duration>,
+    /// Succeed when a log line matches RE (case-insensitive; `\|` works)
+    #[arg(long, value_name = "RE", conflicts_with_all = ["for_port", "for_http"])]
+    pub for_line: Option<String>,
+    /// Succeed when a TCP connect to PORT works
+    #[arg(long, value_name = "PORT", conflicts_with = "for_http")]
+    pub for_port: Option<u16>,
+    /// Host for --for-port (default: try 127.0.0.1 and ::1)
+    #[arg(long, requires = "for_port")]
+    pub host: Option<String>,
+    /// Succeed when a GET on URL answers 2xx or 3xx
+    #[arg(long, value_name = "URL")]
+    pub for_http: Option<String>,
+    /// Log searched by --for-line
+    #[arg(long, value_enum, default_value = "both")]
+    pub stream: StreamChoice,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    /// The task to run again
+    pub task: String,
+    /// Stop the old task first if it still runs
+    #[arg(long)]
+    pub stop: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_label(text: &str) -> Result<String, String> {
+    crate::store::validate_name("label", text).map(|_| text.to_string())
+}
+
+fn parse_cursor(text: &str) -> Result<String, String> {
+    crate::store::validate_name("cursor name", text).map(|_| text.to_string())
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() && !key.contains('\0') && !value.contains('\0') => {
+            Ok((key.to_string(), value.to_string()))
+        }
+        _ => Err(format!("invalid --env '{text}': expected KEY=VALUE")),
+    }
+}

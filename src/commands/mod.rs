@@ -1,0 +1,42 @@
+//! One file per subcommand: each resolves its arguments and calls the
+//! shared core (`control`, `logread`, `info`), then prints via `render`.
+
+mod cleanup;
+mod output;
+mod restart;
+mod run;
+mod status;
+mod stop;
+mod wait;
+
+use crate::cli::{Cli, Command};
+use anyhow::Result;
+use std::io::Write;
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn dispatch(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Output(args) => output::run(args),
+        Command::Stop(args) => stop::run(args),
+        Command::Cleanup(args) => cleanup::run(args),
+        Command::Wait(args) => wait::run(args),
+        Command::Restart(args) => restart::run(args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "bgt", &mut std::io::stdout());
+            Ok(0)
+        }
+        #[cfg(feature = "mcp")]
+        Command::Mcp => crate::mcp::serve(),
+    }
+}
+
+/// Prints one JSON document on stdout.
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}

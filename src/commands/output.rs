@@ -1,0 +1,107 @@
+//! `bgt output`: the smart log reader's command line (and `--follow`).
+
+use crate::cli::OutputArgs;
+use crate::info::TaskInfo;
+use crate::logread::{self, Marks, Request, Window};
+use crate::pattern::{Case, LineMatch, PRESETS};
+use crate::render;
+use crate::store::{Store, Task};
+use anyhow::Result;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+/// Builds a log request from the command line (also used by `wait`).
+pub fn request(args: &OutputArgs) -> Result<Request> {
+    let case = if args.case_sensitive {
+        Case::Sensitive
+    } else if args.ignore_case {
+        Case::Insensitive
+    } else {
+        Case::Smart
+    };
+    let window = match (args.tail, args.head) {
+        (Some(n), _) => Window::Tail(n),
+        (_, Some(n)) => Window::Head(n),
+        _ => Window::All,
+    };
+    Ok(Request {
+        streams: args.stream.streams(),
+        matcher: LineMatch::build(
+            args.filter.as_deref(),
+            args.exclude.as_deref(),
+            &args.preset,
+            case,
+        )?,
+        clean: !args.raw,
+        max_line_chars: args.max_line_chars,
+        window,
+        max_lines: (args.max_lines > 0).then_some(args.max_lines),
+        since: args.since.then(|| args.cursor.clone()),
+        reset_cursor: args.reset_cursor,
+        include_partial: true,
+    })
+}
+
+pub fn run(args: OutputArgs) -> Result<i32> {
+    if args.list_presets {
+        let mut out = std::io::stdout().lock();
+        for p in PRESETS {
+            writeln!(out, "{:<8} {}\n         {}", p.name, p.about, p.exclude)?;
+        }
+        return Ok(0);
+    }
+    let req = request(&args)?;
+    let store = Store::open_default()?;
+    let task = store.resolve(args.task.as_deref().unwrap_or_default())?;
+    if args.follow {
+        return follow(&task, req);
+    }
+    let result = logread::read(&task.dir, &req)?;
+    let info = TaskInfo::of(&task);
+    if args.json {
+        super::print_json(&render::output_json(&info, &result))?;
+        return Ok(0);
+    }
+    let mut out = std::io::stdout().lock();
+    render::output_lines(&mut out, &result)?;
+    out.flush()?;
+    let summary = render::output_summary(&result, args.filter.as_deref(), args.since);
+    if std::io::stderr().is_terminal() {
+        eprintln!("\x1b[2m{summary}\x1b[0m");
+    } else {
+        eprintln!("{summary}");
+    }
+    Ok(0)
+}
+
+/// Prints new matching lines as they arrive until the task ends; returns its exit status.
+fn follow(task: &Task, mut req: Request) -> Result<i32> {
+    let mut positions = Marks::default();
+    let mut nap = Duration::from_millis(50);
+    let mut out = std::io::stdout();
+    loop {
+        // Look at liveness first: a read after the task ended sees all it wrote.
+        let active = task.reload().phase().is_active();
+        req.include_partial = !active;
+        let result = match req.since {
+            Some(_) => logread::read(&task.dir, &req)?,
+            None => logread::read_from(&task.dir, &req, &mut positions)?,
+        };
+        let got = result.streams.iter().any(|s| !s.entries.is_empty());
+        {
+            let mut lock = out.lock();
+            render::output_lines(&mut lock, &result)?;
+            lock.flush()?;
+        }
+        if !active {
+            return Ok(TaskInfo::of(&task.reload()).exit_status());
+        }
+        nap = if got {
+            Duration::from_millis(50)
+        } else {
+            (nap * 3 / 2).min(Duration::from_millis(500))
+        };
+        std::thread::sleep(nap);
+        out = std::io::stdout();
+    }
+}

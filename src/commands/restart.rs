@@ -1,0 +1,38 @@
+//! `bgt restart`: the same command, cwd, env, label and timeout as a new task.
+
+use crate::cli::RestartArgs;
+use crate::control::{self, StartSpec};
+use crate::store::Store;
+use anyhow::Result;
+use serde_json::json;
+
+pub fn run(args: RestartArgs) -> Result<i32> {
+    let store = Store::open_default()?;
+    let old = store.resolve(&args.task)?;
+    let meta = old.meta()?.clone();
+    if args.stop && old.phase().is_active() {
+        control::stop(
+            &old,
+            nix::sys::signal::Signal::SIGTERM,
+            crate::supervisor::DEFAULT_GRACE,
+        )?;
+    }
+    let started = control::start(
+        &store,
+        StartSpec {
+            command: meta.command,
+            label: meta.label,
+            cwd: meta.cwd,
+            env: meta.env,
+            timeout: meta.timeout_ms.map(std::time::Duration::from_millis),
+        },
+    )?;
+    if args.json {
+        super::print_json(
+            &json!({ "id": started.id, "label": started.label, "pid": started.pid, "dir": started.dir, "replaces": old.id }),
+        )?;
+    } else {
+        println!("{}", started.id);
+    }
+    Ok(0)
+}

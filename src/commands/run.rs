@@ -1,0 +1,39 @@
+//! `bgt run`: validate, optionally replace a labelled task, start, print the id.
+
+use crate::cli::RunArgs;
+use crate::control::{self, StartSpec};
+use crate::store::Store;
+use anyhow::Result;
+use serde_json::json;
+
+pub fn run(args: RunArgs) -> Result<i32> {
+    let command = control::command_from_words(&args.command)?;
+    let cwd = control::resolve_cwd(args.cwd.as_deref())?;
+    let store = Store::open_default()?;
+    if args.replace
+        && let Some(label) = &args.label
+    {
+        control::stop_label(&store, label)?;
+    }
+    let started = control::start(
+        &store,
+        StartSpec {
+            command,
+            label: args.label,
+            cwd,
+            env: args.env.into_iter().collect(),
+            timeout: args.timeout,
+        },
+    )?;
+    if args.json {
+        super::print_json(&json!({
+            "id": started.id,
+            "label": started.label,
+            "pid": started.pid,
+            "dir": started.dir,
+        }))?;
+    } else {
+        println!("{}", started.id);
+    }
+    Ok(0)
+}

@@ -1,0 +1,32 @@
+//! `bgt status`: the task table, or one task in detail.
+
+use crate::cli::StatusArgs;
+use crate::info::TaskInfo;
+use crate::render;
+use crate::store::Store;
+use anyhow::Result;
+use serde_json::json;
+
+pub fn run(args: StatusArgs) -> Result<i32> {
+    let store = Store::open_default()?;
+    let mut out = std::io::stdout().lock();
+    match args.task {
+        Some(query) => {
+            let info = TaskInfo::of(&store.resolve(&query)?);
+            if args.json {
+                super::print_json(&info)?;
+            } else {
+                render::task_detail(&mut out, &info)?;
+            }
+        }
+        None => {
+            let infos: Vec<TaskInfo> = store.list()?.iter().map(TaskInfo::of).collect();
+            if args.json {
+                super::print_json(&json!({ "tasks": infos }))?;
+            } else {
+                render::task_table(&mut out, &infos)?;
+            }
+        }
+    }
+    Ok(0)
+}

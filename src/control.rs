@@ -1,0 +1,334 @@
+//! Starting and stopping tasks: the operations behind `run`, `stop`,
+//! `restart` and the MCP tools, shared so no behaviour exists twice.
+
+use crate::error::{io_message, usage};
+use crate::meta::{CommandSpec, State, TaskMeta, write_atomic};
+use crate::process;
+use crate::store::{Phase, STOP, Store, Task};
+use crate::supervisor::{self, StopRequest};
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use nix::sys::signal::Signal;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Everything needed to start a task.
+#[derive(Clone, Debug)]
+pub struct StartSpec {
+    pub command: CommandSpec,
+    pub label: Option<String>,
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+}
+
+/// A task that is running under its supervisor.
+#[derive(Debug)]
+pub struct Started {
+    pub id: String,
+    pub label: Option<String>,
+    pub pid: u32,
+    pub dir: PathBuf,
+    /// The supervisor process. A short-lived CLI just drops it (the
+    /// supervisor is re-parented); a long-lived caller should `wait()` on it
+    /// in the background so it does not linger as a zombie.
+    pub supervisor: Child,
+}
+
+/// Turns the words after `--` into a command: one word with shell syntax
+/// runs through `sh -c`, anything else is exec'd as argv without a shell.
+pub fn command_from_words(words: &[String]) -> Result<CommandSpec> {
+    if words.is_empty() || words[0].is_empty() {
+        return Err(usage("empty command: give the program to run after `--`"));
+    }
+    if words.iter().any(|w| w.contains('\0')) {
+        return Err(usage("the command contains a NUL byte"));
+    }
+    if words.len() == 1 && has_shell_syntax(&words[0]) {
+        return Ok(shell_command(&words[0]));
+    }
+    Ok(CommandSpec {
+        argv: words.to_vec(),
+        display: words
+            .iter()
+            .map(|w| shell_quote(w))
+            .collect::<Vec<_>>()
+            .join(" "),
+        shell: false,
+    })
+}
+
+/// A script for `sh -c` (the MCP `bg_run` tool always uses this).
+pub fn shell_command(script: &str) -> CommandSpec {
+    CommandSpec {
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        display: script.into(),
+        shell: true,
+    }
+}
+
+fn has_shell_syntax(word: &str) -> bool {
+    word.chars()
+        .any(|c| " \t\n|&;<>()$`\\\"'*?[]#~={}!".contains(c))
+}
+
+/// Quotes a word for display so it can be pasted back into a shell.
+pub fn shell_quote(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c));
+    if safe {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// Checks `--cwd` before anything is created, so the error names the option.
+pub fn resolve_cwd(cwd: Option<&Path>) -> Result<PathBuf> {
+    let here = std::env::current_dir().context("cannot read the current directory")?;
+    let Some(dir) = cwd else { return Ok(here) };
+    let full = here.join(dir);
+    match std::fs::metadata(&full) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!("cannot use --cwd '{}': Not a directory", dir.display()),
+        Err(e) => bail!("cannot use --cwd '{}': {}", dir.display(), io_message(&e)),
+    }
+    // Executable bit on a directory = may enter it.
+    if nix::unistd::access(&full, nix::unistd::AccessFlags::X_OK).is_err() {
+        bail!("cannot use --cwd '{}': Permission denied", dir.display());
+    }
+    Ok(std::fs::canonicalize(&full).unwrap_or(full))
+}
+
+/// Creates the task and starts its supervisor; returns once the child runs,
+/// or fails with the reason it could not start (no task is left behind).
+pub fn start(store: &Store, spec: StartSpec) -> Result<Started> {
+    let mut meta = TaskMeta {
+        schema: crate::meta::SCHEMA,
+        id: String::new(),
+        label: spec.label.clone(),
+        command: spec.command,
+        cwd: spec.cwd,
+        env: spec.env,
+        timeout_ms: spec.timeout.map(|d| d.as_millis() as u64),
+        created: Utc::now(),
+        started: None,
+        ended: None,
+        supervisor_pid: None,
+        pid: None,
+        pgid: None,
+        pid_start: None,
+        state: State::Starting,
+        exit: None,
+        stdout_log: PathBuf::new(),
+        stderr_log: PathBuf::new(),
+    };
+    let (task, lock) = store.create(&mut meta)?;
+    let exe = std::env::current_exe().context("cannot find the bgt executable")?;
+    // The held lock becomes the supervisor's stdin: the same open file
+    // description, so the lock is never released between us and it.
+    let spawned = Command::new(exe)
+        .arg(supervisor::SUBCOMMAND)
+        .arg(&task.dir)
+        .stdin(Stdio::from(lock))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&task.dir);
+            bail!("cannot start the supervisor: {}", io_message(&e));
+        }
+    };
+    let mut line = String::new();
+    let pipe = child.stdout.take().expect("stdout is piped");
+    let _ = BufReader::new(pipe).read_line(&mut line);
+    let line = line.trim_end();
+    if let Some(pid) = line.strip_prefix("ok ").and_then(|p| p.parse().ok()) {
+        return Ok(Started {
+            id: task.id,
+            label: spec.label,
+            pid,
+            dir: task.dir,
+            supervisor: child,
+        });
+    }
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&task.dir);
+    match line.strip_prefix("err ") {
+        Some(message) => bail!("{message}"),
+        None => bail!("the supervisor died before starting the task"),
+    }
+}
+
+/// What `stop` did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StopOutcome {
+    /// The task was running and is now dead.
+    Stopped,
+    /// The task had already ended; nothing was signalled.
+    AlreadyEnded(Phase),
+    /// The supervisor was gone, but its child provably lived on and was killed.
+    KilledOrphan,
+    /// The supervisor was gone and its processes cannot be identified safely.
+    LostUnverifiable,
+}
+
+/// Stops a task's whole tree: `sig` first, SIGKILL after `grace`. Returns
+/// when the task is dead. Idempotent.
+pub fn stop(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
+    let mut phase = task.phase();
+    if phase == Phase::Starting {
+        // `bgt run` is still handing over; give the supervisor a moment.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while phase == Phase::Starting && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            phase = task.reload().phase();
+        }
+    }
+    match phase {
+        Phase::Running { .. } => {}
+        Phase::Lost => return stop_orphan(task, sig, grace),
+        other => return Ok(StopOutcome::AlreadyEnded(other)),
+    }
+    let meta = task
+        .reload()
+        .meta
+        .map_err(|e| anyhow::anyhow!("task {} is broken: {e}", task.id))?;
+    let supervisor_pid = meta
+        .supervisor_pid
+        .context("running task has no supervisor pid")?;
+    let request = StopRequest {
+        signal: sig.as_str().to_string(),
+        grace_ms: grace.as_millis() as u64,
+    };
+    write_atomic(&task.dir.join(STOP), &serde_json::to_vec(&request)?, false)?;
+    // The lock is held, so the supervisor lives and its pid is not reused.
+    if task.is_locked() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(supervisor_pid as i32),
+            Signal::SIGTERM,
+        );
+    }
+    if wait_unlocked(task, Some(Instant::now() + grace + Duration::from_secs(5))) {
+        return Ok(StopOutcome::Stopped);
+    }
+    // The supervisor does not react (stopped with SIGSTOP?): kill the tree ourselves.
+    if task.is_locked() {
+        process::signal_tree(supervisor_pid, meta.pgid, Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(supervisor_pid as i32),
+            Signal::SIGKILL,
+        );
+    }
+    if wait_unlocked(task, Some(Instant::now() + Duration::from_secs(5))) {
+        return Ok(StopOutcome::Stopped);
+    }
+    bail!("task {} did not stop", task.id)
+}
+
+/// A lost task's child may still run. Signal it only when the kernel's start
+/// time proves the pid is the very process we started.
+fn stop_orphan(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
+    let meta = task.meta()?;
+    let (Some(pid), Some(pgid)) = (meta.pid, meta.pgid) else {
+        return Ok(StopOutcome::LostUnverifiable);
+    };
+    if !process::is_same_process(pid, meta.pid_start) {
+        return Ok(StopOutcome::LostUnverifiable);
+    }
+    let group = nix::unistd::Pid::from_raw(pgid as i32);
+    let _ = nix::sys::signal::killpg(group, sig);
+    let deadline = Instant::now() + grace;
+    while process::is_same_process(pid, meta.pid_start) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if process::is_same_process(pid, meta.pid_start) {
+        let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+    }
+    // Record the end, so the task no longer shows as lost.
+    let mut updated = meta.clone();
+    updated.state = State::Stopped;
+    updated.ended = Some(Utc::now());
+    updated.store(&task.dir.join(crate::store::META))?;
+    Ok(StopOutcome::KilledOrphan)
+}
+
+/// Polls until the task's lock is free (its supervisor has exited) or the
+/// deadline passes; back-off keeps a long wait at a few ms of CPU.
+pub fn wait_unlocked(task: &Task, deadline: Option<Instant>) -> bool {
+    let mut nap = Duration::from_millis(2);
+    loop {
+        if !task.is_locked() {
+            return true;
+        }
+        if let Some(deadline) = deadline {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            nap = nap.min(deadline - now);
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Stops every running task with `label` (for `run --replace`).
+pub fn stop_label(store: &Store, label: &str) -> Result<usize> {
+    let running: Vec<Task> = store
+        .list()?
+        .into_iter()
+        .filter(|t| {
+            t.meta
+                .as_ref()
+                .is_ok_and(|m| m.label.as_deref() == Some(label))
+        })
+        .filter(|t| t.phase().is_active())
+        .collect();
+    for task in &running {
+        stop(task, Signal::SIGTERM, supervisor::DEFAULT_GRACE)?;
+    }
+    Ok(running.len())
+}
+
+/// True when a lost task's main process provably still runs.
+pub fn orphan_alive(task: &Task) -> bool {
+    task.meta.as_ref().is_ok_and(|m| {
+        m.pid
+            .is_some_and(|pid| process::is_same_process(pid, m.pid_start))
+    })
+}
+
+/// Deletes a task directory (the caller has checked it is not running).
+pub fn remove_task(task: &Task) -> Result<()> {
+    let result = if task.dir.is_dir() {
+        std::fs::remove_dir_all(&task.dir)
+    } else {
+        std::fs::remove_file(&task.dir)
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot remove {}: {}", task.dir.display(), io_message(&e)))
+}
+
+/// Removes half-built task directories left by a `bgt run` that died mid-way.
+pub fn remove_stale_temp_dirs(store: &Store) {
+    let Ok(entries) = std::fs::read_dir(store.root()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(60));
+        if name.to_string_lossy().starts_with(".new-") && stale {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}

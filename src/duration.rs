@@ -1,0 +1,88 @@
+//! Human durations (`500ms`, `5s`, `2m`, `1h`, `7d`, `1h30m`) for `--timeout`,
+//! `--grace` and `--older-than`. A bare number means seconds.
+
+use std::time::Duration;
+
+/// Parses a duration; the error text is shown to the user as-is.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration '{text}' (use e.g. 500ms, 5s, 2m, 1h, 7d)");
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total: u128 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let value: u128 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+        let millis_per_unit: u128 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" | "sec" | "secs" => 1_000,
+            "m" | "min" | "mins" => 60_000,
+            "h" | "hr" | "hrs" => 3_600_000,
+            "d" | "day" | "days" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total = total
+            .checked_add(value.checked_mul(millis_per_unit).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+    }
+    let millis = u64::try_from(total).map_err(|_| bad())?;
+    // Anything past ~100 years is a typo, and would overflow Instant arithmetic.
+    if millis > 100 * 365 * 86_400_000 {
+        return Err(format!("duration '{text}' is too long"));
+    }
+    Ok(Duration::from_millis(millis))
+}
+
+/// Compact rendering for tables: `850ms`, `42s`, `3m12s`, `2h05m`, `3d04h`.
+pub fn short(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..=86_399 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{:02}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units_and_sums() {
+        assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse("10"), Ok(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for bad in ["", "5x", "s", "-5s", "1.5s", "99999999999999999999d"] {
+            assert!(parse(bad).is_err(), "{bad} should fail");
+        }
+    }
+
+    #[test]
+    fn short_is_compact() {
+        assert_eq!(short(Duration::from_millis(850)), "850ms");
+        assert_eq!(short(Duration::from_secs(192)), "3m12s");
+        assert_eq!(short(Duration::from_secs(7500)), "2h05m");
+    }
+}

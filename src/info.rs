@@ -1,0 +1,128 @@
+//! `TaskInfo`: the one description of a task that `status` (table, detail,
+//! JSON) and the MCP tools all show, so they can never disagree.
+
+use crate::logread;
+use crate::meta::Exit;
+use crate::store::{Phase, Task};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// A task as a reader sees it now. Field names are the documented JSON schema.
+#[derive(Serialize, Debug, Clone)]
+pub struct TaskInfo {
+    pub id: String,
+    pub label: Option<String>,
+    /// starting, running, exited, signaled, stopped, timed-out, lost, broken
+    pub state: String,
+    /// Exit code of the main process (128+n when killed by signal n).
+    pub exit_code: Option<i32>,
+    /// Signal that killed the main process, if one did.
+    pub signal: Option<String>,
+    /// Live descendants of a task whose main process has already exited.
+    pub descendants: usize,
+    pub command: Option<String>,
+    pub argv: Option<Vec<String>>,
+    pub cwd: Option<PathBuf>,
+    pub pid: Option<u32>,
+    pub supervisor_pid: Option<u32>,
+    pub created: Option<DateTime<Utc>>,
+    pub started: Option<DateTime<Utc>>,
+    pub ended: Option<DateTime<Utc>>,
+    /// Time from start to end (or to now while running).
+    pub runtime_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    /// Time until the supervisor stops a running task for its timeout.
+    pub timeout_left_ms: Option<u64>,
+    pub stdout_lines: u64,
+    pub stderr_lines: u64,
+    pub dir: PathBuf,
+    /// Why a broken task cannot be read.
+    pub error: Option<String>,
+}
+
+impl TaskInfo {
+    /// Gathers everything about `task` as of now.
+    pub fn of(task: &Task) -> TaskInfo {
+        let phase = task.phase();
+        let now = Utc::now();
+        let meta = task.meta.as_ref().ok();
+        let exit = meta.and_then(|m| m.exit.clone());
+        let (exit_code, signal) = match &exit {
+            Some(e @ Exit::Code(_)) => (Some(e.status()), None),
+            Some(e @ Exit::Signal(name)) => (Some(e.status()), Some(name.clone())),
+            None => (None, None),
+        };
+        let started = meta.and_then(|m| m.started);
+        let ended = meta.and_then(|m| m.ended);
+        let runtime_ms =
+            started.map(|s| (ended.unwrap_or(now) - s).num_milliseconds().max(0) as u64);
+        let timeout_left_ms = match (phase.is_active(), meta.and_then(|m| m.timeout_ms), started) {
+            (true, Some(limit), Some(s)) => {
+                Some(limit.saturating_sub((now - s).num_milliseconds().max(0) as u64))
+            }
+            _ => None,
+        };
+        let (descendants, error) = match &phase {
+            Phase::Running { descendants, .. } => (*descendants, None),
+            Phase::Broken(reason) => (0, Some(reason.clone())),
+            _ => (0, None),
+        };
+        TaskInfo {
+            id: task.id.clone(),
+            label: meta.and_then(|m| m.label.clone()),
+            state: phase.name().to_string(),
+            exit_code,
+            signal,
+            descendants,
+            command: meta.map(|m| m.command.display.clone()),
+            argv: meta.map(|m| m.command.argv.clone()),
+            cwd: meta.map(|m| m.cwd.clone()),
+            pid: meta.and_then(|m| m.pid),
+            supervisor_pid: meta.and_then(|m| m.supervisor_pid),
+            created: meta.map(|m| m.created),
+            started,
+            ended,
+            runtime_ms,
+            timeout_ms: meta.and_then(|m| m.timeout_ms),
+            timeout_left_ms,
+            stdout_lines: meta.map_or(0, |_| {
+                logread::line_count(&task.dir, logread::Stream::Stdout)
+            }),
+            stderr_lines: meta.map_or(0, |_| {
+                logread::line_count(&task.dir, logread::Stream::Stderr)
+            }),
+            dir: task.dir.clone(),
+            error,
+        }
+    }
+
+    /// `running`, `exited 0`, `exited 0 (+2 descendants running)`, `signaled SIGKILL`, ...
+    pub fn state_text(&self) -> String {
+        let mut text = self.state.clone();
+        match (self.state.as_str(), &self.signal, self.exit_code) {
+            ("exited", _, Some(code)) => text = format!("exited {code}"),
+            ("signaled", Some(sig), _) => text = format!("signaled {sig}"),
+            ("running", Some(sig), _) => text = format!("exited {sig}"),
+            ("running", None, Some(code)) => text = format!("exited {code}"),
+            _ => {}
+        }
+        if self.descendants > 0 {
+            let s = if self.descendants == 1 { "" } else { "s" };
+            text.push_str(&format!(" (+{} descendant{s} running)", self.descendants));
+        }
+        text
+    }
+}
+
+impl TaskInfo {
+    /// The task's outcome as a shell exit status: its exit code, 128+n for a
+    /// signal, 124 for a timeout (like timeout(1)), 1 when lost or broken.
+    pub fn exit_status(&self) -> i32 {
+        match self.state.as_str() {
+            "timed-out" => 124,
+            "lost" | "broken" => 1,
+            _ => self.exit_code.unwrap_or(0),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! bgt runs commands in the background and reads their logs smartly, with
+//! no server process.
+//!
+//! `bgt run` creates a task directory (under a temporary name, renamed into
+//! place once complete) holding `meta.json` and a `lock` file that it locks,
+//! then re-execs itself as a tiny supervisor and hands the locked file over
+//! as its stdin. The supervisor detaches (setsid, closes inherited fds),
+//! spawns the child in its own process group with stdout/stderr opened
+//! straight onto `stdout.log`/`stderr.log`, reports success or the start
+//! error back over a pipe, then waits. On Linux it is a child subreaper, so
+//! it reaps (and can kill) every descendant; it ends when the last one is
+//! gone, writing the final state to `meta.json` atomically.
+//!
+//! Liveness is the lock, never a pid: a reader that can take the lock knows
+//! the supervisor is gone; if the record is not final then, the task is
+//! `lost`. Every other command only reads and writes files under the state
+//! directory: `logread` keeps byte+line cursors and a line-count index so
+//! incremental reads cost only the new bytes.
+
+pub mod clean;
+pub mod cli;
+pub mod commands;
+pub mod control;
+pub mod duration;
+pub mod error;
+pub mod info;
+pub mod logread;
+pub mod meta;
+pub mod pattern;
+pub mod process;
+pub mod render;
+pub mod store;
+pub mod supervisor;
+mod sys;
+
+use clap::Parser;
+
+/// Runs bgt with the given arguments; returns the exit code. Errors are
+/// printed as one line, `bgt: <message>`.
+pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
+    if args.get(1).is_some_and(|a| a == supervisor::SUBCOMMAND) {
+        return match args.get(2) {
+            Some(dir) => supervisor::main(std::path::Path::new(dir)),
+            None => 2,
+        };
+    }
+    let cli = match cli::Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(err) => return clap_error(err),
+    };
+    match commands::dispatch(cli) {
+        Ok(code) => code,
+        Err(err) if error::is_broken_pipe(&err) => 0,
+        Err(err) => {
+            eprintln!("bgt: {}", format!("{err:#}").replace('\n', " "));
+            error::exit_code(&err)
+        }
+    }
+}
+
+/// Help and version go to stdout with exit 0; usage errors become one line and exit 2.
+fn clap_error(err: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        let _ = err.print();
+        return 0;
+    }
+    if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = err.print();
+        return 2;
+    }
+    let text = err.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("bgt: {first} (see bgt --help)");
+    2
+}

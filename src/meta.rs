@@ -1,0 +1,187 @@
+//! `meta.json`: the single record of a task, written only by its creator and
+//! its supervisor (and by `bgt stop` for a task whose supervisor is gone).
+//!
+//! Writes are atomic (temp file, fsync, rename), so a reader sees either the
+//! old or the new record, never half of one. The state is an enum whose
+//! variants carry their own data, so a finished task without an exit status
+//! cannot be represented.
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Version of the `meta.json` layout; bumped on incompatible changes.
+pub const SCHEMA: u32 = 1;
+
+/// What to execute: the argv that is exec'd, and how the user wrote it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CommandSpec {
+    /// Exactly what is passed to execvp (for shell commands: `sh -c <script>`).
+    pub argv: Vec<String>,
+    /// The command as the user typed it, for tables and messages.
+    pub display: String,
+    /// True when the command runs through `sh -c`.
+    pub shell: bool,
+}
+
+/// How a process ended.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Exit {
+    /// Normal exit with this status code.
+    Code(i32),
+    /// Killed by this signal (name such as `SIGKILL`).
+    Signal(String),
+}
+
+impl Exit {
+    /// Shell-style exit status: the code, or 128 + signal number.
+    pub fn status(&self) -> i32 {
+        match self {
+            Exit::Code(code) => *code,
+            Exit::Signal(name) => 128 + crate::process::signal_number(name).unwrap_or(0),
+        }
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(code) => write!(f, "{code}"),
+            Exit::Signal(name) => f.write_str(name),
+        }
+    }
+}
+
+/// The recorded lifecycle state. `lost` is never written: readers derive it
+/// from a free lock and a non-final state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum State {
+    /// Created by `bgt run`; the supervisor has not started the child yet.
+    Starting,
+    /// The supervisor is watching the task (the main process may have ended
+    /// while descendants live on; see `TaskMeta::exit`).
+    Running,
+    /// The main process exited normally and no descendant is left.
+    Exited,
+    /// The main process was killed by a signal nobody in bgt sent.
+    Signaled,
+    /// Ended by `bgt stop` (or a SIGTERM to the supervisor).
+    Stopped,
+    /// Ended by the supervisor because `--timeout` passed.
+    TimedOut,
+}
+
+impl State {
+    /// True once the supervisor has written its final record.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, State::Starting | State::Running)
+    }
+}
+
+/// The whole record.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct TaskMeta {
+    pub schema: u32,
+    pub id: String,
+    pub label: Option<String>,
+    pub command: CommandSpec,
+    pub cwd: PathBuf,
+    /// Only the `--env` overrides; the rest of the environment is inherited.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub timeout_ms: Option<u64>,
+    pub created: DateTime<Utc>,
+    pub started: Option<DateTime<Utc>>,
+    pub ended: Option<DateTime<Utc>>,
+    pub supervisor_pid: Option<u32>,
+    pub pid: Option<u32>,
+    pub pgid: Option<u32>,
+    /// Kernel start time of `pid` (clock ticks since boot, Linux): proves a
+    /// live pid is still our child and not a reused number.
+    pub pid_start: Option<u64>,
+    #[serde(flatten)]
+    pub state: State,
+    /// How the main process ended, once it has.
+    pub exit: Option<Exit>,
+    pub stdout_log: PathBuf,
+    pub stderr_log: PathBuf,
+}
+
+impl TaskMeta {
+    /// Loads and validates a record; errors are short enough for a table cell.
+    pub fn load(path: &Path) -> Result<TaskMeta> {
+        let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            anyhow::bail!("meta.json is empty");
+        }
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("meta.json is not valid JSON ({e})"))?;
+        match value.get("schema").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(SCHEMA) => {}
+            Some(v) => anyhow::bail!("meta.json has unknown schema version {v}"),
+            None => anyhow::bail!("meta.json has no schema version"),
+        }
+        serde_json::from_value(value).map_err(|e| anyhow::anyhow!("meta.json is malformed ({e})"))
+    }
+
+    /// Writes the record atomically next to its final path.
+    pub fn store(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self)?;
+        write_atomic(path, &json, true)
+    }
+}
+
+/// Writes `data` to `path` so readers see the old or the new content, never a mix:
+/// temp file (0600) in the same directory, fsync when `durable`, rename.
+/// Records that must survive a crash are durable; caches (index, cursors) are not.
+pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()> {
+    let dir = path.parent().context("path has no parent")?;
+    let name = path
+        .file_name()
+        .context("path has no file name")?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        file.write_all(data)?;
+        if durable {
+            file.sync_all()?;
+        }
+        fs::rename(&tmp, path)
+    })();
+    if let Err(err) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(anyhow::anyhow!(
+            "cannot write {}: {}",
+            path.display(),
+            crate::error::io_message(&err)
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_serializes_flat() {
+        let json = serde_json::to_value(State::TimedOut).unwrap();
+        assert_eq!(json, serde_json::json!({"state": "timed-out"}));
+        let exit = serde_json::to_value(Exit::Signal("SIGKILL".into())).unwrap();
+        assert_eq!(exit, serde_json::json!({"signal": "SIGKILL"}));
+    }
+}
