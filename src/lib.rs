@@ -72,9 +72,18 @@ fn clap_error(err: clap::Error) -> i32 {
         let _ = err.print();
         return 2;
     }
+    // clap's message may span lines (a value with a newline, a tip, usage):
+    // keep the message up to the first blank line, on one line.
     let text = err.render().to_string();
-    let first = text.lines().next().unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("bgt: {first} (see bgt --help)");
+    let message = text
+        .split("\n\n")
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim();
+    let message = message
+        .strip_prefix("error: ")
+        .unwrap_or(message)
+        .replace('\n', " ");
+    eprintln!("bgt: {message} (see bgt --help)");
     2
 }

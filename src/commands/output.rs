@@ -53,6 +53,7 @@ pub fn run(args: OutputArgs) -> Result<i32> {
     let req = request(&args)?;
     let store = Store::open_default()?;
     let task = store.resolve(args.task.as_deref().unwrap_or_default())?;
+    task.meta()?;
     if args.follow {
         return follow(&task, req);
     }

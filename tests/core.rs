@@ -1,0 +1,381 @@
+//! The process model: run, status, stop, cleanup, states, resolution.
+
+use crate::util::{Env, alive, kill, poll_until, read_pid};
+use std::time::{Duration, Instant};
+
+#[test]
+fn exit_codes_are_recorded() {
+    let env = Env::new();
+    let ok = env.start(&["sh", "-c", "exit 0"]);
+    let bad = env.start(&["sh", "-c", "exit 7"]);
+    let ok = env.wait_done(&ok);
+    let bad = env.wait_done(&bad);
+    assert_eq!(ok["state"], "exited");
+    assert_eq!(ok["exit_code"], 0);
+    assert_eq!(bad["state"], "exited");
+    assert_eq!(bad["exit_code"], 7);
+}
+
+#[test]
+fn several_words_are_argv_not_shell() {
+    let env = Env::new();
+    let id = env.start(&["printf", "%s\\n", "a b", "$HOME"]);
+    env.wait_done(&id);
+    assert_eq!(
+        env.ok(&["output", &id, "--stream", "stdout", "--raw"]),
+        "a b\n$HOME\n"
+    );
+}
+
+#[test]
+fn one_word_with_shell_syntax_runs_through_sh() {
+    let env = Env::new();
+    let id = env.start(&["echo $((1+2)) | tr 3 x"]);
+    env.wait_done(&id);
+    assert_eq!(env.ok(&["output", &id, "--stream", "stdout"]), "x\n");
+    assert_eq!(env.status(&id)["argv"][0], "sh");
+}
+
+#[test]
+fn captured_run_returns_at_once() {
+    let env = Env::new();
+    let started = Instant::now();
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("id=$({} run -- sleep 30); echo $id", crate::util::BGT),
+        ])
+        .env("BGT_HOME", env.home())
+        .output()
+        .unwrap();
+    // The task sleeps 30 s; the capture must not wait for it.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(id.starts_with("t-"), "{id}");
+    assert_eq!(env.state(&id), "running");
+}
+
+#[test]
+fn task_survives_the_calling_shell() {
+    let env = Env::new();
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("{} run --label keep -- sleep 30; exit 0", crate::util::BGT),
+        ])
+        .env("BGT_HOME", env.home())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // The shell is gone; the task still runs, in its own session.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(env.state("keep"), "running");
+    let pid = env.status("keep")["pid"].as_i64().unwrap() as i32;
+    assert!(alive(pid));
+    let sid = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = sid.rsplit(')').next().unwrap().split_whitespace().collect();
+    assert_ne!(
+        fields[3],
+        std::process::id().to_string(),
+        "task must not share our session"
+    );
+}
+
+#[test]
+fn task_survives_a_hangup_of_its_caller() {
+    let env = Env::new();
+    let id = env.start(&["sleep", "30"]);
+    let supervisor = env.status(&id)["supervisor_pid"].as_i64().unwrap() as i32;
+    kill(supervisor, "HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(env.state(&id), "running");
+}
+
+#[test]
+fn stdout_and_stderr_land_in_separate_logs() {
+    let env = Env::new();
+    let id = env.start(&["echo out; echo err >&2"]);
+    env.wait_done(&id);
+    assert_eq!(env.ok(&["output", &id, "--stream", "stdout"]), "out\n");
+    assert_eq!(env.ok(&["output", &id, "--stream", "stderr"]), "err\n");
+    let dir = env.task_dir(&id);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("stdout.log")).unwrap(),
+        "out\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("stderr.log")).unwrap(),
+        "err\n"
+    );
+}
+
+#[test]
+fn env_and_cwd_apply_to_the_child() {
+    let env = Env::new();
+    let cwd = env.work().to_str().unwrap().to_string();
+    let id = env.start_with(
+        &["--cwd", &cwd, "--env", "GREETING=hi there"],
+        &["pwd; echo \"$GREETING\""],
+    );
+    env.wait_done(&id);
+    let out = env.ok(&["output", &id, "--stream", "stdout"]);
+    let real = std::fs::canonicalize(&cwd).unwrap();
+    assert_eq!(out, format!("{}\nhi there\n", real.display()));
+}
+
+#[test]
+fn start_errors_reach_the_caller_and_leave_no_task() {
+    let env = Env::new();
+    let err = env.fails(&["run", "--", "nosuchprog-xyz"], 1);
+    assert_eq!(
+        err.trim(),
+        "bgt: cannot start 'nosuchprog-xyz': No such file or directory"
+    );
+    let err = env.fails(&["run", "--cwd", "/no/such/dir", "--", "true"], 1);
+    assert_eq!(
+        err.trim(),
+        "bgt: cannot use --cwd '/no/such/dir': No such file or directory"
+    );
+    let script = env.file("not-exec.sh", "echo hi\n");
+    let err = env.fails(&["run", "--", &script], 1);
+    assert!(err.contains("Permission denied"), "{err}");
+    assert_eq!(err.lines().count(), 1);
+    assert_eq!(env.ok(&["status"]).trim(), "no tasks");
+}
+
+#[test]
+fn stop_kills_the_whole_tree_including_a_setsid_grandchild() {
+    let env = Env::new();
+    let gc = env.work().join("gc.pid");
+    let main = env.work().join("main.pid");
+    let script = format!(
+        "setsid sh -c 'echo $$ > {gc}; exec sleep 300' & echo $$ > {main}; sleep 300",
+        gc = gc.display(),
+        main = main.display()
+    );
+    let id = env.start(&[&script]);
+    let (gc, main) = (read_pid(&gc), read_pid(&main));
+    assert!(alive(gc) && alive(main));
+    let out = env.ok(&["stop", &id, "--grace", "2s"]);
+    assert!(out.contains("stopped"), "{out}");
+    poll_until(Duration::from_secs(5), || !alive(gc) && !alive(main));
+    assert_eq!(env.state(&id), "stopped");
+}
+
+#[test]
+fn stop_is_idempotent() {
+    let env = Env::new();
+    let id = env.start(&["sleep", "30"]);
+    env.ok(&["stop", &id]);
+    let again = env.ok(&["stop", &id]);
+    assert!(again.contains("already ended"), "{again}");
+    assert_eq!(env.state(&id), "stopped");
+}
+
+#[test]
+fn killing_the_supervisor_makes_the_task_lost_and_stop_still_kills_the_child() {
+    let env = Env::new();
+    let id = env.start(&["sleep", "300"]);
+    let status = env.status(&id);
+    let supervisor = status["supervisor_pid"].as_i64().unwrap() as i32;
+    let child = status["pid"].as_i64().unwrap() as i32;
+    kill(supervisor, "KILL");
+    poll_until(Duration::from_secs(5), || env.state(&id) == "lost");
+    assert!(alive(child), "the orphan keeps running until stopped");
+    let out = env.ok(&["stop", &id, "--grace", "1s"]);
+    assert!(out.contains("orphan"), "{out}");
+    poll_until(Duration::from_secs(5), || !alive(child));
+    assert_eq!(env.state(&id), "stopped");
+}
+
+#[test]
+fn killing_the_child_is_signaled_sigkill() {
+    let env = Env::new();
+    let id = env.start(&["sleep", "300"]);
+    let child = env.status(&id)["pid"].as_i64().unwrap() as i32;
+    kill(child, "KILL");
+    let done = env.wait_done(&id);
+    assert_eq!(done["state"], "signaled");
+    assert_eq!(done["signal"], "SIGKILL");
+    assert_eq!(done["exit_code"], 137);
+}
+
+#[test]
+fn descendants_keep_a_task_running_and_are_shown() {
+    let env = Env::new();
+    let id = env.start(&["sleep 300 & exit 0"]);
+    poll_until(Duration::from_secs(5), || env.status(&id)["exit_code"] == 0);
+    let status = env.status(&id);
+    assert_eq!(status["state"], "running");
+    assert_eq!(status["descendants"], 1);
+    let table = env.ok(&["status"]);
+    assert!(
+        table.contains("exited 0 (+1 descendant running)"),
+        "{table}"
+    );
+    env.ok(&["stop", &id]);
+    assert_eq!(env.state(&id), "stopped");
+}
+
+#[test]
+fn timeout_stops_the_tree() {
+    let env = Env::new();
+    let id = env.start_with(&["--timeout", "500ms"], &["sleep", "30"]);
+    let status = env.status(&id);
+    assert_eq!(status["timeout_ms"], 500);
+    let done = env.wait_done(&id);
+    assert_eq!(done["state"], "timed-out");
+}
+
+#[test]
+fn cleanup_removes_finished_tasks_only() {
+    let env = Env::new();
+    let done = env.start(&["true"]);
+    let running = env.start(&["sleep", "30"]);
+    env.wait_done(&done);
+    let out = env.ok(&["cleanup"]);
+    assert!(out.contains(&format!("removed {done}")), "{out}");
+    let left = env.ok(&["status"]);
+    assert!(!left.contains(&done) && left.contains(&running), "{left}");
+}
+
+#[test]
+fn tasks_resolve_by_label_prefix_and_report_ambiguity() {
+    let env = Env::new();
+    let first = env.start_with(&["--label", "web"], &["true"]);
+    let second = env.start_with(&["--label", "web"], &["true"]);
+    env.wait_done(&first);
+    env.wait_done(&second);
+    assert_eq!(
+        env.status("web")["id"],
+        second.as_str(),
+        "label resolves to the newest"
+    );
+    assert_eq!(
+        env.status(&first[2..6])["id"],
+        first.as_str(),
+        "id prefix without t-"
+    );
+    let err = env.fails(&["status", "t-"], 1);
+    assert!(
+        err.contains("ambiguous") && err.contains(&first) && err.contains(&second),
+        "{err}"
+    );
+    let err = env.fails(&["status", "nope"], 1);
+    assert_eq!(err.trim(), "bgt: no task matches 'nope' (see `bgt status`)");
+}
+
+#[test]
+fn path_traversal_labels_are_rejected() {
+    let env = Env::new();
+    for label in ["../x", "a/b", "", ".hidden", "a\nb"] {
+        let err = env.fails(&["run", "--label", label, "--", "true"], 2);
+        assert!(err.contains("invalid label"), "{label:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn corrupt_meta_shows_as_broken_and_others_still_list() {
+    let env = Env::new();
+    let good = env.start(&["true"]);
+    let bad = env.start(&["true"]);
+    env.wait_done(&good);
+    env.wait_done(&bad);
+    std::fs::write(env.task_dir(&bad).join("meta.json"), "{ not json").unwrap();
+    let table = env.ok(&["status"]);
+    assert!(
+        table.contains(&good) && table.contains("exited 0"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&bad) && table.contains("broken: meta.json is not valid JSON"),
+        "{table}"
+    );
+    let err = env.fails(&["output", &bad], 1);
+    assert!(err.contains("broken"), "{err}");
+    env.ok(&["cleanup"]);
+    assert!(!env.home().join(&bad).exists());
+}
+
+#[test]
+fn status_json_has_the_documented_fields() {
+    let env = Env::new();
+    let id = env.start_with(&["--label", "j", "--timeout", "1h"], &["sleep", "30"]);
+    let s = env.status(&id);
+    for key in [
+        "id",
+        "label",
+        "state",
+        "exit_code",
+        "signal",
+        "descendants",
+        "command",
+        "argv",
+        "cwd",
+        "pid",
+        "supervisor_pid",
+        "created",
+        "started",
+        "ended",
+        "runtime_ms",
+        "timeout_ms",
+        "timeout_left_ms",
+        "stdout_lines",
+        "stderr_lines",
+        "dir",
+        "error",
+    ] {
+        assert!(s.get(key).is_some(), "missing {key}");
+    }
+    assert!(s["timeout_left_ms"].as_u64().unwrap() > 3_500_000);
+    let all: serde_json::Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    assert_eq!(all["tasks"][0]["id"], id.as_str());
+}
+
+#[test]
+fn run_json_prints_id_pid_and_dir() {
+    let env = Env::new();
+    let out = env.ok(&["run", "--json", "--label", "x", "--", "sleep", "30"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(doc["id"].as_str().unwrap().starts_with("t-"));
+    assert_eq!(doc["label"], "x");
+    assert!(doc["pid"].as_u64().unwrap() > 0);
+    assert!(
+        std::path::Path::new(doc["dir"].as_str().unwrap())
+            .join("meta.json")
+            .exists()
+    );
+}
+
+#[test]
+fn stop_older_than_and_all() {
+    let env = Env::new();
+    let a = env.start(&["sleep", "30"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let b = env.start(&["sleep", "30"]);
+    env.ok(&["stop", "--older-than", "1s"]);
+    assert_eq!(env.state(&a), "stopped");
+    assert_eq!(env.state(&b), "running");
+    env.ok(&["stop", "--all"]);
+    assert_eq!(env.state(&b), "stopped");
+}
+
+#[test]
+fn state_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let id = env.start(&["echo hi"]);
+    env.wait_done(&id);
+    let dir = env.task_dir(&id);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(env.home()), 0o700);
+    assert_eq!(mode(&dir), 0o700);
+    for f in ["meta.json", "stdout.log", "stderr.log", "lock"] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+}
