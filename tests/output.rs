@@ -313,7 +313,7 @@ fn long_lines_are_cut_with_a_marker() {
 #[test]
 fn invalid_utf8_and_nul_bytes_are_shown_lossily() {
     let env = Env::new();
-    let id = env.task_printing(b"bad \xff\xfe bytes\nnul\x00byte\n".to_vec());
+    let id = env.task_printing(b"bad \xff\xfe bytes\nnul\x00byte\n");
     let texts = Env::texts(&env.output_json(&[&id]));
     assert_eq!(texts, ["bad \u{fffd}\u{fffd} bytes", "nulbyte"]);
     let raw = Env::texts(&env.output_json(&[&id, "--raw"]));
