@@ -8,6 +8,7 @@
 use crate::error::usage;
 use anyhow::Result;
 use regex::bytes::{Regex, RegexBuilder};
+use std::sync::LazyLock;
 
 /// A named exclude pattern for one stack's dev-server noise.
 pub struct Preset {
@@ -16,59 +17,66 @@ pub struct Preset {
     pub exclude: &'static str,
 }
 
-/// The built-in presets. Each was checked against a real dev-server log in
-/// `tests/data/logs/`: access lines for successful requests, static assets,
-/// hot reload and watcher banners go; errors, 4xx/5xx and stack traces stay.
+/// Lines a preset never hides, whatever its pattern says: anything that looks
+/// like a problem (error words, 4xx/5xx statuses, stack frames). So a preset
+/// can be generous about noise (`static`, `HMR`) without eating an error that
+/// happens to mention a static file. Your own `--exclude` is not protected.
+pub const PROTECT: &str = r#"(?i)error|exception|warn|fail|fatal|panic|traceback|critical|denied|refused|unhandled|uncaught|invalid|deprecat|cannot|can't|not found|⨯|✗|✘|⚠|^\s+at\s|^\s*File "|:\d+:in\s|\s[45]\d\d\s+(?:in\s|[\d-])"#;
+
+/// The built-in presets: the seed's patterns plus the real formats of each
+/// dev server, checked against captured logs in `tests/data/logs/` (access
+/// lines of successful requests, static assets, hot reload, banners go;
+/// errors, 4xx/5xx and stack traces stay).
 pub const PRESETS: &[Preset] = &[
     Preset {
         name: "next",
-        about: "Next.js dev server",
-        exclude: r"HMR|webpack|/_next/|favicon|[Cc]ompil(ed|ing)\b.*(successfully|in \d|\.\.\.)|✓ (Compiled|Ready|Starting)|○ Compiling|GET /\S* (200|304) in|Fast Refresh|hot-update|static/",
+        about: "Next.js dev server (webpack and Turbopack)",
+        exclude: r"HMR|webpack|static|favicon|_next|compiled successfully|^\s*(?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) \S+ [23]\d\d in \d|^\s*[✓○] |^\s*▲ Next\.js |^\s*- (?:Local|Network|Environments|Experiments)|Fast Refresh|hot-update",
     },
     Preset {
         name: "express",
-        about: "Express / Node (morgan dev, combined, common)",
-        exclude: r"\b(GET|HEAD|OPTIONS) \S+ (2\d\d|304) |\x22(GET|HEAD|OPTIONS) \S+ HTTP/[\d.]+\x22 (2\d\d|304) |\bOPTIONS \S+ |healthz?\b|/health\b|favicon",
+        about: "Express / Node with morgan (dev, combined, common)",
+        exclude: r#"GET 200|GET 304|healthcheck|OPTIONS|^(?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) \S+ [23]\d\d \d+(?:\.\d+)? ms - (?:\d+|-)$|^\S+ - \S+ \[[^\]]+\] "(?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) \S* HTTP/\d(?:\.\d)?" [23]\d\d (?:\d+|-)|^Server listening on |^Restarting '[^']+'$|/healthz?\b"#,
     },
     Preset {
         name: "django",
         about: "Django runserver",
-        exclude: r"\x22(GET|HEAD|OPTIONS) /static/|\x22(GET|HEAD|OPTIONS) \S+ HTTP/[\d.]+\x22 (2\d\d|304) |Watching for file changes|StatReloader|Performing system checks|System check identified no issues|^Quit the server with|favicon",
+        exclude: r#"GET /static|200 OK|Watching for|StatReloader|^\[[^\]]+\] "(?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) \S* HTTP/\d(?:\.\d)?" [23]\d\d \d+$|^\S+ changed, reloading\.$|^(?:Performing system checks\.\.\.|System check identified no issues|Quit the server with CONTROL-C\.)|^(?:Django version \d|Starting development server at )|^[A-Z][a-z]+ \d{1,2}, \d{4} - \d{2}:\d{2}:\d{2}$|^For more information on production servers see: "#,
     },
     Preset {
         name: "rails",
-        about: "Rails development log",
-        exclude: r"Started (GET|HEAD) \x22/(assets|packs|vite)|Completed (2\d\d|304) |Processing by .* as |^\s*Rendered |^\s*Rendering |Served asset|Cache (read|write)|ActiveRecord::SchemaMigration|healthz?\b|/up\b",
+        about: "Rails (Puma) development log",
+        exclude: r#"Started GET.*assets|200 OK|Completed 200|^=> |^Puma starting in |^\* (?:Puma version|\s*Min threads|\s*Max threads|\s*Environment|\s*PID|Listening on)|^Use Ctrl-C to stop$|^- Gracefully stopping|^Exiting$|^Started (?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) "[^"]*" for \S+ at |^Processing by \S+ as |^  Parameters: |^  Render(?:ing|ed) |^ {2,3}(?:[A-Z]\w*(?: \w+)* )?\(\d+(?:\.\d+)?ms\)  |^  ↳ |^Completed [23]\d\d "#,
     },
     Preset {
         name: "vite",
         about: "Vite dev server",
-        exclude: r"\[vite\] (hmr|page reload|\(client\) hmr|\(ssr\))|hmr update|optimized dependencies|[Pp]re-bundling|new dependencies optimized|VITE v|➜\s+(Local|Network|press)|ready in \d|static",
+        exclude: r"hmr|optimized|pre-bundling|static|^\s*VITE v\d|^\s*➜ |^[\d:]+(?: [AP]M)? \[vite\] (?:\(\w+\) )?(?:hmr update|page reload|hmr invalidate|server restarted|\S+ changed, restarting server) |^\s*vite:(?:hmr|deps|resolve|transform|load|time|spa-fallback|html-fallback|cache) ",
     },
     Preset {
         name: "general",
         about: "any web server: successful requests, health checks, static files, hot reload",
-        exclude: r"\b(GET|HEAD|OPTIONS) \S+ (200|204|304)\b|\x22(GET|HEAD) \S+ HTTP/[\d.]+\x22 (200|204|304) |healthz?\b|/health\b|favicon|/static/|HMR|hot.update",
+        exclude: r#"GET 200|healthcheck|favicon|static|HMR|hot.update|\[vite\] (?:\(\w+\) )?(?:hmr update|page reload) |^\s*(?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) \S+ [23]\d\d\b|"(?:GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) \S* HTTP/\d(?:\.\d)?" [23]\d\d |/healthz?\b"#,
     },
     Preset {
         name: "webpack",
         about: "webpack / webpack-dev-server",
-        exclude: r"webpack \d+\.\d+\.\d+ compiled successfully|\[webpack-dev-server\]|\[HMR\]|hot-update|asset \S+ [\d.]+ [KMk]?i?B|cacheable modules|modules by path|orphan modules|runtime modules",
+        exclude: r"compiled successfully|\[webpack-dev-server\]|\[HMR\]|hot-update|^\s*asset \S+ [\d.]+ [KMk]?i?B|cacheable modules|modules by path|orphan modules|runtime modules",
     },
     Preset {
         name: "jest",
-        about: "Jest / Vitest runs: passing tests and progress",
-        exclude: r"^\s*(✓|√|✔)\s|^\s*PASS\s|^\s*RUNS\s|Determining test suites",
+        about: "Jest / Vitest: passing tests and progress",
+        exclude: r"^\s*(?:✓|√|✔)\s|^\s*PASS\s|^\s*RUNS\s|Determining test suites",
     },
     Preset {
         name: "pytest",
         about: "pytest: passing tests and progress dots",
-        exclude: r" PASSED( |$)|^[.sx]+\s*\[\s*\d+%\]$|^platform |^cachedir:|^rootdir:|^plugins:|^collecting",
+        exclude: r" PASSED(?: |$)|^[.sx]+\s*\[\s*\d+%\]$|^platform |^cachedir:|^rootdir:|^plugins:|^collecting",
     },
     Preset {
         name: "cargo",
         about: "cargo build/test: compile progress and passing tests",
-        exclude: r"^\s*(Compiling|Checking|Downloaded|Downloading|Fresh|Blocking|Locking|Updating|Adding) |^test \S+ \.\.\. ok$|^running \d+ tests?$",
+        exclude: r"^\s*(?:Compiling|Checking|Downloaded|Downloading|Fresh|Blocking|Locking|Updating|Adding) |^test \S+ \.\.\. ok$|^running \d+ tests?$",
     },
 ];
 
@@ -156,7 +164,10 @@ fn describe(err: &regex::Error) -> String {
 #[derive(Clone, Debug, Default)]
 pub struct LineMatch {
     pub filter: Option<Regex>,
+    /// The user's `--exclude`.
     pub exclude: Option<Regex>,
+    /// All chosen presets in one regex; never applied to `PROTECT`ed lines.
+    pub presets: Option<Regex>,
 }
 
 impl LineMatch {
@@ -172,32 +183,34 @@ impl LineMatch {
         let filter = filter
             .map(|p| compile("--filter", p, filter_ic))
             .transpose()?;
+        let exclude = exclude
+            .map(|p| compile("--exclude", p, exclude_ic))
+            .transpose()?;
         let mut parts: Vec<String> = Vec::new();
-        if let Some(p) = exclude {
-            compile("--exclude", p, exclude_ic)?;
-            parts.push(grep_alternation(p));
-        }
         for name in presets {
-            parts.push(preset(name)?.exclude.to_string());
+            parts.push(format!("(?:{})", preset(name)?.exclude));
         }
-        let exclude = match parts.len() {
-            0 => None,
-            _ => {
-                let joined = parts
-                    .iter()
-                    .map(|p| format!("(?:{p})"))
-                    .collect::<Vec<_>>()
-                    .join("|");
-                Some(compile("--exclude", &joined, exclude_ic)?)
-            }
+        let presets = match parts.is_empty() {
+            true => None,
+            false => Some(compile("--preset", &parts.join("|"), exclude_ic)?),
         };
-        Ok(LineMatch { filter, exclude })
+        Ok(LineMatch {
+            filter,
+            exclude,
+            presets,
+        })
     }
 
     /// Whether a (cleaned) line is kept: not excluded, and matching the filter if any.
     pub fn keeps(&self, text: &[u8]) -> bool {
-        !self.exclude.as_ref().is_some_and(|re| re.is_match(text))
-            && self.filter.as_ref().is_none_or(|re| re.is_match(text))
+        static PROTECTED: LazyLock<Regex> =
+            LazyLock::new(|| Regex::new(PROTECT).expect("valid regex"));
+        let excluded = self.exclude.as_ref().is_some_and(|re| re.is_match(text))
+            || self
+                .presets
+                .as_ref()
+                .is_some_and(|re| re.is_match(text) && !PROTECTED.is_match(text));
+        !excluded && self.filter.as_ref().is_none_or(|re| re.is_match(text))
     }
 }
 
