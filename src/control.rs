@@ -260,24 +260,23 @@ fn stop_orphan(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome>
     Ok(StopOutcome::KilledOrphan)
 }
 
-/// Polls until the task's lock is free (its supervisor has exited) or the
-/// deadline passes; back-off keeps a long wait at a few ms of CPU.
+/// Blocks until the task's lock is free (its supervisor has exited) or the
+/// deadline passes. A blocking flock in a helper thread: it wakes the moment
+/// the supervisor exits and costs no CPU while waiting.
 pub fn wait_unlocked(task: &Task, deadline: Option<Instant>) -> bool {
-    let mut nap = Duration::from_millis(2);
-    loop {
-        if !task.is_locked() {
-            return true;
-        }
-        if let Some(deadline) = deadline {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            nap = nap.min(deadline - now);
-        }
-        std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(200));
-    }
+    let Ok(file) = std::fs::File::open(task.dir.join(crate::store::LOCK)) else {
+        return true; // no lock file: the task is gone
+    };
+    let Some(deadline) = deadline else {
+        return file.lock_shared().is_ok();
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // The thread ends when the lock comes free, even if nobody listens.
+        let _ = tx.send(file.lock_shared().is_ok());
+    });
+    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .unwrap_or(false)
 }
 
 /// Stops every running task with `label` (for `run --replace`).

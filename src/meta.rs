@@ -131,10 +131,13 @@ impl TaskMeta {
         serde_json::from_value(value).map_err(|e| anyhow::anyhow!("meta.json is malformed ({e})"))
     }
 
-    /// Writes the record atomically next to its final path.
+    /// Writes the record atomically next to its final path. Only a final
+    /// record is fsync'd: the starting ones are rewritten within
+    /// milliseconds and a crash before the end makes the task `lost` anyway,
+    /// so their fsync would only slow down `bgt run`.
     pub fn store(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self)?;
-        write_atomic(path, &json, true)
+        write_atomic(path, &json, self.state.is_final())
     }
 }
 

@@ -29,6 +29,14 @@ pub fn run(args: WaitArgs) -> Result<i32> {
     }
     let condition = condition(&args)?;
     let deadline = args.timeout.map(|t| Instant::now() + t);
+    if let Condition::Exit = condition {
+        // Plain wait: block on each task's lock, no polling.
+        for task in &tasks {
+            if !crate::control::wait_unlocked(task, deadline) {
+                return timed_out(&args, &tasks, &condition);
+            }
+        }
+    }
     let mut positions: Vec<Marks> = vec![Marks::default(); tasks.len()];
     let mut ready = vec![false; tasks.len()];
     let mut nap = Duration::from_millis(20);

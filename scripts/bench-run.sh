@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Start latency of `bgt run` next to nohup, nq, tsp and pueue (whichever are
+# installed), the supervisor's memory, and log throughput versus a plain
+# shell redirect. Prints means and ratios; nothing here is a pass/fail test.
+#
+#   scripts/bench-run.sh            # quick: 30 runs each, 256 MiB throughput
+#   RUNS=100 MIB=1024 scripts/bench-run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-30}
+MIB=${MIB:-256}
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need hyperfine; then
+    (apt-get update -qq && apt-get install -y -qq hyperfine) >/dev/null 2>&1 || { echo "hyperfine is required" >&2; exit 1; }
+fi
+# The standard tools, where the package registry has them (pueue is not in Debian).
+need nq || (apt-get install -y -qq nq >/dev/null 2>&1 || true)
+need tsp || (apt-get install -y -qq task-spooler >/dev/null 2>&1 || true)
+
+cargo build --release --quiet
+BGT=$PWD/target/release/bgt
+TMP=$(mktemp -d)
+export BGT_HOME=$TMP/bgt NQDIR=$TMP/nq TS_SOCKET=$TMP/tsp.sock TMPDIR=$TMP
+mkdir -p "$NQDIR"
+cleanup() {
+    "$BGT" stop --all --grace 1s >/dev/null 2>&1 || true
+    need tsp && tsp -K >/dev/null 2>&1 || true
+    need pueue && pueue kill --all >/dev/null 2>&1 || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+echo "== bgt run latency ($(nproc) cores, $(uname -m), $RUNS runs each)"
+cmds=("$BGT run -- true" "sh -c 'nohup true >/dev/null 2>&1 &'")
+names=("bgt run" "nohup &")
+if need nq; then cmds+=("nq true"); names+=("nq"); fi
+if need tsp; then tsp true >/dev/null; cmds+=("tsp true"); names+=("tsp"); fi
+if need pueue && pueue status >/dev/null 2>&1; then cmds+=("pueue add true"); names+=("pueue add"); fi
+args=()
+for i in "${!cmds[@]}"; do args+=(-n "${names[$i]}" "${cmds[$i]}"); done
+hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$TMP/run.json" "${args[@]}" >/dev/null 2>&1 ||
+    hyperfine --warmup 3 --runs "$RUNS" --export-json "$TMP/run.json" "${args[@]}" >/dev/null
+python3 - "$TMP/run.json" <<'PY'
+import json, sys
+rs = json.load(open(sys.argv[1]))["results"]
+base = next(r["mean"] for r in rs if r["command"] == "nohup &")
+print(f"{'command':<12} {'mean':>10} {'stddev':>10} {'vs nohup':>9}")
+for r in rs:
+    print(f"{r['command']:<12} {r['mean']*1000:>8.2f}ms {r['stddev']*1000:>8.2f}ms {r['mean']/base:>8.2f}x")
+PY
+need pueue || echo "(pueue not installed: cargo install pueue, start pueued, rerun to include it)"
+
+echo
+echo "== resident memory of a supervisor watching 'sleep 30'"
+id=$("$BGT" run -- sleep 30)
+sup=$("$BGT" status "$id" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["supervisor_pid"])')
+awk '/^(VmRSS|RssAnon|RssFile):/ {printf "bgt supervisor   %-9s %6d KiB\n", $1, $2}' "/proc/$sup/status"
+awk '/^Pss:/ {printf "bgt supervisor   %-9s %6d KiB (shared pages split among their users)\n", $1, $2}' "/proc/$sup/smaps_rollup"
+if need nq; then
+    nq sleep 30 >/dev/null
+    sleep 0.2
+    npid=$(pgrep -f -n '^nq sleep 30' || true)
+    [ -n "$npid" ] && awk '/^VmRSS:/ {printf "nq (for compare) %-9s %6d KiB\n", $1, $2}' "/proc/$npid/status"
+fi
+"$BGT" stop "$id" >/dev/null
+
+echo
+echo "== log throughput: a program writing $MIB MiB to stdout"
+cat > "$TMP/write.sh" <<SH
+#!/bin/sh
+head -c $((MIB * 1048576)) /dev/zero | tr '\0' 'x' | fold -w 99
+SH
+chmod +x "$TMP/write.sh"
+hyperfine --warmup 1 --runs 5 --export-json "$TMP/tp.json" \
+    -n "shell > file" "$TMP/write.sh > $TMP/out.log" \
+    -n "bgt run + wait" "id=\$($BGT run -- $TMP/write.sh) && $BGT wait \$id" >/dev/null
+python3 - "$TMP/tp.json" "$MIB" <<'PY'
+import json, sys
+rs = json.load(open(sys.argv[1]))["results"]; mib = int(sys.argv[2])
+base = rs[0]["mean"]
+for r in rs:
+    print(f"{r['command']:<15} {r['mean']:>7.3f}s {mib / r['mean']:>8.0f} MiB/s {r['mean']/base:>6.2f}x")
+PY
