@@ -6,3 +6,4 @@ mod util;
 mod core;
 mod output;
 mod presets;
+mod workflow;
