@@ -3,7 +3,10 @@
 
 mod util;
 
+mod badinput;
+mod concurrency;
 mod core;
+mod faults;
 mod output;
 mod presets;
 mod workflow;
