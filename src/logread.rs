@@ -162,10 +162,30 @@ pub struct ReadResult {
     pub streams: Vec<StreamResult>,
 }
 
+/// Receives entries as they are found (see [`read_with`]).
+pub type Sink<'a> = &'a mut dyn FnMut(&Entry) -> std::io::Result<()>;
+
+/// Lends the sink out for a shorter time (`as_deref_mut` cannot shorten the
+/// trait object's lifetime; this coercion can).
+fn lend<'a>(sink: &'a mut Option<Sink<'_>>) -> Option<Sink<'a>> {
+    match sink {
+        Some(s) => Some(&mut **s),
+        None => None,
+    }
+}
+
 /// Reads a task's logs as `req` says; with `since`, under the cursor's lock.
 pub fn read(task_dir: &Path, req: &Request) -> Result<ReadResult> {
+    read_with(task_dir, req, None)
+}
+
+/// Like [`read`], but an uncapped whole-range read (`--max-lines 0`, no
+/// tail/head) hands its entries to `sink` as they are found instead of
+/// collecting them, so reading a 1 GiB log needs no 1 GiB of memory and a
+/// closed pipe stops the scan. Other reads ignore the sink.
+pub fn read_with(task_dir: &Path, req: &Request, mut sink: Option<Sink>) -> Result<ReadResult> {
     let Some(name) = &req.since else {
-        return read_from(task_dir, req, &mut Marks::default());
+        return read_from_sink(task_dir, req, &mut Marks::default(), sink);
     };
     let _lock = lock_cursor(task_dir, name)?;
     let path = task_dir.join("cursors").join(format!("{name}.json"));
@@ -174,17 +194,46 @@ pub fn read(task_dir: &Path, req: &Request) -> Result<ReadResult> {
     } else {
         Marks::load(&path)
     };
-    let result = read_from(task_dir, req, &mut cursors)?;
+    let result = read_from_sink(task_dir, req, &mut cursors, lend(&mut sink));
+    // Advance the cursor even if the sink failed part-way: it only moves
+    // past entries that were handed over.
     write_atomic(&path, &serde_json::to_vec(&cursors)?, false)?;
-    Ok(result)
+    result
 }
 
 /// Reads the lines after `from` (per stream) and moves `from` to where the
 /// next incremental read should start.
 pub fn read_from(task_dir: &Path, req: &Request, from: &mut Marks) -> Result<ReadResult> {
+    read_from_sink(task_dir, req, from, None)
+}
+
+fn read_from_sink(
+    task_dir: &Path,
+    req: &Request,
+    from: &mut Marks,
+    mut sink: Option<Sink>,
+) -> Result<ReadResult> {
+    let streaming = req.window == Window::All && req.max_lines.is_none();
     let mut scans = Vec::new();
     for &stream in &req.streams {
-        scans.push(scan_stream(task_dir, stream, from.get(stream), req)?);
+        let sink = if streaming { lend(&mut sink) } else { None };
+        let scan = scan_stream(task_dir, stream, from.get(stream), req, sink);
+        match scan {
+            Ok(scan) => scans.push(scan),
+            Err(err) => {
+                // A sink error (closed pipe): keep what was handed over.
+                for scan in &scans {
+                    from.set(
+                        scan.stream,
+                        Mark {
+                            pos: scan.scanned,
+                            ino: scan.ino,
+                        },
+                    );
+                }
+                return Err(err);
+            }
+        }
     }
 
     // Share the cap between streams: each gets half, and what one does not
@@ -239,6 +288,8 @@ struct Scan {
     total_lines: u64,
     cursor_reset: bool,
     ino: u64,
+    /// Lines handed to a sink instead of being collected.
+    streamed: u64,
 }
 
 fn finish(scan: Scan, budget: usize, req: &Request) -> StreamResult {
@@ -246,7 +297,7 @@ fn finish(scan: Scan, budget: usize, req: &Request) -> StreamResult {
     let dropped: u64 = entries.iter().skip(budget).map(|e| 1 + e.similar).sum();
     let truncated = entries.len() > budget;
     entries.truncate(budget);
-    let returned = entries.iter().map(|e| 1 + e.similar).sum();
+    let returned = entries.iter().map(|e| 1 + e.similar).sum::<u64>() + scan.streamed;
     let cut_short = truncated || scan.uncollected > 0;
     let cursor = match entries.iter().rev().find(|e| !e.partial) {
         Some(last) if cut_short => last.end,
@@ -290,7 +341,13 @@ fn open_log(path: &Path) -> Result<Option<(File, u64, u64)>> {
     }
 }
 
-fn scan_stream(task_dir: &Path, stream: Stream, start: Mark, req: &Request) -> Result<Scan> {
+fn scan_stream(
+    task_dir: &Path,
+    stream: Stream,
+    start: Mark,
+    req: &Request,
+    sink: Option<Sink>,
+) -> Result<Scan> {
     let Some((mut file, len, ino)) = open_log(&task_dir.join(stream.file()))? else {
         return Ok(Scan {
             stream,
@@ -302,6 +359,7 @@ fn scan_stream(task_dir: &Path, stream: Stream, start: Mark, req: &Request) -> R
             total_lines: 0,
             cursor_reset: start.pos.offset > 0,
             ino: 0,
+            streamed: 0,
         });
     };
     let mut start_pos = start.pos;
@@ -318,6 +376,7 @@ fn scan_stream(task_dir: &Path, stream: Stream, start: Mark, req: &Request) -> R
         collapse,
         req.clean,
         req.max_line_chars,
+        sink,
     );
 
     if let (Window::Tail(n), None) = (req.window, &req.since) {
@@ -334,6 +393,7 @@ fn scan_stream(task_dir: &Path, stream: Stream, start: Mark, req: &Request) -> R
             total_lines: total.line,
             cursor_reset,
             ino,
+            streamed: 0,
         });
     }
 
@@ -341,8 +401,8 @@ fn scan_stream(task_dir: &Path, stream: Stream, start: Mark, req: &Request) -> R
     let scanned = scan_forward(&mut file, start_pos, len, req, &mut |kept| {
         collector.push(kept)
     })?;
+    let (entries, matched, uncollected, streamed) = collector.finish()?;
     store_index(task_dir, stream, scanned, ino);
-    let (entries, matched, uncollected) = collector.finish();
     Ok(Scan {
         stream,
         entries,
@@ -353,6 +413,7 @@ fn scan_stream(task_dir: &Path, stream: Stream, start: Mark, req: &Request) -> R
         total_lines: scanned.line,
         cursor_reset,
         ino,
+        streamed,
     })
 }
 
@@ -384,7 +445,7 @@ fn scan_forward(
     start: Pos,
     len: u64,
     req: &Request,
-    on_kept: &mut dyn FnMut(Kept),
+    on_kept: &mut dyn FnMut(Kept) -> bool,
 ) -> Result<Pos> {
     let mut pos = start;
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK.min((len - start.offset) as usize + 1));
@@ -394,9 +455,11 @@ fn scan_forward(
     loop {
         let want = (CHUNK.max(buf.len() * 2) - buf.len()).min(left as usize);
         let old = buf.len();
-        buf.resize(old + want, 0);
-        file.read_exact(&mut buf[old..])
-            .context("log shrank while reading")?;
+        // read_to_end fills spare capacity without zeroing it first.
+        (&mut *file).take(want as u64).read_to_end(&mut buf)?;
+        if buf.len() - old != want {
+            anyhow::bail!("log shrank while reading");
+        }
         left -= want as u64;
         let Some(last_nl) = memchr::memrchr(b'\n', &buf) else {
             if left == 0 {
@@ -418,13 +481,15 @@ fn scan_forward(
                         memchr::memchr_iter(b'\n', &complete[from..line_start]).count() as u64 + 1;
                     pos.offset += (line_end + 1 - from) as u64;
                     from = line_end + 1;
-                    if let Some(text) = select(&complete[line_start..line_end], req) {
-                        on_kept(Kept {
+                    if let Some(text) = select(&complete[line_start..line_end], req)
+                        && !on_kept(Kept {
                             line: pos.line,
                             text,
                             end: pos,
                             partial: false,
-                        });
+                        })
+                    {
+                        return Ok(pos); // the consumer gave up (closed pipe)
                     }
                 }
                 pos.line += memchr::memchr_iter(b'\n', &complete[from..]).count() as u64;
@@ -435,13 +500,15 @@ fn scan_forward(
                 for nl in memchr::memchr_iter(b'\n', complete) {
                     pos.line += 1;
                     pos.offset += (nl + 1 - line_start) as u64;
-                    if let Some(text) = select(&complete[line_start..nl], req) {
-                        on_kept(Kept {
+                    if let Some(text) = select(&complete[line_start..nl], req)
+                        && !on_kept(Kept {
                             line: pos.line,
                             text,
                             end: pos,
                             partial: false,
-                        });
+                        })
+                    {
+                        return Ok(pos);
                     }
                     line_start = nl + 1;
                 }
@@ -466,8 +533,9 @@ fn scan_forward(
     Ok(pos)
 }
 
-/// Builds entries from kept lines: collapsing, head/tail window, collection limit.
-struct Collector {
+/// Builds entries from kept lines: collapsing, head/tail window, collection
+/// limit, or hand-over to a sink.
+struct Collector<'s> {
     stream: Stream,
     window: Window,
     limit: usize,
@@ -477,9 +545,12 @@ struct Collector {
     pending: Option<(Entry, String)>,
     matched: u64,
     uncollected: u64,
+    sink: Option<Sink<'s>>,
+    streamed: u64,
+    failed: Option<std::io::Error>,
 }
 
-impl Collector {
+impl<'s> Collector<'s> {
     fn new(
         stream: Stream,
         window: Window,
@@ -487,6 +558,7 @@ impl Collector {
         collapse: bool,
         clean: bool,
         max_chars: usize,
+        sink: Option<Sink<'s>>,
     ) -> Self {
         let cap = cap.unwrap_or(usize::MAX);
         let limit = match window {
@@ -504,6 +576,9 @@ impl Collector {
             pending: None,
             matched: 0,
             uncollected: 0,
+            sink,
+            streamed: 0,
+            failed: None,
         }
     }
 
@@ -511,11 +586,12 @@ impl Collector {
         !matches!(self.window, Window::Tail(_)) && self.entries.len() >= self.limit
     }
 
-    fn push(&mut self, kept: Kept) {
+    /// Takes one kept line; false once the sink has failed (stop scanning).
+    fn push(&mut self, kept: Kept) -> bool {
         self.matched += 1;
         if self.full() {
             self.uncollected += 1;
-            return;
+            return true;
         }
         let key = if self.collapse {
             clean::similarity_key(&kept.text)
@@ -530,12 +606,12 @@ impl Collector {
             if !kept.partial {
                 entry.end = kept.end;
             }
-            return;
+            return true;
         }
         self.flush();
         if self.full() {
             self.uncollected += 1;
-            return;
+            return true;
         }
         let text = match self.cut {
             Some(max) => clean::cut(&kept.text, max).into_owned(),
@@ -550,12 +626,22 @@ impl Collector {
             partial: kept.partial,
         };
         self.pending = Some((entry, key));
+        self.failed.is_none()
     }
 
     fn flush(&mut self) {
         let Some((entry, _)) = self.pending.take() else {
             return;
         };
+        if let Some(sink) = &mut self.sink {
+            if self.failed.is_none() {
+                match sink(&entry) {
+                    Ok(()) => self.streamed += 1 + entry.similar,
+                    Err(err) => self.failed = Some(err),
+                }
+            }
+            return;
+        }
         self.entries.push_back(entry);
         if let Window::Tail(n) = self.window {
             while self.entries.len() > n {
@@ -564,9 +650,18 @@ impl Collector {
         }
     }
 
-    fn finish(mut self) -> (Vec<Entry>, u64, u64) {
+    /// Entries, matched lines, uncollected lines, streamed lines.
+    fn finish(mut self) -> Result<(Vec<Entry>, u64, u64, u64)> {
         self.flush();
-        (self.entries.into(), self.matched, self.uncollected)
+        if let Some(err) = self.failed {
+            return Err(err.into());
+        }
+        Ok((
+            self.entries.into(),
+            self.matched,
+            self.uncollected,
+            self.streamed,
+        ))
     }
 }
 

@@ -2,7 +2,7 @@
 //! Selecting lines happens in `logread`; this module only formats.
 
 use crate::info::TaskInfo;
-use crate::logread::{ReadResult, Stream, StreamResult};
+use crate::logread::{Entry, ReadResult, Stream, StreamResult};
 use serde_json::{Value, json};
 use std::io::{self, Write};
 use std::time::Duration;
@@ -185,17 +185,23 @@ pub fn output_lines(out: &mut dyn Write, result: &ReadResult) -> io::Result<()> 
     let marked = result.streams.len() > 1;
     for s in &result.streams {
         for e in &s.entries {
-            let prefix = if marked && e.stream == Stream::Stderr {
-                "stderr│ "
-            } else {
-                ""
-            };
-            writeln!(out, "{prefix}{}", e.text)?;
-            if e.similar > 0 {
-                let s = if e.similar == 1 { "" } else { "s" };
-                writeln!(out, "{prefix}  … {} similar line{s}", thousands(e.similar))?;
-            }
+            output_entry(out, e, marked)?;
         }
+    }
+    Ok(())
+}
+
+/// One entry as text (see [`output_lines`]).
+pub fn output_entry(out: &mut dyn Write, e: &Entry, marked: bool) -> io::Result<()> {
+    let prefix = if marked && e.stream == Stream::Stderr {
+        "stderr│ "
+    } else {
+        ""
+    };
+    writeln!(out, "{prefix}{}", e.text)?;
+    if e.similar > 0 {
+        let s = if e.similar == 1 { "" } else { "s" };
+        writeln!(out, "{prefix}  … {} similar line{s}", thousands(e.similar))?;
     }
     Ok(())
 }

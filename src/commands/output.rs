@@ -2,12 +2,12 @@
 
 use crate::cli::OutputArgs;
 use crate::info::TaskInfo;
-use crate::logread::{self, Marks, Request, Window};
+use crate::logread::{self, Entry, Marks, Request, Window};
 use crate::pattern::{Case, LineMatch, PRESETS};
 use crate::render;
 use crate::store::{Store, Task};
 use anyhow::Result;
-use std::io::{IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::time::Duration;
 
 /// Builds a log request from the command line (also used by `wait`).
@@ -57,13 +57,16 @@ pub fn run(args: OutputArgs) -> Result<i32> {
     if args.follow {
         return follow(&task, req);
     }
-    let result = logread::read(&task.dir, &req)?;
-    let info = TaskInfo::of(&task);
     if args.json {
-        super::print_json(&render::output_json(&info, &result))?;
+        let result = logread::read(&task.dir, &req)?;
+        super::print_json(&render::output_json(&TaskInfo::of(&task), &result))?;
         return Ok(0);
     }
-    let mut out = std::io::stdout().lock();
+    // Block-buffered: std's stdout is line-buffered, one write(2) per line.
+    let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let marked = req.streams.len() > 1;
+    let mut print = |entry: &Entry| render::output_entry(&mut out, entry, marked);
+    let result = logread::read_with(&task.dir, &req, Some(&mut print))?;
     render::output_lines(&mut out, &result)?;
     out.flush()?;
     let summary = render::output_summary(&result, args.filter.as_deref(), args.since);
@@ -79,7 +82,7 @@ pub fn run(args: OutputArgs) -> Result<i32> {
 fn follow(task: &Task, mut req: Request) -> Result<i32> {
     let mut positions = Marks::default();
     let mut nap = Duration::from_millis(50);
-    let mut out = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout());
     loop {
         // Look at liveness first: a read after the task ended sees all it wrote.
         let active = task.reload().phase().is_active();
@@ -89,11 +92,8 @@ fn follow(task: &Task, mut req: Request) -> Result<i32> {
             None => logread::read_from(&task.dir, &req, &mut positions)?,
         };
         let got = result.streams.iter().any(|s| !s.entries.is_empty());
-        {
-            let mut lock = out.lock();
-            render::output_lines(&mut lock, &result)?;
-            lock.flush()?;
-        }
+        render::output_lines(&mut out, &result)?;
+        out.flush()?;
         if !active {
             return Ok(TaskInfo::of(&task.reload()).exit_status());
         }
@@ -103,6 +103,5 @@ fn follow(task: &Task, mut req: Request) -> Result<i32> {
             (nap * 3 / 2).min(Duration::from_millis(500))
         };
         std::thread::sleep(nap);
-        out = std::io::stdout();
     }
 }
