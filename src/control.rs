@@ -48,7 +48,7 @@ pub fn command_from_words(words: &[String]) -> Result<CommandSpec> {
         return Err(usage("the command contains a NUL byte"));
     }
     if words.len() == 1 && has_shell_syntax(&words[0]) {
-        return Ok(shell_command(&words[0]));
+        return shell_command(&words[0]);
     }
     Ok(CommandSpec {
         argv: words.to_vec(),
@@ -62,12 +62,18 @@ pub fn command_from_words(words: &[String]) -> Result<CommandSpec> {
 }
 
 /// A script for `sh -c` (the MCP `bg_run` tool always uses this).
-pub fn shell_command(script: &str) -> CommandSpec {
-    CommandSpec {
+pub fn shell_command(script: &str) -> Result<CommandSpec> {
+    if script.trim().is_empty() {
+        return Err(usage("empty command"));
+    }
+    if script.contains('\0') {
+        return Err(usage("the command contains a NUL byte"));
+    }
+    Ok(CommandSpec {
         argv: vec!["sh".into(), "-c".into(), script.into()],
         display: script.into(),
         shell: true,
-    }
+    })
 }
 
 fn has_shell_syntax(word: &str) -> bool {
@@ -330,4 +336,41 @@ pub fn remove_stale_temp_dirs(store: &Store) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// What `cleanup` did.
+#[derive(Debug, Default)]
+pub struct Cleanup {
+    /// Removed tasks, as they were just before removal.
+    pub removed: Vec<crate::info::TaskInfo>,
+    /// Tasks left alone because they still run.
+    pub kept_running: Vec<crate::info::TaskInfo>,
+}
+
+/// Removes finished (and broken) tasks that ended longer ago than
+/// `older_than`; never a running one, unless `stop_running` stops it first.
+pub fn cleanup(store: &Store, older_than: Option<Duration>, stop_running: bool) -> Result<Cleanup> {
+    remove_stale_temp_dirs(store);
+    let cutoff = older_than.map(|d| Utc::now() - chrono::Duration::from_std(d).unwrap_or_default());
+    let mut report = Cleanup::default();
+    for task in store.list()? {
+        if stop_running && task.phase().is_active() {
+            stop(&task, Signal::SIGTERM, supervisor::DEFAULT_GRACE)?;
+        }
+        let task = task.reload();
+        let phase = task.phase();
+        let info = crate::info::TaskInfo::of(&task);
+        if phase.is_active() || (phase == Phase::Lost && orphan_alive(&task)) {
+            report.kept_running.push(info);
+            continue;
+        }
+        if let (Some(cutoff), Some(ended)) = (cutoff, info.ended.or(info.created))
+            && ended > cutoff
+        {
+            continue;
+        }
+        remove_task(&task)?;
+        report.removed.push(info);
+    }
+    Ok(report)
 }

@@ -25,6 +25,8 @@ pub mod duration;
 pub mod error;
 pub mod info;
 pub mod logread;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod meta;
 pub mod pattern;
 pub mod process;
@@ -32,6 +34,7 @@ pub mod render;
 pub mod store;
 pub mod supervisor;
 mod sys;
+pub mod waiting;
 
 use clap::Parser;
 

@@ -7,6 +7,8 @@ mod badinput;
 mod concurrency;
 mod core;
 mod faults;
+#[cfg(feature = "mcp")]
+mod mcp;
 mod output;
 mod presets;
 mod workflow;

@@ -2,7 +2,7 @@
 //! shared core (`control`, `logread`, `info`), then prints via `render`.
 
 mod cleanup;
-mod output;
+pub(crate) mod output;
 mod restart;
 mod run;
 mod status;

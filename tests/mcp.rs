@@ -1,0 +1,350 @@
+//! `bgt mcp` driven by a real MCP client (rmcp) over stdio: the seed's
+//! monorepo flow with a backend and a frontend stand-in.
+
+use crate::util::{BGT, Env, poll_until};
+use rmcp::{
+    RoleClient, ServiceExt,
+    model::{CallToolRequestParams, CallToolResult},
+    service::RunningService,
+    transport::{ConfigureCommandExt, TokioChildProcess},
+};
+use serde_json::Value;
+use std::time::Duration;
+
+type Client = RunningService<RoleClient, ()>;
+
+async fn call(client: &Client, tool: &'static str, args: Value) -> CallToolResult {
+    let Value::Object(map) = args else {
+        panic!("arguments must be an object")
+    };
+    client
+        .call_tool(CallToolRequestParams::new(tool).with_arguments(map))
+        .await
+        .unwrap()
+}
+
+fn text_of(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text())
+        .map(|t| t.text.clone())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn ok(result: CallToolResult) -> (String, Value) {
+    assert_ne!(
+        result.is_error,
+        Some(true),
+        "tool error: {}",
+        text_of(&result)
+    );
+    (
+        text_of(&result),
+        result.structured_content.clone().unwrap_or(Value::Null),
+    )
+}
+
+/// Line numbers of the returned lines of one stream.
+fn line_numbers(doc: &Value, stream: &str) -> Vec<u64> {
+    doc["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["stream"] == stream)
+        .map(|l| l["line"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_seed_monorepo_flow_over_mcp() {
+    let env = Env::new();
+    let home = env.home().to_path_buf();
+    let transport = TokioChildProcess::new(tokio::process::Command::new(BGT).configure(|cmd| {
+        cmd.arg("mcp").env("BGT_HOME", &home);
+    }))
+    .unwrap();
+    let client: Client = ().serve(transport).await.unwrap();
+
+    // tools/list: the seed's four tools (plus bg_wait) with their parameters.
+    let tools = client.list_all_tools().await.unwrap();
+    let schema = |name: &str| -> Value {
+        let tool = tools
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert!(tool.description.as_ref().is_some_and(|d| !d.is_empty()));
+        Value::Object((*tool.input_schema).clone())
+    };
+    let props = |name: &str| -> Vec<String> {
+        let mut keys: Vec<String> = schema(name)["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(props("bg_run"), ["command", "cwd", "label", "timeout"]);
+    assert_eq!(props("bg_status"), ["task_id"]);
+    assert_eq!(
+        props("bg_output"),
+        [
+            "exclude",
+            "filter",
+            "max_lines",
+            "preset",
+            "raw",
+            "since",
+            "stream",
+            "tail",
+            "task_id"
+        ]
+    );
+    assert_eq!(props("bg_stop"), ["action", "task_id"]);
+    assert_eq!(
+        props("bg_wait"),
+        ["for_line", "for_port", "task_id", "timeout_s"]
+    );
+    assert_eq!(schema("bg_run")["required"], serde_json::json!(["command"]));
+    assert_eq!(
+        schema("bg_output")["required"],
+        serde_json::json!(["task_id"])
+    );
+    assert!(
+        schema("bg_run")["properties"]["timeout"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("120")
+    );
+
+    // Step 1: start both services.
+    let backend_script = "i=0; while true; do i=$((i+1)); echo \"GET /api/items 200 in ${i}ms\"; \
+        echo \"healthcheck ok $i\"; if [ $((i % 5)) -eq 0 ]; then echo \"ERROR db timeout $i\"; \
+        echo \"WARN slow query $i\" >&2; fi; sleep 0.02; done";
+    let (text, run) = ok(call(
+        &client,
+        "bg_run",
+        serde_json::json!({"command": backend_script, "label": "backend"}),
+    )
+    .await);
+    let backend = run["task_id"].as_str().unwrap().to_string();
+    assert!(
+        text.starts_with(&format!("task {backend} started (label backend, pid ")),
+        "{text}"
+    );
+    assert_eq!(run["label"], "backend");
+    assert!(run["pid"].as_u64().unwrap() > 0);
+    let frontend_script = "for i in $(seq 1 40); do echo \"[HMR] updated ./src/App.tsx $i\"; \
+        echo \"GET /_next/static/chunk-$i.js 200\"; done; echo 'Error: Cannot find module ./Nav' >&2; sleep 300";
+    let (_, run) = ok(call(
+        &client,
+        "bg_run",
+        serde_json::json!({"command": frontend_script, "label": "frontend", "cwd": "/"}),
+    )
+    .await);
+    let frontend = run["task_id"].as_str().unwrap().to_string();
+    poll_until(Duration::from_secs(10), || {
+        env.status(&backend)["stdout_lines"].as_u64().unwrap() > 40
+    });
+    poll_until(Duration::from_secs(10), || {
+        env.status(&frontend)["stderr_lines"] == 1
+    });
+
+    // Step 3: errors only, noise excluded, capped by tail.
+    let (text, doc) = ok(call(
+        &client,
+        "bg_output",
+        serde_json::json!({"task_id": "backend", "filter": "ERROR|WARN|Exception", "exclude": "GET 200|healthcheck", "tail": 3}),
+    )
+    .await);
+    let texts: Vec<&str> = doc["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert!(!texts.is_empty() && texts.len() <= 6, "{texts:?}");
+    assert!(
+        texts
+            .iter()
+            .all(|t| t.starts_with("ERROR db timeout") || t.starts_with("WARN slow query")),
+        "{texts:?}"
+    );
+    assert!(
+        text.contains("stdout_meta: {") && text.contains("\"total_lines\""),
+        "{text}"
+    );
+    let (_, doc) = ok(call(
+        &client,
+        "bg_output",
+        serde_json::json!({"task_id": frontend, "filter": "ERROR|error|FAIL", "exclude": "HMR|webpack|static|favicon", "tail": 30}),
+    )
+    .await);
+    let texts: Vec<&str> = doc["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["Error: Cannot find module ./Nav"]);
+
+    // Step 4: since=true twice returns only new lines, never the same line twice.
+    let since = serde_json::json!({"task_id": "backend", "since": true, "filter": "ERROR", "stream": "stdout", "max_lines": 1000});
+    let (_, first) = ok(call(&client, "bg_output", since.clone()).await);
+    let first_lines = line_numbers(&first, "stdout");
+    let cursor = first["stdout_meta"]["cursor"].as_u64().unwrap();
+    poll_until(Duration::from_secs(10), || {
+        env.status(&backend)["stdout_lines"].as_u64().unwrap() > cursor + 20
+    });
+    let (_, second) = ok(call(&client, "bg_output", since.clone()).await);
+    let second_lines = line_numbers(&second, "stdout");
+    assert!(!first_lines.is_empty() && !second_lines.is_empty());
+    assert!(
+        second_lines.iter().all(|n| *n > cursor),
+        "{second_lines:?} after cursor {cursor}"
+    );
+    assert!(first_lines.iter().all(|n| !second_lines.contains(n)));
+    // The agent's cursor is its own: a person's default cursor still sees everything.
+    let person = env.output_json(&[
+        "backend",
+        "--since",
+        "--filter",
+        "ERROR",
+        "--stream",
+        "stdout",
+        "--max-lines",
+        "0",
+    ]);
+    assert!(
+        person["stdout_meta"]["returned"].as_u64().unwrap()
+            >= (first_lines.len() + second_lines.len()) as u64
+    );
+
+    // Step 5: more context from stderr.
+    let (_, doc) = ok(call(
+        &client,
+        "bg_output",
+        serde_json::json!({"task_id": backend, "stream": "stderr", "tail": 5}),
+    )
+    .await);
+    assert!(doc["stdout_meta"].is_null());
+    assert!(
+        doc["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["stream"] == "stderr")
+    );
+
+    // Presets and bad input: a tool error, and the server keeps serving.
+    let (_, doc) = ok(call(
+        &client,
+        "bg_output",
+        serde_json::json!({"task_id": frontend, "preset": "next", "max_lines": 50}),
+    )
+    .await);
+    assert_eq!(
+        doc["lines"].as_array().unwrap().len(),
+        1,
+        "only the error survives the next preset"
+    );
+    let bad = call(
+        &client,
+        "bg_output",
+        serde_json::json!({"task_id": backend, "filter": "ERROR("}),
+    )
+    .await;
+    assert_eq!(bad.is_error, Some(true));
+    assert!(
+        text_of(&bad).contains("invalid --filter regex 'ERROR(': unclosed group"),
+        "{}",
+        text_of(&bad)
+    );
+    let unknown = call(
+        &client,
+        "bg_status",
+        serde_json::json!({"task_id": "no-such-task"}),
+    )
+    .await;
+    assert_eq!(unknown.is_error, Some(true));
+    assert!(text_of(&unknown).contains("no task matches 'no-such-task'"));
+
+    // bg_status: all tasks, and one.
+    let (table, all) = ok(call(&client, "bg_status", serde_json::json!({})).await);
+    assert!(
+        table.contains("backend") && table.contains("frontend"),
+        "{table}"
+    );
+    assert_eq!(all["tasks"].as_array().unwrap().len(), 2);
+    let (_, one) = ok(call(
+        &client,
+        "bg_status",
+        serde_json::json!({"task_id": "frontend"}),
+    )
+    .await);
+    assert_eq!(one["state"], "running");
+    assert_eq!(one["stderr_lines"], 1);
+    assert!(
+        one["timeout_left_ms"].as_u64().unwrap() > 100 * 60 * 1000,
+        "the 2-hour default timeout applies"
+    );
+
+    // bg_wait for a line that is already there.
+    let (text, waited) = ok(call(
+        &client,
+        "bg_wait",
+        serde_json::json!({"task_id": "backend", "for_line": "ERROR db", "timeout_s": 10}),
+    )
+    .await);
+    assert_eq!(waited["result"], "ready", "{text}");
+
+    // Step 6: stop both, then clean up.
+    let (text, stopped) =
+        ok(call(&client, "bg_stop", serde_json::json!({"task_id": backend})).await);
+    assert_eq!(stopped["result"], "stopped", "{text}");
+    ok(call(
+        &client,
+        "bg_stop",
+        serde_json::json!({"task_id": "frontend", "action": "stop"}),
+    )
+    .await);
+    assert_eq!(env.state(&backend), "stopped");
+    assert_eq!(env.state(&frontend), "stopped");
+    let (text, cleaned) =
+        ok(call(&client, "bg_stop", serde_json::json!({"action": "cleanup"})).await);
+    assert_eq!(cleaned["removed"].as_array().unwrap().len(), 2, "{text}");
+    assert_eq!(env.ok(&["status"]).trim(), "no tasks");
+
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn tasks_outlive_the_server() {
+    let env = Env::new();
+    let home = env.home().to_path_buf();
+    let transport = TokioChildProcess::new(tokio::process::Command::new(BGT).configure(|cmd| {
+        cmd.arg("mcp").env("BGT_HOME", &home);
+    }))
+    .unwrap();
+    let client: Client = ().serve(transport).await.unwrap();
+    let (_, run) = ok(call(
+        &client,
+        "bg_run",
+        serde_json::json!({"command": "sleep 300", "label": "long", "timeout": 0}),
+    )
+    .await);
+    client.cancel().await.unwrap();
+    let id = run["task_id"].as_str().unwrap();
+    assert_eq!(
+        env.state(id),
+        "running",
+        "no daemon owns the task; the server is gone, it runs on"
+    );
+    assert!(
+        env.status(id)["timeout_ms"].is_null(),
+        "timeout 0 means never"
+    );
+}
