@@ -435,7 +435,7 @@ fn select<'a>(raw: &'a [u8], req: &Request) -> Option<Cow<'a, str>> {
     req.matcher.keeps(text.as_bytes()).then_some(text)
 }
 
-const CHUNK: usize = 8 << 20;
+const CHUNK: usize = 1 << 20;
 
 /// Reads from `start` to `len`, calling `on_kept` for every selected line in
 /// order (a final line without newline is passed as partial). Returns the
@@ -471,12 +471,18 @@ fn scan_forward(
         match filter {
             Some(re) if !req.clean || clean::is_plain(complete) => {
                 let mut from = 0;
-                while let Some(m) = re.find_at(complete, from) {
-                    let line_start =
-                        memchr::memrchr(b'\n', &complete[..m.start()]).map_or(0, |i| i + 1);
-                    let line_end = m.start()
-                        + memchr::memchr(b'\n', &complete[m.start()..])
-                            .expect("chunk ends in newline");
+                let mut next_literal =
+                    vec![None; req.matcher.literals.as_ref().map_or(0, Vec::len)];
+                while let Some(at) = next_candidate(
+                    re,
+                    req.matcher.literals.as_deref(),
+                    &mut next_literal,
+                    complete,
+                    from,
+                ) {
+                    let line_start = memchr::memrchr(b'\n', &complete[..at]).map_or(0, |i| i + 1);
+                    let line_end =
+                        at + memchr::memchr(b'\n', &complete[at..]).expect("chunk ends in newline");
                     pos.line +=
                         memchr::memchr_iter(b'\n', &complete[from..line_start]).count() as u64 + 1;
                     pos.offset += (line_end + 1 - from) as u64;
@@ -531,6 +537,33 @@ fn scan_forward(
         });
     }
     Ok(pos)
+}
+
+/// Start of the next possible match at or after `from`. Candidates are
+/// confirmed line by line afterwards, so a match spanning lines never counts.
+/// With plain words, each word's next position is remembered and searched
+/// again only once passed, so a rare word is not re-scanned for every
+/// occurrence of a frequent one.
+fn next_candidate(
+    re: &regex::bytes::Regex,
+    literals: Option<&[memchr::memmem::Finder<'static>]>,
+    next: &mut [Option<usize>],
+    hay: &[u8],
+    from: usize,
+) -> Option<usize> {
+    let Some(finders) = literals else {
+        return re.find_at(hay, from).map(|m| m.start());
+    };
+    for (finder, slot) in finders.iter().zip(next.iter_mut()) {
+        if slot.is_none_or(|at| at < from) {
+            *slot = Some(finder.find(&hay[from..]).map_or(usize::MAX, |at| at + from));
+        }
+    }
+    next.iter()
+        .flatten()
+        .copied()
+        .min()
+        .filter(|&at| at != usize::MAX)
 }
 
 /// Builds entries from kept lines: collapsing, head/tail window, collection

@@ -168,6 +168,27 @@ pub struct LineMatch {
     pub exclude: Option<Regex>,
     /// All chosen presets in one regex; never applied to `PROTECT`ed lines.
     pub presets: Option<Regex>,
+    /// When the filter is a case-sensitive alternation of plain words
+    /// (`ERROR|WARN`), those words: searching each with SIMD memmem finds
+    /// candidate lines faster than the general regex search.
+    pub literals: Option<Vec<memchr::memmem::Finder<'static>>>,
+}
+
+/// The words of a case-sensitive pattern made only of literal alternatives.
+fn literal_words(pattern: &str) -> Option<Vec<memchr::memmem::Finder<'static>>> {
+    let plain = grep_alternation(pattern);
+    let words: Vec<&str> = plain.split('|').collect();
+    let simple = |w: &&str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b" _:-=/".contains(&b))
+    };
+    (words.len() <= 4 && words.iter().all(simple)).then(|| {
+        words
+            .iter()
+            .map(|w| memchr::memmem::Finder::new(w.as_bytes()).into_owned())
+            .collect()
+    })
 }
 
 impl LineMatch {
@@ -180,6 +201,10 @@ impl LineMatch {
     ) -> Result<LineMatch> {
         let filter_ic = case != Case::Sensitive;
         let exclude_ic = case == Case::Insensitive;
+        let literals = match (filter, filter_ic) {
+            (Some(p), false) => literal_words(p),
+            _ => None,
+        };
         let filter = filter
             .map(|p| compile("--filter", p, filter_ic))
             .transpose()?;
@@ -198,6 +223,7 @@ impl LineMatch {
             filter,
             exclude,
             presets,
+            literals,
         })
     }
 
@@ -248,6 +274,24 @@ mod tests {
         let m = LineMatch::build(None, Some("hmr"), &[], Case::Smart).unwrap();
         assert!(m.keeps(b"HMR update"));
         assert!(!m.keeps(b"hmr update"));
+    }
+
+    #[test]
+    fn plain_alternations_get_a_literal_search() {
+        let words = |p: &str, case| {
+            LineMatch::build(Some(p), None, &[], case)
+                .unwrap()
+                .literals
+                .map(|l| l.len())
+        };
+        assert_eq!(words(r"ERROR\|WARN", Case::Sensitive), Some(2));
+        assert_eq!(
+            words("ERROR|WARN", Case::Smart),
+            None,
+            "case-insensitive needs the regex"
+        );
+        assert_eq!(words("ERR.R", Case::Sensitive), None);
+        assert_eq!(words("a|", Case::Sensitive), None);
     }
 
     #[test]
