@@ -448,3 +448,30 @@ fn list_presets_prints_them() {
         assert!(out.contains(name), "{name}");
     }
 }
+
+#[test]
+fn case_sensitive_word_alternation_finds_every_line_once() {
+    let env = Env::new();
+    let id = env.task_printing("WARN a\nx ERRORS\nERROR b\nERROR WARN c\nwarn lower\nWAR N\n");
+    let doc = env.output_json(&[
+        &id,
+        "--filter",
+        r"ERROR\|WARN",
+        "--case-sensitive",
+        "--raw",
+        "--stream",
+        "stdout",
+    ]);
+    assert_eq!(
+        Env::texts(&doc),
+        ["WARN a", "x ERRORS", "ERROR b", "ERROR WARN c"]
+    );
+    let lines: Vec<u64> = doc["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [1, 2, 3, 4]);
+    assert_eq!(doc["stdout_meta"]["total_lines"], 6);
+}
