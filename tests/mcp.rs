@@ -57,15 +57,20 @@ fn line_numbers(doc: &Value, stream: &str) -> Vec<u64> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_seed_monorepo_flow_over_mcp() {
-    let env = Env::new();
+/// Starts `bgt mcp` on the test's state directory and connects a client.
+async fn connect(env: &Env) -> Client {
     let home = env.home().to_path_buf();
     let transport = TokioChildProcess::new(tokio::process::Command::new(BGT).configure(|cmd| {
         cmd.arg("mcp").env("BGT_HOME", &home);
     }))
     .unwrap();
-    let client: Client = ().serve(transport).await.unwrap();
+    ().serve(transport).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_seed_monorepo_flow_over_mcp() {
+    let env = Env::new();
+    let client = connect(&env).await;
 
     // tools/list: the seed's four tools (plus bg_wait) with their parameters.
     let tools = client.list_all_tools().await.unwrap();
@@ -324,12 +329,7 @@ async fn the_seed_monorepo_flow_over_mcp() {
 #[tokio::test]
 async fn tasks_outlive_the_server() {
     let env = Env::new();
-    let home = env.home().to_path_buf();
-    let transport = TokioChildProcess::new(tokio::process::Command::new(BGT).configure(|cmd| {
-        cmd.arg("mcp").env("BGT_HOME", &home);
-    }))
-    .unwrap();
-    let client: Client = ().serve(transport).await.unwrap();
+    let client = connect(&env).await;
     let (_, run) = ok(call(
         &client,
         "bg_run",

@@ -26,19 +26,24 @@ fn http_server(env: &Env, port: u16, bind: &str) -> String {
     ])
 }
 
-#[test]
-fn wait_for_port_succeeds_once_the_server_listens() {
-    let env = Env::new();
-    let port = free_port();
-    let id = http_server(&env, port, "127.0.0.1");
+/// `bgt wait ID --for-port PORT` (no --host: 127.0.0.1 and ::1), asserting success.
+fn wait_for_port(env: &Env, id: &str, port: u16) {
     env.ok(&[
         "wait",
-        &id,
+        id,
         "--for-port",
         &port.to_string(),
         "--timeout",
         "30s",
     ]);
+}
+
+#[test]
+fn wait_for_port_succeeds_once_the_server_listens() {
+    let env = Env::new();
+    let port = free_port();
+    let id = http_server(&env, port, "127.0.0.1");
+    wait_for_port(&env, &id, port);
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 }
 
@@ -47,14 +52,7 @@ fn wait_for_port_finds_a_server_listening_on_ipv6_only() {
     let env = Env::new();
     let port = free_port();
     let id = http_server(&env, port, "::1");
-    env.ok(&[
-        "wait",
-        &id,
-        "--for-port",
-        &port.to_string(),
-        "--timeout",
-        "30s",
-    ]);
+    wait_for_port(&env, &id, port);
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "server is on ::1 only"
