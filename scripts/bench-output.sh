@@ -139,8 +139,9 @@ FRAMES = ["    at Object.handler (/app/src/api/users.ts:{l}:{c})",
 
 
 class Gen:
-    def __init__(self, seed):
+    def __init__(self, seed, color=0.3):
         self.r = random.Random(seed)
+        self.color = color  # share of access lines with morgan's colour codes
 
     def hexid(self):
         return "%08x" % self.r.getrandbits(32)
@@ -154,7 +155,7 @@ class Gen:
             st = 200
         ms = r.expovariate(1 / 25.0)
         size = r.randint(0, 20000)
-        if r.random() < 0.3:  # morgan colours the status code
+        if r.random() < self.color:  # morgan colours the status code
             col = 32 if st < 300 else 36 if st < 400 else 33 if st < 500 else 31
             return f"{ESC}[0m{m} {path} {ESC}[{col}m{st}{ESC}[0m {ms:.3f} ms - {size}{ESC}[0m"
         return f"{m} {path} {st} {ms:.3f} ms - {size}"
@@ -282,7 +283,9 @@ def chunk(path, total=1 << 20):
 
 
 def small(path):
-    g = Gen(7)
+    """A dev server as a person sees it: every request coloured (FORCE_COLOR),
+    a page load pulls a burst of static chunks, hot reload comes in bursts."""
+    g = Gen(7, color=1.0)
     r = g.r
     out = ["", "> shop-web@0.1.0 dev /app", "> next dev", "",
            f"  {ESC}[1m{ESC}[35m▲ Next.js 14.2.3{ESC}[39m{ESC}[22m",
@@ -293,23 +296,31 @@ def small(path):
            "Downloading swc package @next/swc-linux-x64-gnu... 100%",
            f" {ESC}[32m✓{ESC}[39m Ready in 2.3s", " ○ Compiling / ...",
            f" {ESC}[32m✓{ESC}[39m Compiled / in 4.1s (1187 modules)", ""]
-    # line index -> True: ERROR + stack trace, False: ERROR alone, None: WARN
-    plan = {40: True, 95: False, 130: None, 170: True, 210: False, 250: None,
-            290: True, 320: False, 345: None, 370: False}
-    kinds = [g.access, g.static, g.hmr, g.compiled, g.misc]
-    weights = [55, 25, 10, 5, 5]
-    for i in range(380):
+    # event index -> True: ERROR + stack trace, False: ERROR alone, None: WARN
+    plan = {12: True, 25: False, 33: None, 45: True, 55: False, 63: None,
+            75: True, 83: False, 90: None, 95: False}
+    for i in range(100):
         if i in plan:
             if plan[i] is None:
                 out.append(g.warn())
             else:
                 g.error(out, plan[i])
-        elif i == 200:
+            continue
+        if i == 50:
             out.append("Collecting page data ... 30%\rCollecting page data ... 80%\rCollecting page data ... done")
-        elif r.random() < 0.06:
-            out.append("")
+        kind = r.choices(["page", "api", "hmr", "misc"], [35, 35, 20, 10])[0]
+        if kind == "page":  # a page request, then the browser fetches its chunks
+            out.append(g.access())
+            out.extend(g.static() for _ in range(r.randint(4, 12)))
+        elif kind == "api":
+            out.extend(g.access() for _ in range(r.randint(1, 4)))
+        elif kind == "hmr":
+            out.append(g.hmr())
+            out.append(g.compiled())
         else:
-            out.append(r.choices(kinds, weights)[0]())
+            out.append(g.misc())
+        if r.random() < 0.1:
+            out.append("")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
 
@@ -526,6 +537,30 @@ echo "  output of 'bgt output small --max-lines 0 --preset next --preset express
 sed 's/^/    /' "$TMP/out4.txt"
 echo
 echo "  reference bash reader (Medusa.js boot log): cleaning saves 52%, filtering 96%"
+
+# ------------------------------------- real captured dev-server logs ----
+section "Context saved on real captured dev-server logs (tests/data/logs)"
+LOGS="$PWD/tests/data/logs"
+printf '  %-17s %8s %9s %9s %9s %9s  %s\n' "capture" "raw" "cleaned" "+preset" "+filter" "saved" "problem lines kept"
+for cap in next:next next16:next express:express express-combined:express django:django vite:vite rails:rails; do
+    name=${cap%%:*} preset=${cap##*:}
+    out="$LOGS/$name.stdout.log" err="$LOGS/$name.stderr.log"
+    [ -f "$out" ] || continue
+    "$BGT" run --label "cap-$name" -- sh -c 'cat "$1"; cat "$2" >&2' _ "$out" "$err" >/dev/null
+    wait_task "cap-$name" >/dev/null
+    n_raw=$("$BGT" output "cap-$name" --raw --max-lines 0 2>/dev/null | chars)
+    n_clean=$("$BGT" output "cap-$name" --max-lines 0 2>/dev/null | chars)
+    n_preset=$("$BGT" output "cap-$name" --max-lines 0 --preset "$preset" 2>/dev/null | chars)
+    "$BGT" output "cap-$name" --max-lines 0 --preset "$preset" --filter "$FILTER" 2>/dev/null >"$TMP/cap.txt"
+    n_filter=$(chars <"$TMP/cap.txt")
+    # Every line mentioning a problem in the raw log must survive preset + filter.
+    cat "$out" "$err" | sed -e 's/\x1b\[[0-9;?]*[ -\/]*[@-~]//g' -e 's/\r$//' | grep -iE "$FILTER" | sed 's/^[[:space:]]*//' >"$TMP/problems.txt" || true
+    total=$(wc -l <"$TMP/problems.txt") kept=0
+    while IFS= read -r line; do grep -qF -- "$line" "$TMP/cap.txt" && kept=$((kept + 1)); done <"$TMP/problems.txt"
+    printf '  %-17s %8s %9s %9s %9s %8s%%  %s/%s\n' "$name" "$n_raw" "$n_clean" "$n_preset" "$n_filter" \
+        "$(python3 -c 'import sys; print(f"{(1-int(sys.argv[1])/int(sys.argv[2]))*100:.0f}")' "$n_filter" "$n_raw")" "$kept" "$total"
+done
+echo "  (chars of stdout; +preset = cleaned with that stack's preset; +filter = preset and --filter '$FILTER')"
 echo
 echo "done."
 exit 0
