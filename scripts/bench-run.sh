@@ -26,7 +26,7 @@ mkdir -p "$NQDIR"
 cleanup() {
     "$BGT" stop --all --grace 1s >/dev/null 2>&1 || true
     need tsp && tsp -K >/dev/null 2>&1 || true
-    need pueue && pueue kill --all >/dev/null 2>&1 || true
+    [ -f "$TMP/pueue.yml" ] && pueue -c "$TMP/pueue.yml" shutdown >/dev/null 2>&1 || true
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -36,7 +36,14 @@ cmds=("$BGT run -- true" "sh -c 'nohup true >/dev/null 2>&1 &'")
 names=("bgt run" "nohup &")
 if need nq; then cmds+=("nq true"); names+=("nq"); fi
 if need tsp; then tsp true >/dev/null; cmds+=("tsp true"); names+=("tsp"); fi
-if need pueue && pueue status >/dev/null 2>&1; then cmds+=("pueue add true"); names+=("pueue add"); fi
+if need pueue && need pueued; then
+    # A private pueued, so the benchmark neither needs nor touches the user's.
+    mkdir -p "$TMP/pueue"
+    printf 'shared:\n  pueue_directory: %s\n  runtime_directory: %s\n' "$TMP/pueue" "$TMP/pueue" >"$TMP/pueue.yml"
+    pueued -d -c "$TMP/pueue.yml" >/dev/null 2>&1
+    for _ in $(seq 50); do pueue -c "$TMP/pueue.yml" status >/dev/null 2>&1 && break; sleep 0.1; done
+    cmds+=("pueue -c $TMP/pueue.yml add true"); names+=("pueue add")
+fi
 args=()
 for i in "${!cmds[@]}"; do args+=(-n "${names[$i]}" "${cmds[$i]}"); done
 hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$TMP/run.json" "${args[@]}" >/dev/null 2>&1 ||
@@ -49,7 +56,7 @@ print(f"{'command':<12} {'mean':>10} {'stddev':>10} {'vs nohup':>9}")
 for r in rs:
     print(f"{r['command']:<12} {r['mean']*1000:>8.2f}ms {r['stddev']*1000:>8.2f}ms {r['mean']/base:>8.2f}x")
 PY
-need pueue || echo "(pueue not installed: cargo install pueue, start pueued, rerun to include it)"
+need pueue || echo "(pueue not installed: cargo install pueue to include it)"
 
 echo
 echo "== resident memory of a supervisor watching 'sleep 30'"
@@ -62,6 +69,10 @@ if need nq; then
     sleep 0.2
     npid=$(pgrep -f -n '^nq sleep 30' || true)
     [ -n "$npid" ] && awk '/^VmRSS:/ {printf "nq (for compare) %-9s %6d KiB\n", $1, $2}' "/proc/$npid/status"
+fi
+if [ -f "$TMP/pueue.yml" ]; then
+    ppid=$(pgrep -n pueued || true)
+    [ -n "$ppid" ] && awk '/^VmRSS:/ {printf "pueued (daemon)  %-9s %6d KiB\n", $1, $2}' "/proc/$ppid/status"
 fi
 "$BGT" stop "$id" >/dev/null
 
