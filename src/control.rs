@@ -192,7 +192,7 @@ pub fn stop(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
     let mut phase = task.phase();
     if phase == Phase::Starting {
         // `bgt run` is still handing over; give the supervisor a moment.
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while phase == Phase::Starting && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
             phase = task.reload().phase();
@@ -201,6 +201,7 @@ pub fn stop(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
     match phase {
         Phase::Running { .. } => {}
         Phase::Lost => return stop_orphan(task, sig, grace),
+        Phase::Starting => bail!("task {} is still starting; try again", task.id),
         other => return Ok(StopOutcome::AlreadyEnded(other)),
     }
     let meta = task
@@ -234,9 +235,25 @@ pub fn stop(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
         );
     }
     if wait_unlocked(task, Some(Instant::now() + Duration::from_secs(5))) {
+        // The supervisor died before writing its record: write it for it.
+        if !task.reload().meta.is_ok_and(|m| m.state.is_final()) {
+            record_stopped(task, &meta, Signal::SIGKILL)?;
+        }
         return Ok(StopOutcome::Stopped);
     }
     bail!("task {} did not stop", task.id)
+}
+
+/// Writes the final record of a task whose supervisor cannot (it is gone).
+/// Only call with the lock free: nobody else writes the record then.
+fn record_stopped(task: &Task, meta: &TaskMeta, killed_by: Signal) -> Result<()> {
+    let mut updated = meta.clone();
+    updated.state = State::Stopped;
+    updated.ended = Some(Utc::now());
+    if updated.exit.is_none() {
+        updated.exit = Some(crate::meta::Exit::Signal(killed_by.as_str().to_string()));
+    }
+    updated.store(&task.dir.join(crate::store::META))
 }
 
 /// A lost task's child may still run. Signal it only when the kernel's start
@@ -255,20 +272,19 @@ fn stop_orphan(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome>
     while process::is_same_process(pid, meta.pid_start) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let mut killed_by = sig;
     if process::is_same_process(pid, meta.pid_start) {
         let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+        killed_by = Signal::SIGKILL;
     }
     // Record the end, so the task no longer shows as lost.
-    let mut updated = meta.clone();
-    updated.state = State::Stopped;
-    updated.ended = Some(Utc::now());
-    updated.store(&task.dir.join(crate::store::META))?;
+    record_stopped(task, meta, killed_by)?;
     Ok(StopOutcome::KilledOrphan)
 }
 
 /// Blocks until the task's lock is free (its supervisor has exited) or the
-/// deadline passes. A blocking flock in a helper thread: it wakes the moment
-/// the supervisor exits and costs no CPU while waiting.
+/// deadline passes. Without a deadline it is a blocking flock: it wakes the
+/// moment the supervisor exits and costs no CPU while waiting.
 pub fn wait_unlocked(task: &Task, deadline: Option<Instant>) -> bool {
     let Ok(file) = std::fs::File::open(task.dir.join(crate::store::LOCK)) else {
         return true; // no lock file: the task is gone
@@ -276,13 +292,23 @@ pub fn wait_unlocked(task: &Task, deadline: Option<Instant>) -> bool {
     let Some(deadline) = deadline else {
         return file.lock_shared().is_ok();
     };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        // The thread ends when the lock comes free, even if nobody listens.
-        let _ = tx.send(file.lock_shared().is_ok());
-    });
-    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        .unwrap_or(false)
+    // With a deadline: poll with back-off (no thread left blocked behind a
+    // timed-out wait in a long-lived MCP server).
+    let mut nap = Duration::from_millis(1);
+    loop {
+        if !matches!(
+            file.try_lock_shared(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(nap.min(deadline - now));
+        nap = (nap * 2).min(Duration::from_millis(50));
+    }
 }
 
 /// Stops every running task with `label` (for `run --replace`).

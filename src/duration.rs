@@ -10,9 +10,6 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err(bad());
     }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
     let mut total: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
@@ -24,6 +21,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
         let millis_per_unit: u128 = match &rest[..unit_len] {
+            "" if total == 0 && rest.is_empty() => 1_000, // a bare number: seconds
             "ms" => 1,
             "s" | "sec" | "secs" => 1_000,
             "m" | "min" | "mins" => 60_000,
@@ -36,12 +34,20 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .checked_add(value.checked_mul(millis_per_unit).ok_or_else(bad)?)
             .ok_or_else(bad)?;
     }
-    let millis = u64::try_from(total).map_err(|_| bad())?;
-    // Anything past ~100 years is a typo, and would overflow Instant arithmetic.
-    if millis > 100 * 365 * 86_400_000 {
-        return Err(format!("duration '{text}' is too long"));
+    let millis = u64::try_from(total).map_err(|_| format!("duration '{text}' is too long"))?;
+    if Duration::from_millis(millis) > MAX {
+        return Err(format!("duration '{text}' is too long (at most 100 years)"));
     }
     Ok(Duration::from_millis(millis))
+}
+
+/// The longest duration accepted anywhere: more is a typo, and would
+/// overflow clock arithmetic.
+pub const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Clamps a duration that came from elsewhere (MCP parameters) to [`MAX`].
+pub fn clamp(d: Duration) -> Duration {
+    d.min(MAX)
 }
 
 /// Compact rendering for tables: `850ms`, `42s`, `3m12s`, `2h05m`, `3d04h`.
@@ -74,7 +80,17 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "5x", "s", "-5s", "1.5s", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "5x",
+            "s",
+            "-5s",
+            "1.5s",
+            "99999999999999999999d",
+            "18446744073709551615",
+            "5 s",
+            "5s3",
+        ] {
             assert!(parse(bad).is_err(), "{bad} should fail");
         }
     }

@@ -294,9 +294,15 @@ struct Scan {
 
 fn finish(scan: Scan, budget: usize, req: &Request) -> StreamResult {
     let mut entries = scan.entries;
-    let dropped: u64 = entries.iter().skip(budget).map(|e| 1 + e.similar).sum();
     let truncated = entries.len() > budget;
-    entries.truncate(budget);
+    let cut = entries.len().saturating_sub(budget);
+    // A plain --tail keeps the newest lines; anything else keeps the oldest,
+    // so a cursor can continue right after them.
+    let dropped: Vec<Entry> = match (req.window, &req.since) {
+        (Window::Tail(_), None) => entries.drain(..cut).collect(),
+        _ => entries.drain(budget.min(entries.len())..).collect(),
+    };
+    let dropped_lines: u64 = dropped.iter().map(|e| 1 + e.similar).sum();
     let returned = entries.iter().map(|e| 1 + e.similar).sum::<u64>() + scan.streamed;
     let cut_short = truncated || scan.uncollected > 0;
     let cursor = match entries.iter().rev().find(|e| !e.partial) {
@@ -304,18 +310,20 @@ fn finish(scan: Scan, budget: usize, req: &Request) -> StreamResult {
         None if cut_short => scan.start,
         _ => scan.scanned,
     };
-    let remaining = match req.window {
-        Window::Tail(_) => Some(dropped),
-        _ => Some(dropped + scan.uncollected),
-    };
+    // The cap (not --head) stopped the collection early.
+    let capped_early = scan.uncollected > 0
+        && match req.window {
+            Window::Head(n) => req.max_lines.is_some_and(|cap| cap < n),
+            _ => true,
+        };
     StreamResult {
         stream: scan.stream,
         entries,
         total_lines: scan.total_lines,
         matched: scan.matched,
         returned,
-        truncated: truncated || (scan.uncollected > 0 && !matches!(req.window, Window::Head(_))),
-        remaining,
+        truncated: truncated || capped_early,
+        remaining: Some(dropped_lines + scan.uncollected),
         cursor,
         cursor_reset: scan.cursor_reset,
     }
@@ -450,8 +458,9 @@ fn scan_forward(
     let mut pos = start;
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK.min((len - start.offset) as usize + 1));
     let mut left = len - start.offset;
-    // Whole-chunk regex search is exact only if cleaning cannot change what the filter sees.
-    let filter = req.matcher.filter.as_ref();
+    // Whole-chunk search is exact only if cleaning cannot change what the
+    // filter sees; every candidate line is still confirmed on its own.
+    let filter = req.matcher.chunk_filter.as_ref();
     loop {
         let want = (CHUNK.max(buf.len() * 2) - buf.len()).min(left as usize);
         let old = buf.len();
@@ -469,7 +478,10 @@ fn scan_forward(
         };
         let complete = &buf[..=last_nl];
         match filter {
-            Some(re) if !req.clean || clean::is_plain(complete) => {
+            Some(re)
+                if (!req.clean || clean::is_plain(complete))
+                    && (!req.matcher.chunk_needs_utf8 || std::str::from_utf8(complete).is_ok()) =>
+            {
                 let mut from = 0;
                 let mut next_literal =
                     vec![None; req.matcher.literals.as_ref().map_or(0, Vec::len)];
@@ -480,6 +492,9 @@ fn scan_forward(
                     complete,
                     from,
                 ) {
+                    if at >= complete.len() {
+                        break; // an empty match after the last line
+                    }
                     let line_start = memchr::memrchr(b'\n', &complete[..at]).map_or(0, |i| i + 1);
                     let line_end =
                         at + memchr::memchr(b'\n', &complete[at..]).expect("chunk ends in newline");
@@ -626,19 +641,20 @@ impl<'s> Collector<'s> {
             self.uncollected += 1;
             return true;
         }
-        let key = if self.collapse {
+        // A partial line is never folded into a run: it is not consumed, so
+        // the next read must show it again as itself.
+        let key = if self.collapse && !kept.partial {
             clean::similarity_key(&kept.text)
         } else {
             String::new()
         };
         if let Some((entry, pending_key)) = &mut self.pending
             && self.collapse
+            && !kept.partial
             && *pending_key == key
         {
             entry.similar += 1;
-            if !kept.partial {
-                entry.end = kept.end;
-            }
+            entry.end = kept.end;
             return true;
         }
         self.flush();
@@ -715,10 +731,11 @@ fn tail_backward(
             let Some(text) = select(raw, req) else {
                 return found.len() < n;
             };
-            let key = if collapse {
+            // A partial line gets a key no line has: it never joins a run.
+            let key = if collapse && !partial {
                 clean::similarity_key(&text)
             } else {
-                String::new()
+                "\0".to_string()
             };
             let text = if req.clean {
                 clean::cut(&text, req.max_line_chars).into_owned()
@@ -759,8 +776,11 @@ fn tail_backward(
     }
     let mut more = true;
     if len > total.offset && req.include_partial {
-        let mut partial = vec![0; (len - total.offset) as usize];
-        file.seek(SeekFrom::Start(total.offset))?;
+        // A line still being written can be huge (a `\r` progress bar that
+        // never ends its line): its last MiB is what a reader needs.
+        let from = total.offset.max(len.saturating_sub(1 << 20));
+        let mut partial = vec![0; (len - from) as usize];
+        file.seek(SeekFrom::Start(from))?;
         file.read_exact(&mut partial)?;
         more = offer(&partial, total.line + 1, total, true, &mut found);
     }

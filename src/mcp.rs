@@ -269,7 +269,8 @@ fn run(p: RunParams) -> Result<Reply> {
             label: p.label,
             cwd,
             env: BTreeMap::new(),
-            timeout: (minutes > 0).then(|| Duration::from_secs(minutes.saturating_mul(60))),
+            timeout: (minutes > 0)
+                .then(|| crate::duration::clamp(Duration::from_secs(minutes.saturating_mul(60)))),
         },
     )?;
     // This server lives on: reap the supervisor when it exits, no zombie.
@@ -420,7 +421,8 @@ fn wait(p: WaitParams) -> Result<Reply> {
         (None, Some(port)) => Condition::port(port, None)?,
         (None, None) => Condition::Exit,
     };
-    let deadline = Instant::now() + Duration::from_secs(p.timeout_s.unwrap_or(60));
+    let deadline =
+        Instant::now() + crate::duration::clamp(Duration::from_secs(p.timeout_s.unwrap_or(60)));
     let tasks = [task];
     let outcome = waiting::wait(&tasks, &condition, Some(deadline))?;
     let task = &tasks[0];

@@ -168,6 +168,15 @@ pub struct LineMatch {
     pub exclude: Option<Regex>,
     /// All chosen presets in one regex; never applied to `PROTECT`ed lines.
     pub presets: Option<Regex>,
+    /// The filter compiled for searching whole chunks of lines at once
+    /// (multi-line, so `^`/`$` match at line boundaries). `None` when the
+    /// pattern cannot be searched that way (`\A`, `\z`) or might match the
+    /// replacement character that invalid UTF-8 becomes in a line; then
+    /// lines are matched one at a time.
+    pub chunk_filter: Option<Regex>,
+    /// The filter may match text that only exists after lossy UTF-8
+    /// decoding (`.`, negated classes), so chunk search needs valid UTF-8.
+    pub chunk_needs_utf8: bool,
     /// When the filter is a case-sensitive alternation of plain words
     /// (`ERROR|WARN`), those words: searching each with SIMD memmem finds
     /// candidate lines faster than the general regex search.
@@ -205,6 +214,25 @@ impl LineMatch {
             (Some(p), false) => literal_words(p),
             _ => None,
         };
+        let chunk_filter = match filter {
+            Some(p) if !p.contains("\\A") && !p.contains("\\z") => Some(
+                RegexBuilder::new(&grep_alternation(p))
+                    .case_insensitive(filter_ic)
+                    .multi_line(true)
+                    .size_limit(64 << 20)
+                    .build()
+                    .ok(),
+            )
+            .flatten(),
+            _ => None,
+        };
+        let chunk_needs_utf8 = filter.is_some_and(|p| {
+            p.contains('.')
+                || p.contains("[^")
+                || ["\\W", "\\S", "\\D", "\\P", "\\p", "\\B"]
+                    .iter()
+                    .any(|c| p.contains(c))
+        });
         let filter = filter
             .map(|p| compile("--filter", p, filter_ic))
             .transpose()?;
@@ -223,6 +251,8 @@ impl LineMatch {
             filter,
             exclude,
             presets,
+            chunk_filter,
+            chunk_needs_utf8,
             literals,
         })
     }

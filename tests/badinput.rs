@@ -124,3 +124,23 @@ fn cwd_without_permission_is_refused() {
         "Permission denied",
     );
 }
+
+#[test]
+fn regression_huge_durations_are_refused_not_wrapped() {
+    let env = Env::new();
+    let id = env.start(&["true"]);
+    env.wait_done(&id);
+    for args in [
+        vec!["wait", id.as_str(), "--timeout", "18446744073709551615"],
+        vec!["stop", id.as_str(), "--grace", "18446744073709551615"],
+        vec!["stop", "--older-than", "9300000000000000"],
+        vec!["cleanup", "--older-than", "9300000000000000"],
+        vec!["run", "--timeout", "18446744073709552", "--", "true"],
+    ] {
+        expect(&env, None, &args, 2, "too long");
+    }
+    assert!(
+        env.home().join(&id).exists(),
+        "cleanup with a refused --older-than removed nothing"
+    );
+}

@@ -475,3 +475,109 @@ fn case_sensitive_word_alternation_finds_every_line_once() {
     assert_eq!(lines, [1, 2, 3, 4]);
     assert_eq!(doc["stdout_meta"]["total_lines"], 6);
 }
+
+// Regressions found in review.
+
+#[test]
+fn regression_anchored_filters_match_every_line_in_whole_log_reads() {
+    let env = Env::new();
+    let id = env.task_printing(numbered(100));
+    let doc = env.output_json(&[&id, "--filter", "^line [1-5] ", "--raw", "--max-lines", "0"]);
+    assert_eq!(
+        Env::texts(&doc),
+        [line(1), line(2), line(3), line(4), line(5)]
+    );
+    let doc = env.output_json(&[&id, "--filter", " dd$", "--max-lines", "0"]);
+    assert_eq!(Env::texts(&doc), [line(81)]);
+}
+
+#[test]
+fn regression_filters_matching_the_empty_string_do_not_crash() {
+    let env = Env::new();
+    let id = env.task_printing("a x\nb y\n");
+    for filter in ["", ".*", "error|", "$", "(x)?"] {
+        let doc = env.output_json(&[&id, "--filter", filter, "--raw", "--stream", "stdout"]);
+        assert_eq!(Env::texts(&doc), ["a x", "b y"], "filter {filter:?}");
+    }
+}
+
+#[test]
+fn regression_a_capped_tail_keeps_the_newest_lines() {
+    let env = Env::new();
+    let id = env.task_printing(numbered(400));
+    let doc = env.output_json(&[
+        &id,
+        "--tail",
+        "300",
+        "--max-lines",
+        "200",
+        "--stream",
+        "stdout",
+    ]);
+    let texts = Env::texts(&doc);
+    assert_eq!(texts.len(), 200);
+    assert_eq!(texts[0], line(201));
+    assert_eq!(texts[199], line(400));
+    assert_eq!(doc["stdout_meta"]["truncated"], true);
+    assert_eq!(doc["stdout_meta"]["remaining"], 100);
+}
+
+#[test]
+fn regression_head_above_the_cap_reports_truncation() {
+    let env = Env::new();
+    let id = env.task_printing(numbered(300));
+    let doc = env.output_json(&[
+        &id,
+        "--head",
+        "250",
+        "--max-lines",
+        "100",
+        "--stream",
+        "stdout",
+    ]);
+    assert_eq!(Env::texts(&doc).len(), 100);
+    assert_eq!(doc["stdout_meta"]["truncated"], true);
+    let doc = env.output_json(&[&id, "--head", "10", "--stream", "stdout"]);
+    assert_eq!(
+        doc["stdout_meta"]["truncated"], false,
+        "--head itself is not a truncation"
+    );
+}
+
+#[test]
+fn regression_a_partial_line_is_never_folded_into_a_run() {
+    let env = Env::new();
+    let id = env.task_printing("job 1 done\njob 2 done\njob 3 do");
+    for args in [vec!["--since"], vec!["--tail", "5"]] {
+        let mut all = vec![id.as_str(), "--stream", "stdout"];
+        all.extend(args.iter().copied());
+        let doc = env.output_json(&all);
+        let lines = doc["lines"].as_array().unwrap();
+        assert_eq!(lines.len(), 2, "{args:?}: {lines:?}");
+        assert_eq!(lines[0]["similar"], 1);
+        assert_eq!(lines[1]["text"], "job 3 do");
+        assert_eq!(lines[1]["partial"], true);
+    }
+    // The cursor consumed the two complete lines only.
+    assert_eq!(
+        Env::texts(&env.output_json(&[&id, "--since", "--stream", "stdout"])),
+        ["job 3 do"]
+    );
+}
+
+#[test]
+fn regression_follow_with_reset_cursor_rewinds_once() {
+    let env = Env::new();
+    let id = env.task_printing("one\ntwo\n");
+    env.output_json(&[&id, "--since"]);
+    let out = env.ok(&[
+        "output",
+        &id,
+        "--follow",
+        "--since",
+        "--reset-cursor",
+        "--stream",
+        "stdout",
+    ]);
+    assert_eq!(out, "one\ntwo\n");
+}

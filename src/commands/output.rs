@@ -91,6 +91,7 @@ fn follow(task: &Task, mut req: Request) -> Result<i32> {
             Some(_) => logread::read(&task.dir, &req)?,
             None => logread::read_from(&task.dir, &req, &mut positions)?,
         };
+        req.reset_cursor = false; // rewind once, not on every poll
         let got = result.streams.iter().any(|s| !s.entries.is_empty());
         render::output_lines(&mut out, &result)?;
         out.flush()?;
