@@ -77,6 +77,22 @@ fi
 "$BGT" stop "$id" >/dev/null
 
 echo
+echo "== status of 1,000 tasks (goal: under 50 ms)"
+export BGT_HOME=$TMP/many
+seq 1000 | xargs -P 8 -I{} "$BGT" run -- sh -c 'echo {}' >/dev/null
+for id in $("$BGT" status --json | python3 -c 'import json,sys; print(" ".join(t["id"] for t in json.load(sys.stdin)["tasks"]))'); do
+    "$BGT" wait "$id" >/dev/null || true
+done
+hyperfine -N --warmup 3 --runs 20 --output=pipe --export-json "$TMP/status.json" \
+    -n "bgt status" "$BGT status" -n "bgt status --json" "$BGT status --json" >/dev/null
+python3 - "$TMP/status.json" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print(f"{r['command']:<18} {r['mean']*1000:>7.1f} ms")
+PY
+export BGT_HOME=$TMP/bgt
+
+echo
 echo "== log throughput: a program writing $MIB MiB to stdout"
 cat > "$TMP/write.sh" <<SH
 #!/bin/sh

@@ -68,6 +68,10 @@ impl TaskInfo {
             Phase::Broken(reason) => (0, Some(reason.clone())),
             _ => (0, None),
         };
+        let lines = match meta {
+            Some(_) => logread::line_counts(&task.dir),
+            None => (0, 0),
+        };
         TaskInfo {
             id: task.id.clone(),
             label: meta.and_then(|m| m.label.clone()),
@@ -86,12 +90,8 @@ impl TaskInfo {
             runtime_ms,
             timeout_ms: meta.and_then(|m| m.timeout_ms),
             timeout_left_ms,
-            stdout_lines: meta.map_or(0, |_| {
-                logread::line_count(&task.dir, logread::Stream::Stdout)
-            }),
-            stderr_lines: meta.map_or(0, |_| {
-                logread::line_count(&task.dir, logread::Stream::Stderr)
-            }),
+            stdout_lines: lines.0,
+            stderr_lines: lines.1,
             dir: task.dir.clone(),
             error,
         }

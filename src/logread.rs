@@ -901,14 +901,31 @@ fn lock_cursor(task_dir: &Path, name: &str) -> Result<File> {
     Ok(lock)
 }
 
-/// Complete lines in a task's log, via the index (only new bytes are read).
-pub fn line_count(task_dir: &Path, stream: Stream) -> u64 {
-    match open_log(&task_dir.join(stream.file())) {
-        Ok(Some((mut file, len, ino))) => {
-            refresh_index(task_dir, stream, &mut file, len, ino).map_or(0, |p| p.line)
+/// Complete lines in a task's stdout and stderr logs, via the index: a log
+/// the index already covers is only stat'ed, never opened (`status` of a
+/// thousand tasks stays fast); new bytes are counted and remembered.
+pub fn line_counts(task_dir: &Path) -> (u64, u64) {
+    let index = Marks::load(&task_dir.join("index.json"));
+    let count = |stream: Stream| -> u64 {
+        let path = task_dir.join(stream.file());
+        let Ok(info) = fs::symlink_metadata(&path) else {
+            return 0;
+        };
+        let known = index.get(stream);
+        if info.len() == 0 {
+            return 0;
         }
-        _ => 0,
-    }
+        if info.is_file() && known.ino == info.ino() && known.pos.offset == info.len() {
+            return known.pos.line;
+        }
+        match open_log(&path) {
+            Ok(Some((mut file, len, ino))) => {
+                refresh_index(task_dir, stream, &mut file, len, ino).map_or(0, |p| p.line)
+            }
+            _ => 0,
+        }
+    };
+    (count(Stream::Stdout), count(Stream::Stderr))
 }
 
 #[cfg(test)]

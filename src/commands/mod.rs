@@ -33,10 +33,16 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     }
 }
 
-/// Prints one JSON document on stdout.
+/// Prints one JSON document on stdout (in one write: std's stdout is
+/// line-buffered, and pretty JSON has a line per field).
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
+    let mut doc = serde_json::to_vec_pretty(value)?;
+    doc.push(b'\n');
+    std::io::stdout().lock().write_all(&doc)?;
     Ok(())
+}
+
+/// Block-buffered stdout for commands that print many lines.
+fn stdout() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
+    std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock())
 }

@@ -6,10 +6,11 @@ use crate::render;
 use crate::store::Store;
 use anyhow::Result;
 use serde_json::json;
+use std::io::Write;
 
 pub fn run(args: StatusArgs) -> Result<i32> {
     let store = Store::open_default()?;
-    let mut out = std::io::stdout().lock();
+    let mut out = super::stdout();
     match args.task {
         Some(query) => {
             let info = TaskInfo::of(&store.resolve(&query)?);
@@ -28,5 +29,6 @@ pub fn run(args: StatusArgs) -> Result<i32> {
             }
         }
     }
+    out.flush()?;
     Ok(0)
 }
