@@ -294,7 +294,7 @@ pub fn wait_unlocked(task: &Task, deadline: Option<Instant>) -> bool {
     };
     // With a deadline: poll with back-off (no thread left blocked behind a
     // timed-out wait in a long-lived MCP server).
-    let mut nap = Duration::from_millis(1);
+    let mut backoff = Backoff::new(Duration::from_millis(1));
     loop {
         if !matches!(
             file.try_lock_shared(),
@@ -302,12 +302,53 @@ pub fn wait_unlocked(task: &Task, deadline: Option<Instant>) -> bool {
         ) {
             return true;
         }
+        if !backoff.sleep_until(deadline) {
+            return false;
+        }
+    }
+}
+
+/// Polling intervals that start short (a quick answer stays quick) and
+/// grow: to 250 ms, and to 1 s once the wait has lasted 5 s, so a long wait
+/// costs a few milliseconds of CPU per minute.
+pub struct Backoff {
+    nap: Duration,
+    started: Instant,
+}
+
+impl Backoff {
+    pub fn new(first: Duration) -> Backoff {
+        Backoff {
+            nap: first,
+            started: Instant::now(),
+        }
+    }
+
+    /// The next interval.
+    pub fn next(&mut self) -> Duration {
+        let cap = if self.started.elapsed() < Duration::from_secs(5) {
+            250
+        } else {
+            1000
+        };
+        let nap = self.nap;
+        self.nap = (self.nap * 2).min(Duration::from_millis(cap));
+        nap
+    }
+
+    /// Starts over from `first` (something happened).
+    pub fn reset(&mut self, first: Duration) {
+        self.nap = first;
+    }
+
+    /// Sleeps the next interval, but not past `deadline`; false once it has passed.
+    pub fn sleep_until(&mut self, deadline: Instant) -> bool {
         let now = Instant::now();
         if now >= deadline {
             return false;
         }
-        std::thread::sleep(nap.min(deadline - now));
-        nap = (nap * 2).min(Duration::from_millis(50));
+        std::thread::sleep(self.next().min(deadline - now));
+        true
     }
 }
 

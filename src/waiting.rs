@@ -141,7 +141,7 @@ pub fn wait(tasks: &[Task], condition: &Condition, deadline: Option<Instant>) ->
     }
     let mut positions: Vec<Marks> = vec![Marks::default(); tasks.len()];
     let mut found: Vec<Option<String>> = vec![None; tasks.len()];
-    let mut nap = Duration::from_millis(20);
+    let mut backoff = control::Backoff::new(Duration::from_millis(20));
     loop {
         let mut ended = None;
         for (i, task) in tasks.iter().enumerate() {
@@ -181,13 +181,11 @@ pub fn wait(tasks: &[Task], condition: &Condition, deadline: Option<Instant>) ->
                 exit_code: if status == 0 { 1 } else { status },
             });
         }
-        let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
-            return Ok(Outcome::TimedOut);
+        match deadline {
+            Some(deadline) if !backoff.sleep_until(deadline) => return Ok(Outcome::TimedOut),
+            Some(_) => {}
+            None => std::thread::sleep(backoff.next()),
         }
-        let sleep = deadline.map_or(nap, |d| nap.min(d - now));
-        std::thread::sleep(sleep);
-        nap = (nap * 3 / 2).min(Duration::from_millis(250));
     }
 }
 

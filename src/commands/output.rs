@@ -81,7 +81,7 @@ pub fn run(args: OutputArgs) -> Result<i32> {
 /// Prints new matching lines as they arrive until the task ends; returns its exit status.
 fn follow(task: &Task, mut req: Request) -> Result<i32> {
     let mut positions = Marks::default();
-    let mut nap = Duration::from_millis(50);
+    let mut backoff = crate::control::Backoff::new(Duration::from_millis(50));
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout());
     loop {
         // Look at liveness first: a read after the task ended sees all it wrote.
@@ -98,11 +98,9 @@ fn follow(task: &Task, mut req: Request) -> Result<i32> {
         if !active {
             return Ok(TaskInfo::of(&task.reload()).exit_status());
         }
-        nap = if got {
-            Duration::from_millis(50)
-        } else {
-            (nap * 3 / 2).min(Duration::from_millis(500))
-        };
-        std::thread::sleep(nap);
+        if got {
+            backoff.reset(Duration::from_millis(50));
+        }
+        std::thread::sleep(backoff.next());
     }
 }
