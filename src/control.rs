@@ -325,7 +325,7 @@ impl Backoff {
     }
 
     /// The next interval.
-    pub fn next(&mut self) -> Duration {
+    pub fn next_nap(&mut self) -> Duration {
         let cap = if self.started.elapsed() < Duration::from_secs(5) {
             250
         } else {
@@ -347,7 +347,7 @@ impl Backoff {
         if now >= deadline {
             return false;
         }
-        std::thread::sleep(self.next().min(deadline - now));
+        std::thread::sleep(self.next_nap().min(deadline - now));
         true
     }
 }

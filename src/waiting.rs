@@ -184,7 +184,7 @@ pub fn wait(tasks: &[Task], condition: &Condition, deadline: Option<Instant>) ->
         match deadline {
             Some(deadline) if !backoff.sleep_until(deadline) => return Ok(Outcome::TimedOut),
             Some(_) => {}
-            None => std::thread::sleep(backoff.next()),
+            None => std::thread::sleep(backoff.next_nap()),
         }
     }
 }

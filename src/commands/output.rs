@@ -101,6 +101,6 @@ fn follow(task: &Task, mut req: Request) -> Result<i32> {
         if got {
             backoff.reset(Duration::from_millis(50));
         }
-        std::thread::sleep(backoff.next());
+        std::thread::sleep(backoff.next_nap());
     }
 }
