@@ -119,6 +119,24 @@ pub struct Request {
     pub include_partial: bool,
 }
 
+impl Request {
+    /// Every line of `streams`, cleaned, uncapped: the base that callers
+    /// adjust with struct update syntax.
+    pub fn all(streams: Vec<Stream>) -> Request {
+        Request {
+            streams,
+            matcher: LineMatch::default(),
+            clean: true,
+            max_line_chars: clean::DEFAULT_MAX_LINE_CHARS,
+            window: Window::All,
+            max_lines: None,
+            since: None,
+            reset_cursor: false,
+            include_partial: true,
+        }
+    }
+}
+
 /// One returned line, or the first of a run of similar lines.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {

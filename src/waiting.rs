@@ -33,15 +33,12 @@ impl Condition {
         let matcher = LineMatch::build(Some(pattern), None, &[], Case::Smart)
             .map_err(|e| usage(e.to_string().replace("--filter", "--for-line")))?;
         let request = Request {
-            streams,
             matcher,
-            clean: true,
             max_line_chars: 0,
             window: Window::Head(1),
             max_lines: Some(1),
-            since: None,
-            reset_cursor: false,
             include_partial: false,
+            ..Request::all(streams)
         };
         Ok(Condition::Line(Box::new(request), pattern.to_string()))
     }
@@ -194,15 +191,9 @@ pub fn wait(tasks: &[Task], condition: &Condition, deadline: Option<Instant>) ->
 pub fn last_lines(task: &Task, n: usize) -> Option<(Stream, Vec<String>)> {
     for stream in [Stream::Stderr, Stream::Stdout] {
         let req = Request {
-            streams: vec![stream],
-            matcher: LineMatch::default(),
-            clean: true,
-            max_line_chars: crate::clean::DEFAULT_MAX_LINE_CHARS,
             window: Window::Tail(n),
             max_lines: Some(n),
-            since: None,
-            reset_cursor: false,
-            include_partial: true,
+            ..Request::all(vec![stream])
         };
         let Ok(result) = logread::read(&task.dir, &req) else {
             continue;

@@ -165,12 +165,7 @@ async fn the_seed_monorepo_flow_over_mcp() {
         serde_json::json!({"task_id": "backend", "filter": "ERROR|WARN|Exception", "exclude": "GET 200|healthcheck", "tail": 3}),
     )
     .await);
-    let texts: Vec<&str> = doc["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["text"].as_str().unwrap())
-        .collect();
+    let texts = Env::texts(&doc);
     assert!(!texts.is_empty() && texts.len() <= 6, "{texts:?}");
     assert!(
         texts
@@ -188,12 +183,7 @@ async fn the_seed_monorepo_flow_over_mcp() {
         serde_json::json!({"task_id": frontend, "filter": "ERROR|error|FAIL", "exclude": "HMR|webpack|static|favicon", "tail": 30}),
     )
     .await);
-    let texts: Vec<&str> = doc["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["text"].as_str().unwrap())
-        .collect();
+    let texts = Env::texts(&doc);
     assert_eq!(texts, ["Error: Cannot find module ./Nav"]);
 
     // Step 4: since=true twice returns only new lines, never the same line twice.
