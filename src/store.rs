@@ -64,6 +64,8 @@ impl Store {
     /// Opens a state directory, creating it 0700; refuses one that another
     /// user owns or that others may write, since tasks run commands from it.
     pub fn open(root: PathBuf) -> Result<Store> {
+        // Absolute, so paths handed to supervisors (which chdir to /) stay valid.
+        let root = std::path::absolute(&root).unwrap_or(root);
         match fs::symlink_metadata(&root) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

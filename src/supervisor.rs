@@ -65,6 +65,9 @@ pub fn main(dir: &Path) -> i32 {
     // the caller's), and none of the caller's descriptors kept open.
     let _ = nix::unistd::setsid();
     crate::sys::close_inherited_fds();
+    // Do not keep the caller's directory busy (an unmount would fail); the
+    // child gets its own cwd from the record.
+    let _ = std::env::set_current_dir("/");
     let (Ok(lock), Ok(report)) = (
         std::io::stdin().as_fd().try_clone_to_owned(),
         std::io::stdout().as_fd().try_clone_to_owned(),

@@ -379,3 +379,33 @@ fn state_files_are_private() {
         assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
     }
 }
+
+#[test]
+fn a_relative_state_dir_works_and_the_supervisor_leaves_the_callers_directory() {
+    let env = Env::new();
+    // BGT_HOME as a relative path that names the test's own state directory,
+    // so the drop guard still stops the task.
+    let parent = env.home().parent().unwrap().to_path_buf();
+    let relative = env.home().file_name().unwrap().to_owned();
+    let out = env
+        .cmd()
+        .args(["run", "--", "sleep", "30"])
+        .env("BGT_HOME", &relative)
+        .current_dir(&parent)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let status = env.status(&id);
+    assert_eq!(status["state"], "running");
+    assert!(std::path::Path::new(status["dir"].as_str().unwrap()).is_absolute());
+    let supervisor = status["supervisor_pid"].as_i64().unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{supervisor}/cwd")).unwrap(),
+        std::path::Path::new("/")
+    );
+}
