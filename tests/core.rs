@@ -409,3 +409,53 @@ fn a_relative_state_dir_works_and_the_supervisor_leaves_the_callers_directory() 
         std::path::Path::new("/")
     );
 }
+
+#[test]
+fn the_supervisor_is_one_small_thread_holding_no_caller_fds() {
+    let env = Env::new();
+    // The caller leaks an fd (as a CI runner's pipe would be) to bgt run.
+    let leaked = env.work().join("leaked");
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "exec 7>{}; {} run -- sleep 30",
+                leaked.display(),
+                crate::util::BGT
+            ),
+        ])
+        .env("BGT_HOME", env.home())
+        .output()
+        .unwrap();
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let supervisor = env.status(&id)["supervisor_pid"].as_i64().unwrap();
+    let child = env.status(&id)["pid"].as_i64().unwrap();
+    let proc_status = std::fs::read_to_string(format!("/proc/{supervisor}/status")).unwrap();
+    assert!(
+        proc_status.lines().any(|l| l == "Threads:\t1"),
+        "no async runtime, no threads"
+    );
+    // stdin/stdout/stderr on /dev/null, then the lock and the signalfd only.
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{supervisor}/fd"))
+        .unwrap()
+        .map(|e| {
+            std::fs::read_link(e.unwrap().path())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        fds.iter().filter(|f| *f == "/dev/null").count(),
+        3,
+        "{fds:?}"
+    );
+    assert!(fds.iter().any(|f| f.ends_with("/lock")), "{fds:?}");
+    assert_eq!(fds.len(), 5, "{fds:?}");
+    for pid in [supervisor, child] {
+        let holds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .any(|e| std::fs::read_link(e.unwrap().path()).is_ok_and(|t| t == leaked));
+        assert!(!holds, "process {pid} holds the caller's fd");
+    }
+}
