@@ -1,6 +1,6 @@
 //! Many runs and readers at once: unique ids, valid records, exact cursors.
 
-use crate::util::{BGT, Env};
+use crate::util::{BGT, Env, succeeded};
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
@@ -48,12 +48,7 @@ fn fifty_parallel_runs_with_twenty_readers() {
                     .env("BGT_HOME", &home)
                     .output()
                     .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                (i, String::from_utf8(out.stdout).unwrap().trim().to_string())
+                (i, succeeded("bgt run", out).trim().to_string())
             })
         })
         .collect();

@@ -394,12 +394,7 @@ fn a_relative_state_dir_works_and_the_supervisor_leaves_the_callers_directory() 
         .current_dir(&parent)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let id = crate::util::succeeded("bgt run", out).trim().to_string();
     let status = env.status(&id);
     assert_eq!(status["state"], "running");
     assert!(std::path::Path::new(status["dir"].as_str().unwrap()).is_absolute());

@@ -48,15 +48,7 @@ impl Env {
 
     /// Runs bgt, asserts success, returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "bgt {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        succeeded(&format!("bgt {args:?}"), self.run(args))
     }
 
     /// Runs bgt expecting failure with `code`; returns stderr.
@@ -167,6 +159,18 @@ impl Drop for Env {
             }
         }
     }
+}
+
+/// Asserts that a finished command (`what`) succeeded; returns its stdout.
+pub fn succeeded(what: &str, out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed with {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Polls `cond` until it holds or `limit` passes (then panics).
