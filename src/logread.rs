@@ -407,7 +407,8 @@ fn scan_stream(
 
     if let (Window::Tail(n), None) = (req.window, &req.since) {
         // Plain tail: read backwards from the end, never the whole file.
-        let total = refresh_index(task_dir, stream, &mut file, len, ino)?;
+        let index = Marks::load(&task_dir.join("index.json")).get(stream);
+        let total = refresh_index(task_dir, stream, &mut file, len, ino, index)?;
         let entries = tail_backward(&mut file, len, total, n, stream, req)?;
         return Ok(Scan {
             stream,
@@ -846,15 +847,16 @@ fn tail_backward(
     Ok(found)
 }
 
-/// Brings the line-count index up to `len` (only new bytes are read).
+/// Brings the line-count index (`index`, as last read from `index.json`) up
+/// to `len`: only new bytes are read.
 fn refresh_index(
     task_dir: &Path,
     stream: Stream,
     file: &mut File,
     len: u64,
     ino: u64,
+    index: Mark,
 ) -> Result<Pos> {
-    let index = Marks::load(&task_dir.join("index.json")).get(stream);
     let mut pos = if index.ino == ino && index.pos.offset <= len {
         index.pos
     } else {
@@ -938,7 +940,7 @@ pub fn line_counts(task_dir: &Path) -> (u64, u64) {
         }
         match open_log(&path) {
             Ok(Some((mut file, len, ino))) => {
-                refresh_index(task_dir, stream, &mut file, len, ino).map_or(0, |p| p.line)
+                refresh_index(task_dir, stream, &mut file, len, ino, known).map_or(0, |p| p.line)
             }
             _ => 0,
         }
