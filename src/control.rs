@@ -2,7 +2,7 @@
 //! `restart` and the MCP tools, shared so no behaviour exists twice.
 
 use crate::error::{io_message, usage};
-use crate::meta::{CommandSpec, State, TaskMeta, write_atomic};
+use crate::meta::{CommandSpec, State, TaskMeta};
 use crate::process;
 use crate::store::{Phase, STOP, Store, Task};
 use crate::supervisor::{self, StopRequest};
@@ -148,7 +148,7 @@ pub fn start(store: &Store, spec: StartSpec) -> Result<Started> {
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&task.dir);
+            let _ = task.remove();
             bail!("cannot start the supervisor: {}", io_message(&e));
         }
     };
@@ -166,7 +166,7 @@ pub fn start(store: &Store, spec: StartSpec) -> Result<Started> {
         });
     }
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&task.dir);
+    let _ = task.remove();
     match line.strip_prefix("err ") {
         Some(message) => bail!("{message}"),
         None => bail!("the supervisor died before starting the task"),
@@ -215,7 +215,9 @@ pub fn stop(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
         signal: sig.as_str().to_string(),
         grace_ms: grace.as_millis() as u64,
     };
-    write_atomic(&task.dir.join(STOP), &serde_json::to_vec(&request)?, false)?;
+    task.open_dir()?
+        .write_atomic(STOP, &serde_json::to_vec(&request)?, false)
+        .map_err(|e| anyhow::anyhow!("cannot write the stop request: {}", io_message(&e)))?;
     // The lock is held, so the supervisor lives and its pid is not reused.
     if task.is_locked() {
         let _ = nix::sys::signal::kill(
@@ -253,7 +255,7 @@ fn record_stopped(task: &Task, meta: &TaskMeta, killed_by: Signal) -> Result<()>
     if updated.exit.is_none() {
         updated.exit = Some(crate::meta::Exit::Signal(killed_by.as_str().to_string()));
     }
-    updated.store(&task.dir.join(crate::store::META))
+    updated.store_in(&task.open_dir()?)
 }
 
 /// A lost task's child may still run. Signal it only when the kernel's start
@@ -286,7 +288,7 @@ fn stop_orphan(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome>
 /// deadline passes. Without a deadline it is a blocking flock: it wakes the
 /// moment the supervisor exits and costs no CPU while waiting.
 pub fn wait_unlocked(task: &Task, deadline: Option<Instant>) -> bool {
-    let Ok(file) = std::fs::File::open(task.dir.join(crate::store::LOCK)) else {
+    let Some(file) = task.open_lock() else {
         return true; // no lock file: the task is gone
     };
     let Some(deadline) = deadline else {
@@ -378,29 +380,22 @@ pub fn orphan_alive(task: &Task) -> bool {
     })
 }
 
-/// Deletes a task directory (the caller has checked it is not running).
-pub fn remove_task(task: &Task) -> Result<()> {
-    let result = if task.dir.is_dir() {
-        std::fs::remove_dir_all(&task.dir)
-    } else {
-        std::fs::remove_file(&task.dir)
-    };
-    result.map_err(|e| anyhow::anyhow!("cannot remove {}: {}", task.dir.display(), io_message(&e)))
-}
-
 /// Removes half-built task directories left by a `bgt run` that died mid-way.
 pub fn remove_stale_temp_dirs(store: &Store) {
-    let Ok(entries) = std::fs::read_dir(store.root()) else {
+    let Ok(entries) = store.dir().entries() else {
         return;
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let stale = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(60));
-        if name.to_string_lossy().starts_with(".new-") && stale {
-            let _ = std::fs::remove_dir_all(entry.path());
+    for name in entries {
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with(crate::store::NEW_PREFIX) {
+            continue;
+        }
+        let stale = store.dir().stat_at(name).is_ok_and(|m| {
+            let age = chrono::Utc::now().timestamp() - m.st_mtime;
+            age > 60
+        });
+        if stale {
+            let _ = store.dir().remove_tree(name);
         }
     }
 }
@@ -436,7 +431,7 @@ pub fn cleanup(store: &Store, older_than: Option<Duration>, stop_running: bool) 
         {
             continue;
         }
-        remove_task(&task)?;
+        task.remove()?;
         report.removed.push(info);
     }
     Ok(report)

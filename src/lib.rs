@@ -21,6 +21,7 @@ pub mod clean;
 pub mod cli;
 pub mod commands;
 pub mod control;
+pub mod dirfd;
 pub mod duration;
 pub mod error;
 pub mod info;

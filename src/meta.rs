@@ -6,6 +6,8 @@
 //! variants carry their own data, so a finished task without an exit status
 //! cannot be represented.
 
+use crate::dirfd::DirFd;
+use crate::error::io_message;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -115,13 +117,26 @@ pub struct TaskMeta {
 }
 
 impl TaskMeta {
-    /// Loads and validates a record; errors are short enough for a table cell.
+    /// Loads and validates the record of the task directory `dir`; errors
+    /// are short enough for a table cell.
+    pub fn load_in(dir: &DirFd) -> Result<TaskMeta> {
+        let bytes = dir
+            .read(crate::store::META)
+            .map_err(|e| anyhow::anyhow!("cannot read meta.json: {}", io_message(&e)))?;
+        TaskMeta::parse(&bytes)
+    }
+
+    /// Loads and validates a record by path.
     pub fn load(path: &Path) -> Result<TaskMeta> {
         let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        TaskMeta::parse(&bytes)
+    }
+
+    fn parse(bytes: &[u8]) -> Result<TaskMeta> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             anyhow::bail!("meta.json is empty");
         }
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
+        let value: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| anyhow::anyhow!("meta.json is not valid JSON ({e})"))?;
         match value.get("schema").and_then(|v| v.as_u64()) {
             Some(v) if v == u64::from(SCHEMA) => {}
@@ -138,6 +153,19 @@ impl TaskMeta {
     pub fn store(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self)?;
         write_atomic(path, &json, self.state.is_final())
+    }
+
+    /// [`TaskMeta::store`] into the task directory `dir`.
+    pub fn store_in(&self, dir: &DirFd) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self)?;
+        dir.write_atomic(crate::store::META, &json, self.state.is_final())
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot write {}: {}",
+                    dir.path().join(crate::store::META).display(),
+                    io_message(&e)
+                )
+            })
     }
 }
 

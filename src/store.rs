@@ -15,13 +15,15 @@
 //! lock already held, and renamed into place: readers never see a task
 //! without its record or a starting task without a live lock.
 
+use crate::dirfd::{Access, DirFd};
 use crate::error::{io_message, usage};
 use crate::meta::{Exit, State, TaskMeta};
 use anyhow::{Context, Result, bail};
-use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
+use std::fs::{DirBuilder, File, TryLockError};
 use std::io::Read;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// File names inside a task directory.
 pub const META: &str = "meta.json";
@@ -30,10 +32,22 @@ pub const STOP: &str = "stop";
 pub const STDOUT_LOG: &str = "stdout.log";
 pub const STDERR_LOG: &str = "stderr.log";
 
-/// The resolved, checked state directory.
+/// The file that marks a directory as bgt's state directory. bgt only ever
+/// lists, changes or removes things inside a directory that carries it.
+pub const MARKER: &str = ".bgt";
+/// What the marker says (for a person who finds it).
+const MARKER_TEXT: &str =
+    "bgt state directory (layout 1): task directories t-XXXXXX, managed by bgt\n";
+/// Prefix of a task directory still being assembled by `bgt run`.
+pub const NEW_PREFIX: &str = ".new-";
+/// Prefix of the per-label lock files that serialise `run --label`.
+const LABEL_LOCK_PREFIX: &str = ".label-";
+
+/// The resolved, checked state directory, held open: every later operation
+/// is relative to this descriptor (see `dirfd.rs`).
 #[derive(Clone, Debug)]
 pub struct Store {
-    root: PathBuf,
+    root: Arc<DirFd>,
 }
 
 /// Picks the state directory: `$BGT_HOME`, `$XDG_STATE_HOME/bgt`, `~/.local/state/bgt`.
@@ -55,146 +69,258 @@ pub fn default_root() -> Result<PathBuf> {
     Ok(home.join(".local/state/bgt"))
 }
 
+/// True for a name bgt gives task directories: `t-` and lowercase hex.
+pub fn is_task_id(name: &str) -> bool {
+    name.strip_prefix("t-").is_some_and(|hex| {
+        (6..=32).contains(&hex.len())
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 impl Store {
     /// Opens (creating if needed) the default state directory.
     pub fn open_default() -> Result<Store> {
         Store::open(default_root()?)
     }
 
-    /// Opens a state directory, creating it 0700; refuses one that another
-    /// user owns or that others may write, since tasks run commands from it.
+    /// Opens a state directory, creating it 0700 if it does not exist.
+    ///
+    /// It is opened once without following a symlink, and checked on that
+    /// descriptor: owned by us and not writable by others (tasks run
+    /// commands from it). An existing directory is used only if it is bgt's:
+    /// it carries the marker, or is empty, or holds nothing but task
+    /// directories of an earlier bgt (then it is marked, so upgrades never
+    /// strand anyone's tasks). bgt never changes its mode.
     pub fn open(root: PathBuf) -> Result<Store> {
-        // Absolute, so paths handed to supervisors (which chdir to /) stay valid.
+        // Absolute, so paths shown and handed to supervisors stay valid.
         let root = std::path::absolute(&root).unwrap_or(root);
-        match fs::symlink_metadata(&root) {
-            Ok(_) => {}
+        let shown = root.display();
+        let dir = match DirFd::open(&root) {
+            Ok(dir) => dir,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 DirBuilder::new()
                     .recursive(true)
                     .mode(0o700)
                     .create(&root)
                     .map_err(|e| {
-                        anyhow::anyhow!(
-                            "cannot create state directory {}: {}",
-                            root.display(),
-                            io_message(&e)
-                        )
+                        anyhow::anyhow!("cannot create state directory {shown}: {}", io_message(&e))
                     })?;
+                DirFd::open(&root).map_err(|e| {
+                    anyhow::anyhow!("cannot use state directory {shown}: {}", io_message(&e))
+                })?
             }
-            Err(e) => bail!(
-                "cannot use state directory {}: {}",
-                root.display(),
-                io_message(&e)
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => bail!(
+                "state directory {shown} is a symlink; point BGT_HOME at the directory itself"
             ),
-        }
-        let info = fs::metadata(&root).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot use state directory {}: {}",
-                root.display(),
-                io_message(&e)
-            )
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => {
+                bail!("state directory {shown} is not a directory")
+            }
+            Err(e) => bail!("cannot use state directory {shown}: {}", io_message(&e)),
+        };
+        let info = dir.stat().map_err(|e| {
+            anyhow::anyhow!("cannot use state directory {shown}: {}", io_message(&e))
         })?;
-        if !info.is_dir() {
-            bail!("state directory {} is not a directory", root.display());
-        }
-        if info.uid() != nix::unistd::geteuid().as_raw() {
+        if info.st_uid != nix::unistd::geteuid().as_raw() {
             bail!(
-                "refusing state directory {}: owned by uid {}, not by you",
-                root.display(),
-                info.uid()
+                "refusing state directory {shown}: owned by uid {}, not by you",
+                info.st_uid
             );
         }
-        let mode = info.mode() & 0o777;
+        let mode = info.st_mode & 0o777;
         if mode & 0o022 != 0 {
             bail!(
-                "refusing state directory {}: writable by others (mode {:o}); chmod 700 it",
-                root.display(),
-                mode
+                "refusing state directory {shown}: writable by others (mode {mode:o}); chmod 700 it"
             );
         }
-        if mode != 0o700 {
-            // Ours and not writable by others: tighten quietly (may fail on a read-only fs).
-            let _ = fs::set_permissions(&root, fs::Permissions::from_mode(0o700));
-        }
-        Ok(Store { root })
+        adopt(&dir)?;
+        Ok(Store {
+            root: Arc::new(dir),
+        })
     }
 
     /// The state directory itself.
     pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The open state directory.
+    pub fn dir(&self) -> &DirFd {
         &self.root
     }
 
     /// Creates a task directory for `meta` (its id and log paths are filled
     /// in here) and returns it with its lock held exclusively.
     pub fn create(&self, meta: &mut TaskMeta) -> Result<(Task, File)> {
+        let failed = |e: &std::io::Error| {
+            anyhow::anyhow!(
+                "cannot create a task in {}: {}",
+                self.root().display(),
+                io_message(e)
+            )
+        };
         for _ in 0..32 {
             let id = new_id()?;
-            let dir = self.root.join(&id);
-            if fs::symlink_metadata(&dir).is_ok() {
+            if self.root.exists(&id) {
                 continue;
             }
-            let tmp = self.root.join(format!(".new-{id}-{}", std::process::id()));
+            let tmp = format!("{NEW_PREFIX}{id}-{}", std::process::id());
+            let dir = self.root().join(&id);
             meta.id = id.clone();
             meta.stdout_log = dir.join(STDOUT_LOG);
             meta.stderr_log = dir.join(STDERR_LOG);
-            let lock = match assemble(&tmp, meta) {
+            let lock = match self.assemble(&tmp, meta) {
                 Ok(lock) => lock,
                 Err(e) => {
-                    let _ = fs::remove_dir_all(&tmp);
+                    let _ = self.root.remove_tree(&tmp);
                     return Err(
-                        e.context(format!("cannot create a task in {}", self.root.display()))
+                        e.context(format!("cannot create a task in {}", self.root().display()))
                     );
                 }
             };
-            match rename_noreplace(&tmp, &dir) {
-                Ok(()) => return Ok((Task::at(id, dir), lock)),
+            match self.root.rename_noreplace(&tmp, &id) {
+                Ok(()) => return Ok((self.task(id), lock)),
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
                         Some(nix::libc::EEXIST | nix::libc::ENOTEMPTY)
                     ) =>
                 {
-                    let _ = fs::remove_dir_all(&tmp);
+                    let _ = self.root.remove_tree(&tmp);
                 }
                 Err(e) => {
-                    let _ = fs::remove_dir_all(&tmp);
-                    bail!(
-                        "cannot create a task in {}: {}",
-                        self.root.display(),
-                        io_message(&e)
-                    );
+                    let _ = self.root.remove_tree(&tmp);
+                    return Err(failed(&e));
                 }
             }
         }
-        bail!("cannot find a free task id in {}", self.root.display())
+        bail!("cannot find a free task id in {}", self.root().display())
+    }
+
+    /// Builds the task directory under its temporary name; returns the held lock.
+    fn assemble(&self, tmp: &str, meta: &TaskMeta) -> Result<File> {
+        let err = |e: std::io::Error| anyhow::anyhow!(io_message(&e));
+        self.root.create_dir(tmp).map_err(err)?;
+        let dir = self.root.open_dir(tmp).map_err(err)?;
+        let lock = dir.open_file(LOCK, Access::CreateNew).map_err(err)?;
+        lock.lock()
+            .map_err(|e| anyhow::anyhow!("cannot lock: {}", io_message(&e)))?;
+        for log in [STDOUT_LOG, STDERR_LOG] {
+            dir.open_file(log, Access::CreateNew).map_err(err)?;
+        }
+        meta.store_in(&dir)?;
+        Ok(lock)
+    }
+
+    /// The task with this id (which need not exist).
+    pub fn task(&self, id: String) -> Task {
+        Task::at(self.root.clone(), id)
     }
 
     /// All tasks, oldest first; unreadable ones are included as broken.
+    /// Only entries named like task ids are tasks: nothing else is listed.
     pub fn list(&self) -> Result<Vec<Task>> {
-        let entries = match fs::read_dir(&self.root) {
-            Ok(entries) => entries,
-            Err(e) => bail!(
+        let entries = self.root.entries().map_err(|e| {
+            anyhow::anyhow!(
                 "cannot read state directory {}: {}",
-                self.root.display(),
+                self.root().display(),
                 io_message(&e)
-            ),
-        };
+            )
+        })?;
         let mut tasks: Vec<Task> = entries
-            .flatten()
-            .filter_map(|entry| {
-                let name = entry.file_name().to_str()?.to_string();
-                (!name.starts_with('.')).then(|| Task::at(name, entry.path()))
-            })
+            .into_iter()
+            .filter_map(|name| name.into_string().ok())
+            .filter(|name| is_task_id(name))
+            .map(|name| self.task(name))
             .collect();
         tasks.sort_by_key(|a| a.sort_key());
         Ok(tasks)
     }
 
-    /// Finds a task by exact id, label (newest wins) or unique id prefix.
+    /// Finds a task by exact id, label or unique id prefix.
     pub fn resolve(&self, query: &str) -> Result<Task> {
+        if query.is_empty() {
+            return Err(usage("empty task name"));
+        }
+        // An exact id opens its directory directly, no listing needed.
+        if is_task_id(query) && self.root.exists(query) {
+            return Ok(self.task(query.to_string()));
+        }
         let tasks = self.list()?;
         resolve_in(tasks, query)
     }
+
+    /// Serialises everything that decides which task a label names (`run
+    /// --label`, `--replace`): held until the returned file is dropped.
+    pub fn lock_label(&self, label: &str) -> Result<File> {
+        let name = format!("{LABEL_LOCK_PREFIX}{label}.lock");
+        let file = self
+            .root
+            .open_file(&name, Access::CreateOrOpen)
+            .map_err(|e| anyhow::anyhow!("cannot lock label '{label}': {}", io_message(&e)))?;
+        file.lock()
+            .map_err(|e| anyhow::anyhow!("cannot lock label '{label}': {}", io_message(&e)))?;
+        Ok(file)
+    }
+
+    /// The active task (queued, starting, running) that holds `label`, if any.
+    pub fn active_with_label(&self, label: &str) -> Result<Option<Task>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|t| t.label() == Some(label))
+            .rfind(|t| t.phase().is_active()))
+    }
+}
+
+/// Accepts `dir` as a state directory or refuses it (see [`Store::open`]).
+fn adopt(dir: &DirFd) -> Result<()> {
+    if dir.exists(MARKER) {
+        return Ok(());
+    }
+    let entries = dir.entries().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read state directory {}: {}",
+            dir.path().display(),
+            io_message(&e)
+        )
+    })?;
+    // Empty, or an earlier bgt's: nothing but task directories (and its
+    // own half-built or lock files).
+    let ours = entries.iter().all(|name| {
+        name.to_str().is_some_and(|name| {
+            (is_task_id(name)
+                && dir
+                    .stat_at(name)
+                    .is_ok_and(|s| s.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR))
+                || name.starts_with(NEW_PREFIX)
+                || name.starts_with(LABEL_LOCK_PREFIX)
+                // another bgt marking it right now (`.bgt` and its temp file)
+                || name.starts_with(MARKER)
+                || name.starts_with(&format!(".{MARKER}"))
+        })
+    });
+    if !ours {
+        bail!(
+            "{} is not a bgt state directory (no {MARKER} marker); point BGT_HOME at an empty or new directory",
+            dir.path().display()
+        );
+    }
+    // Marking needs a writable directory; a read-only one is still read.
+    if let Err(e) = dir.write_atomic(MARKER, MARKER_TEXT.as_bytes(), true)
+        && !matches!(
+            e.raw_os_error(),
+            Some(nix::libc::EROFS | nix::libc::EACCES | nix::libc::EPERM)
+        )
+    {
+        bail!(
+            "cannot mark state directory {}: {}",
+            dir.path().display(),
+            io_message(&e)
+        );
+    }
+    Ok(())
 }
 
 /// Resolution over an already-listed set of tasks (used by commands taking many).
@@ -205,11 +331,13 @@ pub fn resolve_in(tasks: Vec<Task>, query: &str) -> Result<Task> {
     if let Some(pos) = tasks.iter().position(|t| t.id == query) {
         return Ok(tasks.into_iter().nth(pos).expect("position is in range"));
     }
-    if let Some(pos) = tasks.iter().rposition(|t| {
-        t.meta
-            .as_ref()
-            .is_ok_and(|m| m.label.as_deref() == Some(query))
-    }) {
+    // A label names its active task if it has one, else its newest one.
+    let labelled = |t: &Task| t.label() == Some(query);
+    let pos = tasks
+        .iter()
+        .rposition(|t| labelled(t) && t.phase().is_active())
+        .or_else(|| tasks.iter().rposition(labelled));
+    if let Some(pos) = pos {
         return Ok(tasks.into_iter().nth(pos).expect("position is in range"));
     }
     let prefixed = format!("t-{query}");
@@ -233,50 +361,6 @@ pub fn resolve_in(tasks: Vec<Task>, query: &str) -> Result<Task> {
             bail!("'{query}' is ambiguous: {}", names.join(", "))
         }
     }
-}
-
-/// Builds the task directory under its temporary name; returns the held lock.
-fn assemble(tmp: &Path, meta: &TaskMeta) -> Result<File> {
-    DirBuilder::new()
-        .mode(0o700)
-        .create(tmp)
-        .map_err(|e| anyhow::anyhow!(io_message(&e)))?;
-    let lock = create_private(&tmp.join(LOCK))?;
-    lock.lock()
-        .map_err(|e| anyhow::anyhow!("cannot lock: {}", io_message(&e)))?;
-    for log in [STDOUT_LOG, STDERR_LOG] {
-        create_private(&tmp.join(log))?;
-    }
-    meta.store(&tmp.join(META))?;
-    Ok(lock)
-}
-
-/// Creates a new file with mode 0600 whatever the umask; never follows a planted symlink.
-pub fn create_private(path: &Path) -> Result<File> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), io_message(&e)))?;
-    file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    Ok(file)
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE)
-        .map_err(std::io::Error::from)
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    // rename(2) refuses a non-empty target; task directories are never empty.
-    if fs::symlink_metadata(to).is_ok() {
-        return Err(std::io::Error::from_raw_os_error(nix::libc::EEXIST));
-    }
-    fs::rename(from, to)
 }
 
 /// A short random id such as `t-3f9a2c` (24 bits; creation retries on collision).
@@ -313,7 +397,9 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
 #[derive(Debug)]
 pub struct Task {
     pub id: String,
+    /// Where it is, for messages and JSON; files are reached through `root`.
     pub dir: PathBuf,
+    root: Arc<DirFd>,
     pub meta: Result<TaskMeta, String>,
 }
 
@@ -359,28 +445,58 @@ impl Phase {
 }
 
 impl Task {
-    /// Reads the task at `dir`; never fails, a bad record becomes `Err(reason)`.
-    pub fn at(id: String, dir: PathBuf) -> Task {
-        let meta = match fs::symlink_metadata(&dir) {
-            Ok(info) if info.is_dir() => {
-                TaskMeta::load(&dir.join(META)).map_err(|e| format!("{e:#}"))
+    /// Reads the task `id` in `root`; never fails, a bad record becomes `Err(reason)`.
+    fn at(root: Arc<DirFd>, id: String) -> Task {
+        let meta = match root.open_dir(&id) {
+            Ok(dir) => TaskMeta::load_in(&dir).map_err(|e| format!("{e:#}")),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => {
+                Err("not a task directory".to_string())
             }
-            Ok(_) => Err("not a task directory".to_string()),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                Err("a symlink, not a task directory".to_string())
+            }
             Err(e) => Err(io_message(&e)),
         };
-        Task { id, dir, meta }
+        Task {
+            dir: root.path().join(&id),
+            id,
+            root,
+            meta,
+        }
+    }
+
+    /// Opens the task's directory, never through a symlink.
+    pub fn open_dir(&self) -> Result<DirFd> {
+        self.root
+            .open_dir(&self.id)
+            .map_err(|e| anyhow::anyhow!("cannot open task {}: {}", self.id, io_message(&e)))
     }
 
     /// Re-reads the record (after waiting or stopping).
     pub fn reload(&self) -> Task {
-        Task::at(self.id.clone(), self.dir.clone())
+        Task::at(self.root.clone(), self.id.clone())
+    }
+
+    /// The task's label, if its record can be read and has one.
+    pub fn label(&self) -> Option<&str> {
+        self.meta.as_ref().ok().and_then(|m| m.label.as_deref())
+    }
+
+    /// Removes the task directory and everything in it (never through a
+    /// symlink). The caller has checked that nothing of the task runs.
+    pub fn remove(&self) -> Result<()> {
+        self.root.remove_tree(&self.id).map_err(|e| {
+            anyhow::anyhow!("cannot remove {}: {}", self.dir.display(), io_message(&e))
+        })
     }
 
     fn sort_key(&self) -> (i64, String) {
         let created = match &self.meta {
             Ok(meta) => meta.created.timestamp_millis(),
-            Err(_) => fs::symlink_metadata(&self.dir)
-                .map(|m| m.mtime() * 1000)
+            Err(_) => self
+                .root
+                .stat_at(&self.id)
+                .map(|m| m.st_mtime * 1000)
                 .unwrap_or(0),
         };
         (created, self.id.clone())
@@ -393,9 +509,17 @@ impl Task {
             .map_err(|reason| anyhow::anyhow!("task {} is broken: {reason}", self.id))
     }
 
+    /// The task's lock file, opened for probing or waiting.
+    pub fn open_lock(&self) -> Option<File> {
+        self.root
+            .open_dir(&self.id)
+            .and_then(|dir| dir.open_file(LOCK, Access::Read))
+            .ok()
+    }
+
     /// True while some process (the supervisor) holds the task's lock.
     pub fn is_locked(&self) -> bool {
-        let Ok(file) = File::open(self.dir.join(LOCK)) else {
+        let Some(file) = self.open_lock() else {
             return false;
         };
         matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))

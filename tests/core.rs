@@ -369,11 +369,13 @@ fn stop_older_than_and_all() {
 fn state_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let env = Env::new();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // bgt never changes the mode of a state directory it did not create.
+    std::fs::set_permissions(env.home(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let id = env.start(&["echo hi"]);
     env.wait_done(&id);
     let dir = env.task_dir(&id);
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(env.home()), 0o700);
+    assert_eq!(mode(env.home()), 0o755);
     assert_eq!(mode(&dir), 0o700);
     for f in ["meta.json", "stdout.log", "stderr.log", "lock"] {
         assert_eq!(mode(&dir.join(f)), 0o600, "{f}");

@@ -152,6 +152,7 @@ fn a_full_disk_fails_run_cleanly_and_readers_keep_working() {
     let entries: Vec<String> = std::fs::read_dir(&state)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into())
+        .filter(|name: &String| !name.starts_with('.'))
         .collect();
     assert_eq!(
         entries,
@@ -211,7 +212,9 @@ fn corrupt_records_are_per_task_errors() {
     )
     .unwrap();
     std::fs::remove_file(dirs[4].join("meta.json")).unwrap();
-    std::fs::write(env.home().join("stray-file"), "hello").unwrap();
+    // A file named like a task is a broken task; anything else is not bgt's.
+    std::fs::write(env.home().join("t-0000aa"), "hello").unwrap();
+    std::fs::write(env.home().join("notes.txt"), "mine").unwrap();
 
     let table = env.ok(&["status"]);
     for reason in [
@@ -233,9 +236,19 @@ fn corrupt_records_are_per_task_errors() {
         .filter(|t| t["state"] == "broken")
         .count();
     assert_eq!(broken_count, 6);
+    assert!(!table.contains("notes.txt"), "{table}");
     env.ok(&["cleanup"]);
-    let left: Vec<_> = std::fs::read_dir(env.home()).unwrap().collect();
-    assert_eq!(left.len(), 0, "cleanup removes broken tasks and strays");
+    let mut left: Vec<String> = std::fs::read_dir(env.home())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["notes.txt"],
+        "cleanup removes broken tasks, never what is not bgt's"
+    );
 }
 
 #[test]

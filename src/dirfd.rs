@@ -1,0 +1,298 @@
+//! Directories held open, and every file operation done relative to them.
+//!
+//! A state directory is user-supplied and may sit in a directory another
+//! user can write to; a path that was checked can be swapped for a symlink
+//! before it is used. So bgt opens the state directory once
+//! (`O_DIRECTORY|O_NOFOLLOW`), checks owner and mode on that descriptor, and
+//! reaches everything below it through the `*at` calls: the directory that
+//! was checked is the one used, and no name inside it is ever followed when
+//! it is a symlink (each open, stat, rename and unlink is `NOFOLLOW`).
+//!
+//! The paths kept beside the descriptors are for messages and JSON only.
+
+use nix::dir::Dir as DirStream;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat2};
+use nix::sys::stat::{FileStat, Mode, fchmod, fstat, fstatat, mkdirat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+
+/// Mode of every directory bgt creates.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every file bgt creates.
+pub const FILE_MODE: u32 = 0o600;
+
+/// An open directory and the path it was opened by (for messages).
+#[derive(Debug)]
+pub struct DirFd {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// How to open a file below a [`DirFd`]; symlinks are never followed.
+#[derive(Clone, Copy, Debug)]
+pub enum Access {
+    Read,
+    /// Read and write an existing file.
+    ReadWrite,
+    /// Append to an existing file.
+    Append,
+    /// Create a new file (0600) that must not exist yet.
+    CreateNew,
+    /// Open for read and write, creating it (0600) if needed.
+    CreateOrOpen,
+}
+
+fn io(err: Errno) -> io::Error {
+    io::Error::from(err)
+}
+
+impl DirFd {
+    /// Opens a directory by path, refusing a symlink as its last component.
+    pub fn open(path: &Path) -> io::Result<DirFd> {
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+            Mode::empty(),
+        )
+        .map_err(io)?;
+        Ok(DirFd {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Wraps a descriptor handed over by another process (the supervisor's task directory).
+    pub fn from_fd(fd: OwnedFd, path: PathBuf) -> DirFd {
+        DirFd { fd, path }
+    }
+
+    /// The path this directory was opened by.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The descriptor (to hand over to a child process).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Duplicates the descriptor (close-on-exec).
+    pub fn try_clone(&self) -> io::Result<DirFd> {
+        Ok(DirFd {
+            fd: self.fd.try_clone()?,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Owner, mode and type of the directory itself, from the descriptor.
+    pub fn stat(&self) -> io::Result<FileStat> {
+        fstat(self.fd.as_fd()).map_err(io)
+    }
+
+    /// Opens the subdirectory `name` (never through a symlink).
+    pub fn open_dir(&self, name: &str) -> io::Result<DirFd> {
+        let fd = openat(
+            self.fd.as_fd(),
+            name,
+            OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+            Mode::empty(),
+        )
+        .map_err(io)?;
+        Ok(DirFd {
+            fd,
+            path: self.path.join(name),
+        })
+    }
+
+    /// Creates the subdirectory `name` with mode 0700 (whatever the umask).
+    pub fn create_dir(&self, name: &str) -> io::Result<()> {
+        mkdirat(self.fd.as_fd(), name, Mode::from_bits_truncate(DIR_MODE)).map_err(io)
+    }
+
+    /// Opens (or creates, per `access`) the file `name`; never follows a symlink.
+    /// Created files are 0600 whatever the umask.
+    pub fn open_file(&self, name: &str, access: Access) -> io::Result<File> {
+        let base = OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let flags = match access {
+            Access::Read => OFlag::O_RDONLY,
+            Access::ReadWrite => OFlag::O_RDWR,
+            Access::Append => OFlag::O_WRONLY | OFlag::O_APPEND,
+            Access::CreateNew => OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
+            Access::CreateOrOpen => OFlag::O_RDWR | OFlag::O_CREAT,
+        };
+        let fd = openat(
+            self.fd.as_fd(),
+            name,
+            base | flags,
+            Mode::from_bits_truncate(FILE_MODE),
+        )
+        .map_err(io)?;
+        let file = File::from(fd);
+        if matches!(access, Access::CreateNew | Access::CreateOrOpen) {
+            // A file we may just have created: its mode must not depend on
+            // the umask. Never widen one we did not create, though.
+            let info = fstat(file.as_fd()).map_err(io)?;
+            if info.st_mode & 0o777 & !FILE_MODE != 0 {
+                fchmod(file.as_fd(), Mode::from_bits_truncate(FILE_MODE)).map_err(io)?;
+            }
+        }
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        Ok(file)
+    }
+
+    /// Reads the whole file `name`.
+    pub fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        let mut data = Vec::new();
+        self.open_file(name, Access::Read)?.read_to_end(&mut data)?;
+        Ok(data)
+    }
+
+    /// Type, owner and mode of `name` itself (a symlink is reported as one).
+    pub fn stat_at(&self, name: &str) -> io::Result<FileStat> {
+        fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io)
+    }
+
+    /// True when `name` exists (as anything, a symlink included).
+    pub fn exists(&self, name: &str) -> bool {
+        self.stat_at(name).is_ok()
+    }
+
+    /// Writes `data` to `name` so readers see the old or the new content,
+    /// never a mix: a private temp file, fsync'd when `durable`, renamed over.
+    pub fn write_atomic(&self, name: &str, data: &[u8], durable: bool) -> io::Result<()> {
+        let tmp = format!(".{name}.{}.tmp", std::process::id());
+        let _ = self.remove_file(&tmp); // a leftover of a killed writer with our pid
+        let result = (|| {
+            let mut file = self.open_file(&tmp, Access::CreateNew)?;
+            file.write_all(data)?;
+            if durable {
+                file.sync_all()?;
+            }
+            self.rename(&tmp, name)
+        })();
+        if result.is_err() {
+            let _ = self.remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Renames `from` to `to` within this directory, replacing `to`.
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        nix::fcntl::renameat(self.fd.as_fd(), from, self.fd.as_fd(), to).map_err(io)
+    }
+
+    /// Renames `from` to `to` within this directory; fails with EEXIST when
+    /// `to` exists.
+    pub fn rename_noreplace(&self, from: &str, to: &str) -> io::Result<()> {
+        match renameat2(
+            self.fd.as_fd(),
+            from,
+            self.fd.as_fd(),
+            to,
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Err(Errno::EINVAL | Errno::ENOSYS) => {
+                // A filesystem without RENAME_NOREPLACE: rename(2) refuses a
+                // non-empty directory as target, and ours never are empty.
+                if self.exists(to) {
+                    return Err(io::Error::from_raw_os_error(nix::libc::EEXIST));
+                }
+                self.rename(from, to)
+            }
+            other => other.map_err(io),
+        }
+    }
+
+    /// Removes the file (or symlink) `name`.
+    pub fn remove_file(&self, name: &str) -> io::Result<()> {
+        unlinkat(self.fd.as_fd(), name, UnlinkatFlags::NoRemoveDir).map_err(io)
+    }
+
+    /// Removes `name` and, if it is a directory, everything in it, without
+    /// ever following a symlink: links are unlinked, never entered.
+    pub fn remove_tree(&self, name: &str) -> io::Result<()> {
+        match self.remove_file(name) {
+            Ok(()) => return Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(nix::libc::EISDIR | nix::libc::EPERM)) => {}
+            Err(e) => return Err(e),
+        }
+        let sub = self.open_dir(name)?;
+        for entry in sub.entries()? {
+            let Some(entry) = entry.to_str() else {
+                // bgt never writes such names; remove them all the same.
+                sub.remove_tree_os(&entry)?;
+                continue;
+            };
+            sub.remove_tree(entry)?;
+        }
+        unlinkat(self.fd.as_fd(), name, UnlinkatFlags::RemoveDir).map_err(io)
+    }
+
+    fn remove_tree_os(&self, name: &std::ffi::OsStr) -> io::Result<()> {
+        match unlinkat(self.fd.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) => Ok(()),
+            Err(_) => unlinkat(self.fd.as_fd(), name, UnlinkatFlags::RemoveDir).map_err(io),
+        }
+    }
+
+    /// Names in this directory, without `.` and `..`.
+    pub fn entries(&self) -> io::Result<Vec<OsString>> {
+        let fd = openat(
+            self.fd.as_fd(),
+            ".",
+            OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+            Mode::empty(),
+        )
+        .map_err(io)?;
+        let mut stream = DirStream::from_fd(fd).map_err(io)?;
+        let mut names = Vec::new();
+        for entry in stream.iter() {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(OsString::from_vec(name.to_vec()));
+            }
+        }
+        Ok(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_tree_never_follows_links() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), "x").unwrap();
+        let dir = DirFd::open(root.path()).unwrap();
+        dir.create_dir("t").unwrap();
+        let t = dir.open_dir("t").unwrap();
+        t.write_atomic("a", b"1", false).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("t/link")).unwrap();
+        dir.remove_tree("t").unwrap();
+        assert!(!root.path().join("t").exists());
+        assert!(outside.path().join("keep").exists());
+    }
+
+    #[test]
+    fn files_are_private_and_links_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = DirFd::open(root.path()).unwrap();
+        let file = dir.open_file("f", Access::CreateNew).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        std::os::unix::fs::symlink("/etc/passwd", root.path().join("l")).unwrap();
+        assert!(dir.open_file("l", Access::Read).is_err());
+        assert!(dir.open_dir("l").is_err());
+    }
+}
