@@ -58,7 +58,7 @@ pub struct RunArgs {
     /// Stop the whole task tree after this long (e.g. 30m, 2h); state `timed-out`
     #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
     pub timeout: Option<Duration>,
-    /// First stop running tasks with the same --label (restart a dev server)
+    /// Stop the active task with the same --label first (without it, a label in use is an error)
     #[arg(long, requires = "label")]
     pub replace: bool,
     /// Print {"id","label","pid","dir"} as JSON
@@ -228,8 +228,8 @@ pub struct WaitArgs {
 pub struct RestartArgs {
     /// The task to run again
     pub task: String,
-    /// Stop the old task first if it still runs
-    #[arg(long)]
+    /// Accepted for compatibility: a task that still runs is always stopped first
+    #[arg(long, hide = true)]
     pub stop: bool,
     /// Print JSON
     #[arg(long)]

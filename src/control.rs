@@ -23,6 +23,8 @@ pub struct StartSpec {
     pub cwd: PathBuf,
     pub env: BTreeMap<String, String>,
     pub timeout: Option<Duration>,
+    /// Stop the active task holding `label` first, instead of refusing.
+    pub replace: bool,
 }
 
 /// A task that is running under its supervisor.
@@ -111,9 +113,34 @@ pub fn resolve_cwd(cwd: Option<&Path>) -> Result<PathBuf> {
     Ok(std::fs::canonicalize(&full).unwrap_or(full))
 }
 
+/// Starts a task. A label names at most one active task: the label's lock
+/// is held from the check until the new task exists (as `starting`, so the
+/// next check sees it), which makes concurrent `run --label`/`--replace`
+/// calls leave exactly one task running.
+pub fn start(store: &Store, spec: StartSpec) -> Result<Started> {
+    let _label_lock = match &spec.label {
+        Some(label) => {
+            let lock = store.lock_label(label)?;
+            if let Some(holder) = store.active_with_label(label)? {
+                if !spec.replace {
+                    bail!(
+                        "label '{label}' is in use by {} task {}; stop it first or use --replace",
+                        holder.phase().name(),
+                        holder.id
+                    );
+                }
+                stop_label(store, label)?;
+            }
+            Some(lock)
+        }
+        None => None,
+    };
+    spawn_supervised(store, spec)
+}
+
 /// Creates the task and starts its supervisor; returns once the child runs,
 /// or fails with the reason it could not start (no task is left behind).
-pub fn start(store: &Store, spec: StartSpec) -> Result<Started> {
+fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
     let mut meta = TaskMeta {
         schema: crate::meta::SCHEMA,
         id: String::new(),
@@ -354,8 +381,8 @@ impl Backoff {
     }
 }
 
-/// Stops every running task with `label` (for `run --replace`).
-pub fn stop_label(store: &Store, label: &str) -> Result<usize> {
+/// Stops every active task with `label` (for `run --replace`).
+fn stop_label(store: &Store, label: &str) -> Result<usize> {
     let running: Vec<Task> = store
         .list()?
         .into_iter()

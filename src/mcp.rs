@@ -271,6 +271,7 @@ fn run(p: RunParams) -> Result<Reply> {
             env: BTreeMap::new(),
             timeout: (minutes > 0)
                 .then(|| crate::duration::clamp(Duration::from_secs(minutes.saturating_mul(60)))),
+            replace: false,
         },
     )?;
     // This server lives on: reap the supervisor when it exits, no zombie.

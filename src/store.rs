@@ -111,10 +111,18 @@ impl Store {
                     anyhow::anyhow!("cannot use state directory {shown}: {}", io_message(&e))
                 })?
             }
-            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => bail!(
-                "state directory {shown} is a symlink; point BGT_HOME at the directory itself"
-            ),
-            Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(nix::libc::ELOOP | nix::libc::ENOTDIR)
+                ) =>
+            {
+                // Only for the message: the open already refused it.
+                if std::fs::symlink_metadata(&root).is_ok_and(|m| m.file_type().is_symlink()) {
+                    bail!(
+                        "state directory {shown} is a symlink; point BGT_HOME at the directory itself"
+                    )
+                }
                 bail!("state directory {shown} is not a directory")
             }
             Err(e) => bail!("cannot use state directory {shown}: {}", io_message(&e)),

@@ -247,8 +247,8 @@ fn cleanup_removes_finished_tasks_only() {
 fn tasks_resolve_by_label_prefix_and_report_ambiguity() {
     let env = Env::new();
     let first = env.start_with(&["--label", "web"], &["true"]);
-    let second = env.start_with(&["--label", "web"], &["true"]);
     env.wait_done(&first);
+    let second = env.start_with(&["--label", "web"], &["true"]);
     env.wait_done(&second);
     assert_eq!(
         env.status("web")["id"],

@@ -10,7 +10,8 @@ pub fn run(args: RestartArgs) -> Result<i32> {
     let store = Store::open_default()?;
     let old = store.resolve(&args.task)?;
     let meta = old.meta()?.clone();
-    if args.stop && old.phase().is_active() {
+    // Restarting a task that runs means replacing it (`--stop` is the old spelling).
+    if old.phase().is_active() {
         control::stop(
             &old,
             nix::sys::signal::Signal::SIGTERM,
@@ -25,6 +26,7 @@ pub fn run(args: RestartArgs) -> Result<i32> {
             cwd: meta.cwd,
             env: meta.env,
             timeout: meta.timeout_ms.map(std::time::Duration::from_millis),
+            replace: false,
         },
     )?;
     if args.json {

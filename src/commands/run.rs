@@ -10,11 +10,6 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let command = control::command_from_words(&args.command)?;
     let cwd = control::resolve_cwd(args.cwd.as_deref())?;
     let store = Store::open_default()?;
-    if args.replace
-        && let Some(label) = &args.label
-    {
-        control::stop_label(&store, label)?;
-    }
     let started = control::start(
         &store,
         StartSpec {
@@ -23,6 +18,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
             cwd,
             env: args.env.into_iter().collect(),
             timeout: args.timeout,
+            replace: args.replace,
         },
     )?;
     if args.json {
