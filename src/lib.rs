@@ -17,25 +17,23 @@
 //! directory: `logread` keeps byte+line cursors and a line-count index so
 //! incremental reads cost only the new bytes.
 
-pub mod clean;
 pub mod cli;
 pub mod commands;
-pub mod control;
-pub mod dirfd;
 pub mod duration;
 pub mod error;
 pub mod info;
-pub mod logread;
+pub mod lifecycle;
+pub mod logs;
 #[cfg(feature = "mcp")]
 pub mod mcp;
-pub mod meta;
-pub mod pattern;
-pub mod process;
 pub mod render;
-pub mod store;
-pub mod supervisor;
-mod sys;
-pub mod waiting;
+pub mod task;
+
+// Short paths used across the crate while the layers settle.
+pub use lifecycle::{control, process, supervisor, waiting};
+pub(crate) use lifecycle::sys;
+pub use logs::{pattern, read as logread, tidy as clean};
+pub use task::{dirfd, meta, store};
 
 use clap::Parser;
 

@@ -1,0 +1,8 @@
+//! A task's life: starting it under its supervisor, stopping it, waiting
+//! for it, cleaning it up, and the process-level tools these need.
+
+pub mod control;
+pub mod process;
+pub mod supervisor;
+pub(crate) mod sys;
+pub mod waiting;

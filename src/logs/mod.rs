@@ -1,0 +1,6 @@
+//! Reading task logs: the read engine (`read`: ranges, cursors, index,
+//! tail), the matcher and presets (`pattern`), and line tidying (`tidy`).
+
+pub mod pattern;
+pub mod read;
+pub mod tidy;
