@@ -50,6 +50,12 @@ pub fn clamp(d: Duration) -> Duration {
     d.min(MAX)
 }
 
+/// The moment `age` ago: tasks that started (or ended) before it are "older
+/// than" `age` (`stop --older-than`, `cleanup --older-than`).
+pub fn cutoff(age: Duration) -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now() - chrono::Duration::from_std(clamp(age)).unwrap_or(chrono::Duration::MAX)
+}
+
 /// Compact rendering for tables: `850ms`, `42s`, `3m12s`, `2h05m`, `3d04h`.
 pub fn short(d: Duration) -> String {
     let secs = d.as_secs();

@@ -3,18 +3,20 @@
 
 use crate::logread;
 use crate::meta::Exit;
-use crate::store::{Phase, Task};
+use crate::store::{Phase, Task, TaskState};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::path::PathBuf;
 
 /// A task as a reader sees it now. Field names are the documented JSON schema.
 #[derive(Serialize, Debug, Clone)]
+#[cfg_attr(feature = "mcp", derive(schemars::JsonSchema))]
 pub struct TaskInfo {
+    /// The task's id: the name to use (`id` is the same, kept for old readers).
+    pub task_id: String,
     pub id: String,
     pub label: Option<String>,
-    /// starting, running, exited, signaled, stopped, timed-out, lost, broken
-    pub state: String,
+    pub state: TaskState,
     /// Exit code of the main process (128+n when killed by signal n).
     pub exit_code: Option<i32>,
     /// Signal that killed the main process, if one did.
@@ -73,9 +75,10 @@ impl TaskInfo {
             None => (0, 0),
         };
         TaskInfo {
+            task_id: task.id.clone(),
             id: task.id.clone(),
             label: meta.and_then(|m| m.label.clone()),
-            state: phase.name().to_string(),
+            state: phase.state(),
             exit_code,
             signal,
             descendants,
@@ -99,12 +102,12 @@ impl TaskInfo {
 
     /// `running`, `exited 0`, `exited 0 (+2 descendants running)`, `signaled SIGKILL`, ...
     pub fn state_text(&self) -> String {
-        let mut text = self.state.clone();
-        match (self.state.as_str(), &self.signal, self.exit_code) {
-            ("exited", _, Some(code)) => text = format!("exited {code}"),
-            ("signaled", Some(sig), _) => text = format!("signaled {sig}"),
-            ("running", Some(sig), _) => text = format!("exited {sig}"),
-            ("running", None, Some(code)) => text = format!("exited {code}"),
+        let mut text = self.state.to_string();
+        match (self.state, &self.signal, self.exit_code) {
+            (TaskState::Exited, _, Some(code)) => text = format!("exited {code}"),
+            (TaskState::Signaled, Some(sig), _) => text = format!("signaled {sig}"),
+            (TaskState::Running, Some(sig), _) => text = format!("exited {sig}"),
+            (TaskState::Running, None, Some(code)) => text = format!("exited {code}"),
             _ => {}
         }
         if self.descendants > 0 {
@@ -119,9 +122,9 @@ impl TaskInfo {
     /// The task's outcome as a shell exit status: its exit code, 128+n for a
     /// signal, 124 for a timeout (like timeout(1)), 1 when lost or broken.
     pub fn exit_status(&self) -> i32 {
-        match self.state.as_str() {
-            "timed-out" => 124,
-            "lost" | "broken" => 1,
+        match self.state {
+            TaskState::TimedOut => 124,
+            TaskState::Lost | TaskState::Broken => 1,
             _ => self.exit_code.unwrap_or(0),
         }
     }

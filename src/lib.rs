@@ -27,11 +27,12 @@ pub mod logs;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 pub mod render;
+pub mod report;
 pub mod task;
 
 // Short paths used across the crate while the layers settle.
-pub use lifecycle::{control, process, supervisor, waiting};
 pub(crate) use lifecycle::sys;
+pub use lifecycle::{control, process, supervisor, waiting};
 pub use logs::{pattern, read as logread, tidy as clean};
 pub use task::{dirfd, meta, store};
 
@@ -46,22 +47,40 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
             None => 2,
         };
     }
+    let json = wants_json(&args);
     let cli = match cli::Cli::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(err) => return clap_error(err),
+        Err(err) => return clap_error(err, json),
     };
     match commands::dispatch(cli) {
         Ok(code) => code,
         Err(err) if error::is_broken_pipe(&err) => 0,
-        Err(err) => {
-            eprintln!("bgt: {}", format!("{err:#}").replace('\n', " "));
-            error::exit_code(&err)
-        }
+        Err(err) => report_error(&err, json),
     }
 }
 
+/// True when the command line asks for JSON (`--json` before any `--`):
+/// then an error is a JSON document on stdout too, so a program reading
+/// stdout always gets one document.
+fn wants_json(args: &[std::ffi::OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
+}
+
+/// Prints an error as one line on stderr (and as JSON on stdout when asked);
+/// returns its exit code.
+fn report_error(err: &anyhow::Error, json: bool) -> i32 {
+    eprintln!("bgt: {}", error::one_line(err));
+    if json && let Ok(doc) = serde_json::to_string_pretty(&error::ErrorReport::of(err)) {
+        println!("{doc}");
+    }
+    error::exit_code(err)
+}
+
 /// Help and version go to stdout with exit 0; usage errors become one line and exit 2.
-fn clap_error(err: clap::Error) -> i32 {
+fn clap_error(err: clap::Error, json: bool) -> i32 {
     use clap::error::ErrorKind;
     if matches!(
         err.kind(),
@@ -86,6 +105,5 @@ fn clap_error(err: clap::Error) -> i32 {
         .strip_prefix("error: ")
         .unwrap_or(message)
         .replace('\n', " ");
-    eprintln!("bgt: {message} (see bgt --help)");
-    2
+    report_error(&error::usage(format!("{message} (see bgt --help)")), json)
 }

@@ -4,7 +4,6 @@ use crate::cli::RestartArgs;
 use crate::control::{self, StartSpec};
 use crate::store::Store;
 use anyhow::Result;
-use serde_json::json;
 
 pub fn run(args: RestartArgs) -> Result<i32> {
     let store = Store::open_default()?;
@@ -30,9 +29,9 @@ pub fn run(args: RestartArgs) -> Result<i32> {
         },
     )?;
     if args.json {
-        super::print_json(
-            &json!({ "id": started.id, "label": started.label, "pid": started.pid, "dir": started.dir, "replaces": old.id }),
-        )?;
+        let mut report = started.report();
+        report.replaces = Some(old.id.clone());
+        super::print_json(&report)?;
     } else {
         println!("{}", started.id);
     }

@@ -4,7 +4,6 @@ use crate::cli::RunArgs;
 use crate::control::{self, StartSpec};
 use crate::store::Store;
 use anyhow::Result;
-use serde_json::json;
 
 pub fn run(args: RunArgs) -> Result<i32> {
     let command = control::command_from_words(&args.command)?;
@@ -22,12 +21,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         },
     )?;
     if args.json {
-        super::print_json(&json!({
-            "id": started.id,
-            "label": started.label,
-            "pid": started.pid,
-            "dir": started.dir,
-        }))?;
+        super::print_json(&started.report())?;
     } else {
         println!("{}", started.id);
     }

@@ -3,9 +3,9 @@
 use crate::cli::StatusArgs;
 use crate::info::TaskInfo;
 use crate::render;
+use crate::report::StatusReport;
 use crate::store::Store;
 use anyhow::Result;
-use serde_json::json;
 use std::io::Write;
 
 pub fn run(args: StatusArgs) -> Result<i32> {
@@ -23,7 +23,7 @@ pub fn run(args: StatusArgs) -> Result<i32> {
         None => {
             let infos: Vec<TaskInfo> = store.list()?.iter().map(TaskInfo::of).collect();
             if args.json {
-                super::print_json(&json!({ "tasks": infos }))?;
+                super::print_json(&StatusReport { tasks: infos })?;
             } else {
                 render::task_table(&mut out, &infos)?;
             }

@@ -1,19 +1,15 @@
 //! `bgt stop`: end tasks' process trees, in parallel, idempotently.
 
 use crate::cli::StopArgs;
-use crate::control::{self, StopOutcome};
-use crate::info::TaskInfo;
+use crate::lifecycle::stopping::stop_tasks;
+use crate::report::StopResult;
 use crate::store::{Store, Task, resolve_in};
 use anyhow::Result;
-use chrono::Utc;
-use serde_json::json;
 
 pub fn run(args: StopArgs) -> Result<i32> {
     let store = Store::open_default()?;
     let targets: Vec<Task> = if args.all || args.older_than.is_some() {
-        let cutoff = args
-            .older_than
-            .map(|d| Utc::now() - chrono::Duration::from_std(d).unwrap_or_default());
+        let cutoff = args.older_than.map(crate::duration::cutoff);
         store
             .list()?
             .into_iter()
@@ -33,61 +29,20 @@ pub fn run(args: StopArgs) -> Result<i32> {
         }
         found
     };
-
-    let outcomes: Vec<Result<StopOutcome>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = targets
-            .iter()
-            .map(|task| scope.spawn(|| control::stop(task, args.signal, args.grace)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("stop thread panicked"))
-            .collect()
-    });
-
-    let mut failed = false;
-    let mut report = Vec::new();
-    for (task, outcome) in targets.iter().zip(outcomes) {
-        let info = TaskInfo::of(&task.reload());
-        let (result, text) = match outcome {
-            Ok(StopOutcome::Stopped) => ("stopped", format!("{} stopped", task.id)),
-            Ok(StopOutcome::AlreadyEnded(_)) => (
-                "already-ended",
-                format!("{} already ended ({})", task.id, info.state_text()),
-            ),
-            Ok(StopOutcome::KilledOrphan) => (
-                "stopped",
-                format!(
-                    "{} stopped (its supervisor was gone; killed the orphaned process group)",
-                    task.id
-                ),
-            ),
-            Ok(StopOutcome::LostUnverifiable) => (
-                "lost",
-                format!(
-                    "{} is lost and its processes cannot be identified safely; nothing signalled",
-                    task.id
-                ),
-            ),
-            Err(err) => {
-                failed = true;
-                ("error", format!("{}: {err:#}", task.id))
-            }
-        };
-        report
-            .push(json!({ "id": task.id, "result": result, "state": info.state, "message": text }));
-        if !args.json {
-            if result == "error" {
-                eprintln!("bgt: {text}");
+    let report = stop_tasks(&targets, args.signal, args.grace);
+    if args.json {
+        super::print_json(&report)?;
+    } else {
+        for item in &report.tasks {
+            if item.result == StopResult::Error {
+                eprintln!("bgt: {}", item.message);
             } else {
-                println!("{text}");
+                println!("{}", item.message);
             }
         }
+        if targets.is_empty() {
+            println!("no running tasks to stop");
+        }
     }
-    if args.json {
-        super::print_json(&json!({ "tasks": report }))?;
-    } else if targets.is_empty() {
-        println!("no running tasks to stop");
-    }
-    Ok(if failed { 1 } else { 0 })
+    Ok(if report.failed() { 1 } else { 0 })
 }

@@ -40,6 +40,20 @@ pub struct Started {
     pub supervisor: Child,
 }
 
+impl Started {
+    /// What `run` reports.
+    pub fn report(&self) -> crate::report::RunReport {
+        crate::report::RunReport {
+            task_id: self.id.clone(),
+            id: self.id.clone(),
+            label: self.label.clone(),
+            pid: self.pid,
+            dir: self.dir.clone(),
+            replaces: None,
+        }
+    }
+}
+
 /// Turns the words after `--` into a command: one word with shell syntax
 /// runs through `sh -c`, anything else is exec'd as argv without a shell.
 pub fn command_from_words(words: &[String]) -> Result<CommandSpec> {
@@ -123,11 +137,14 @@ pub fn start(store: &Store, spec: StartSpec) -> Result<Started> {
             let lock = store.lock_label(label)?;
             if let Some(holder) = store.active_with_label(label)? {
                 if !spec.replace {
-                    bail!(
-                        "label '{label}' is in use by {} task {}; stop it first or use --replace",
-                        holder.phase().name(),
-                        holder.id
-                    );
+                    return Err(crate::error::fail(
+                        crate::error::ErrorKind::LabelInUse,
+                        format!(
+                            "label '{label}' is in use by {} task {}; stop it first or use --replace",
+                            holder.phase().name(),
+                            holder.id
+                        ),
+                    ));
                 }
                 stop_label(store, label)?;
             }
@@ -135,7 +152,13 @@ pub fn start(store: &Store, spec: StartSpec) -> Result<Started> {
         }
         None => None,
     };
-    spawn_supervised(store, spec)
+    spawn_supervised(store, spec).map_err(|e| match crate::error::kind_of(&e) {
+        crate::error::ErrorKind::Runtime => crate::error::fail(
+            crate::error::ErrorKind::StartFailed,
+            crate::error::one_line(&e),
+        ),
+        _ => e,
+    })
 }
 
 /// Creates the task and starts its supervisor; returns once the child runs,
@@ -440,7 +463,7 @@ pub struct Cleanup {
 /// `older_than`; never a running one, unless `stop_running` stops it first.
 pub fn cleanup(store: &Store, older_than: Option<Duration>, stop_running: bool) -> Result<Cleanup> {
     remove_stale_temp_dirs(store);
-    let cutoff = older_than.map(|d| Utc::now() - chrono::Duration::from_std(d).unwrap_or_default());
+    let cutoff = older_than.map(crate::duration::cutoff);
     let mut report = Cleanup::default();
     for task in store.list()? {
         if stop_running && task.phase().is_active() {

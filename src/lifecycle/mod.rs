@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod process;
+pub mod stopping;
 pub mod supervisor;
 pub(crate) mod sys;
 pub mod waiting;

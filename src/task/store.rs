@@ -16,7 +16,7 @@
 //! without its record or a starting task without a live lock.
 
 use crate::dirfd::{Access, DirFd};
-use crate::error::{io_message, usage};
+use crate::error::{ErrorKind, fail, io_message, usage};
 use crate::meta::{Exit, State, TaskMeta};
 use anyhow::{Context, Result, bail};
 use std::fs::{DirBuilder, File, TryLockError};
@@ -94,6 +94,10 @@ impl Store {
     /// directories of an earlier bgt (then it is marked, so upgrades never
     /// strand anyone's tasks). bgt never changes its mode.
     pub fn open(root: PathBuf) -> Result<Store> {
+        Store::open_checked(root).map_err(|e| fail(ErrorKind::StateDir, crate::error::one_line(&e)))
+    }
+
+    fn open_checked(root: PathBuf) -> Result<Store> {
         // Absolute, so paths shown and handed to supervisors stay valid.
         let root = std::path::absolute(&root).unwrap_or(root);
         let shown = root.display();
@@ -354,7 +358,10 @@ pub fn resolve_in(tasks: Vec<Task>, query: &str) -> Result<Task> {
         .filter(|t| t.id.starts_with(query) || t.id.starts_with(&prefixed))
         .collect();
     match found.len() {
-        0 => bail!("no task matches '{query}' (see `bgt status`)"),
+        0 => Err(fail(
+            ErrorKind::UnknownTask,
+            format!("no task matches '{query}' (see `bgt status`)"),
+        )),
         1 => Ok(found.remove(0)),
         _ => {
             let names: Vec<String> = found
@@ -366,7 +373,10 @@ pub fn resolve_in(tasks: Vec<Task>, query: &str) -> Result<Task> {
                     },
                 )
                 .collect();
-            bail!("'{query}' is ambiguous: {}", names.join(", "))
+            Err(fail(
+                ErrorKind::AmbiguousTask,
+                format!("'{query}' is ambiguous: {}", names.join(", ")),
+            ))
         }
     }
 }
@@ -436,19 +446,69 @@ impl Phase {
         matches!(self, Phase::Starting | Phase::Running { .. })
     }
 
+    /// The state word shown in tables and JSON.
+    pub fn state(&self) -> TaskState {
+        match self {
+            Phase::Starting => TaskState::Starting,
+            Phase::Running { .. } => TaskState::Running,
+            Phase::Done(State::Exited) => TaskState::Exited,
+            Phase::Done(State::Signaled) => TaskState::Signaled,
+            Phase::Done(State::Stopped) => TaskState::Stopped,
+            Phase::Done(State::TimedOut) => TaskState::TimedOut,
+            Phase::Done(State::Starting | State::Running) => TaskState::Lost,
+            Phase::Lost => TaskState::Lost,
+            Phase::Broken(_) => TaskState::Broken,
+        }
+    }
+
     /// Short machine-friendly name used in JSON and tables.
     pub fn name(&self) -> &'static str {
+        self.state().name()
+    }
+}
+
+/// The state of a task as every face shows it: the one list of state words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "mcp", derive(schemars::JsonSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskState {
+    /// Created; the supervisor is starting the child.
+    Starting,
+    /// Supervised and running (the main process may have exited while descendants run).
+    Running,
+    /// The main process exited by itself and nothing of the task is left.
+    Exited,
+    /// Killed by a signal nobody in bgt sent.
+    Signaled,
+    /// Ended by `bgt stop`.
+    Stopped,
+    /// Ended by the supervisor because `--timeout` passed.
+    TimedOut,
+    /// The supervisor vanished without recording an end (kill -9, OOM, reboot).
+    Lost,
+    /// The task's record cannot be read.
+    Broken,
+}
+
+impl TaskState {
+    /// The word, as serialized.
+    pub fn name(self) -> &'static str {
         match self {
-            Phase::Starting => "starting",
-            Phase::Running { .. } => "running",
-            Phase::Done(State::Exited) => "exited",
-            Phase::Done(State::Signaled) => "signaled",
-            Phase::Done(State::Stopped) => "stopped",
-            Phase::Done(State::TimedOut) => "timed-out",
-            Phase::Done(State::Starting | State::Running) => "lost",
-            Phase::Lost => "lost",
-            Phase::Broken(_) => "broken",
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Exited => "exited",
+            TaskState::Signaled => "signaled",
+            TaskState::Stopped => "stopped",
+            TaskState::TimedOut => "timed-out",
+            TaskState::Lost => "lost",
+            TaskState::Broken => "broken",
         }
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -512,9 +572,12 @@ impl Task {
 
     /// The record, or an error naming the task and what is wrong with it.
     pub fn meta(&self) -> Result<&TaskMeta> {
-        self.meta
-            .as_ref()
-            .map_err(|reason| anyhow::anyhow!("task {} is broken: {reason}", self.id))
+        self.meta.as_ref().map_err(|reason| {
+            fail(
+                ErrorKind::BrokenTask,
+                format!("task {} is broken: {reason}", self.id),
+            )
+        })
     }
 
     /// The task's lock file, opened for probing or waiting.
