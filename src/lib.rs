@@ -24,6 +24,7 @@ pub mod control;
 pub mod duration;
 pub mod error;
 pub mod info;
+pub mod listeners;
 pub mod logread;
 #[cfg(feature = "mcp")]
 pub mod mcp;

@@ -22,7 +22,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
             label: args.label,
             cwd,
             env: args.env.into_iter().collect(),
-            timeout: args.timeout,
+            timeout: crate::duration::limit(args.timeout),
         },
     )?;
     if args.json {
