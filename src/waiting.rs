@@ -163,6 +163,10 @@ struct PortOwner {
     before: HashSet<u64>,
     /// The holder of the last listener that predates the tasks.
     stale: Option<Holder>,
+    /// Sockets already found to predate the tasks: not looked up again (an
+    /// inode names one socket for its whole life), so waiting behind a stale
+    /// server does not walk every process's descriptors at each poll.
+    stale_inodes: HashSet<u64>,
 }
 
 impl PortOwner {
@@ -172,6 +176,7 @@ impl PortOwner {
             port,
             before: listeners::listening_inodes(port)?,
             stale: None,
+            stale_inodes: HashSet::new(),
         })
     }
 
@@ -187,11 +192,15 @@ impl PortOwner {
         if inodes.is_empty() || inodes.iter().any(|i| !self.before.contains(i)) {
             return true;
         }
+        if inodes.is_subset(&self.stale_inodes) {
+            return false;
+        }
         let holders = listeners::holders(&inodes);
         for inode in &inodes {
             match holders.get(inode) {
                 Some(holder) if holder.start_ticks < since => {
                     self.stale = Some(holder.clone());
+                    self.stale_inodes.insert(*inode);
                 }
                 _ => return true,
             }
