@@ -55,7 +55,7 @@ pub struct RunArgs {
     /// Set an environment variable for the command (repeatable)
     #[arg(short, long = "env", value_name = "K=V", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
-    /// Stop the whole task tree after this long (e.g. 30m, 2h); state `timed-out`
+    /// Stop the whole task tree after this long (e.g. 30m, 2h; 0 = never); state `timed-out`
     #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
     pub timeout: Option<Duration>,
     /// Stop the active task with the same --label first (without it, a label in use is an error)
@@ -201,7 +201,7 @@ pub struct WaitArgs {
     /// Tasks to wait for
     #[arg(required = true)]
     pub tasks: Vec<String>,
-    /// Give up after DUR with exit code 124
+    /// Give up after DUR with exit code 124 (0 = never)
     #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
     pub timeout: Option<Duration>,
     /// Succeed when a log line matches RE (case-insensitive; `\|` works)

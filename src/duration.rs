@@ -45,6 +45,13 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 /// overflow clock arithmetic.
 pub const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
 
+/// A `--timeout` as a limit: 0 means no timeout, the same everywhere (`run`,
+/// `wait`, and the MCP tools' `timeout`/`timeout_s`), so no spelling of
+/// "none" kills a task at once.
+pub fn limit(timeout: Option<Duration>) -> Option<Duration> {
+    timeout.filter(|t| !t.is_zero())
+}
+
 /// Clamps a duration that came from elsewhere (MCP parameters) to [`MAX`].
 pub fn clamp(d: Duration) -> Duration {
     d.min(MAX)

@@ -20,9 +20,10 @@ use anyhow::Result;
 use rmcp::{
     ErrorData as McpError, Peer, RoleServer, ServerHandler, ServiceExt,
     handler::server::wrapper::Parameters,
-    model::{CallToolResult, ContentBlock},
+    model::{CallToolResult, ClientRequest, ConstString, ContentBlock, JsonRpcMessage},
+    service::{RxJsonRpcMessage, TxJsonRpcMessage},
     tool, tool_handler, tool_router,
-    transport::stdio,
+    transport::Transport,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -105,7 +106,7 @@ pub struct WaitParams {
     pub for_line: Option<String>,
     /// Return as soon as this TCP port accepts connections (127.0.0.1 and ::1).
     pub for_port: Option<u16>,
-    /// Give up after this many seconds (default 60).
+    /// Give up after this many seconds (default 60; 0 = never).
     pub timeout_s: Option<u64>,
 }
 
@@ -209,19 +210,234 @@ Stop what you started with bg_stop, and bg_stop action=\"cleanup\" when done."
 )]
 impl ServerHandler for BgtServer {}
 
+/// How long calls still running when the client closes stdin may take to
+/// finish (their replies are written if they do). rmcp alone would wait 5 s,
+/// and a `bg_wait` can block for minutes; the tasks themselves never depend
+/// on this server, so nothing is lost by leaving.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
 /// Serves MCP on stdio until the client closes it. Returns the exit code.
 pub fn serve() -> Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
-        let service = BgtServer.serve(stdio()).await?;
-        service.waiting().await?;
+        let (lines, writer) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(write_lines(writer));
+        let (closed, stdin_closed) = tokio::sync::oneshot::channel();
+        let service = BgtServer.serve(StdioLines::new(lines, closed)).await?;
+        tokio::select! {
+            done = service.waiting() => {
+                done?;
+            }
+            _ = async {
+                let _ = stdin_closed.await;
+                tokio::time::sleep(CLOSE_GRACE).await;
+            } => {}
+        }
         anyhow::Ok(0)
     });
-    // The stdin reader cannot be cancelled; do not wait for it forever.
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    // Blocking calls still in flight (a long `bg_wait`) and the stdin
+    // reader cannot be cancelled: do not wait for them.
+    runtime.shutdown_background();
     result
+}
+
+/// A line for stdout, and who wants to know it was written.
+type OutLine = (
+    Vec<u8>,
+    Option<tokio::sync::oneshot::Sender<std::io::Result<()>>>,
+);
+
+/// The one writer of stdout: replies from rmcp and protocol errors from
+/// [`StdioLines`] go through it whole, so lines never interleave.
+async fn write_lines(mut lines: tokio::sync::mpsc::UnboundedReceiver<OutLine>) {
+    use tokio::io::AsyncWriteExt;
+    let mut stdout = tokio::io::stdout();
+    while let Some((line, written)) = lines.recv().await {
+        let result = async {
+            stdout.write_all(&line).await?;
+            stdout.flush().await
+        }
+        .await;
+        if let Some(written) = written {
+            let _ = written.send(result);
+        }
+    }
+}
+
+/// MCP's stdio transport (one JSON-RPC message per line) with the error
+/// replies JSON-RPC 2.0 requires, which rmcp's own does not give: it drops
+/// a line that is not JSON without a word, and answers bad params with
+/// -32601 or an id-less -32600. Here a line that is not JSON gets -32700
+/// Parse error (id null), one that is not a request object -32600 Invalid
+/// Request, a known method with bad params -32602 Invalid params, an
+/// unknown one -32601; a notification never gets a reply. Only well-formed
+/// messages reach rmcp. It also tells [`serve`] when stdin closes.
+struct StdioLines {
+    input: tokio::io::BufReader<tokio::io::Stdin>,
+    /// The line being read; kept across calls, since rmcp may cancel a
+    /// `receive` between two reads of the same line.
+    line: Vec<u8>,
+    output: tokio::sync::mpsc::UnboundedSender<OutLine>,
+    closed: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The client-to-server methods with typed params: if one of them arrives
+/// as rmcp's catch-all `CustomRequest`, its params did not fit.
+const TYPED_METHODS: &[&str] = &[
+    rmcp::model::InitializeResultMethod::VALUE,
+    rmcp::model::PingRequestMethod::VALUE,
+    rmcp::model::CallToolRequestMethod::VALUE,
+    rmcp::model::ListToolsRequestMethod::VALUE,
+    rmcp::model::ListPromptsRequestMethod::VALUE,
+    rmcp::model::GetPromptRequestMethod::VALUE,
+    rmcp::model::ListResourcesRequestMethod::VALUE,
+    rmcp::model::ListResourceTemplatesRequestMethod::VALUE,
+    rmcp::model::ReadResourceRequestMethod::VALUE,
+    rmcp::model::SubscribeRequestMethod::VALUE,
+    rmcp::model::UnsubscribeRequestMethod::VALUE,
+    rmcp::model::SetLevelRequestMethod::VALUE,
+    rmcp::model::CompleteRequestMethod::VALUE,
+];
+
+impl StdioLines {
+    fn new(
+        output: tokio::sync::mpsc::UnboundedSender<OutLine>,
+        closed: tokio::sync::oneshot::Sender<()>,
+    ) -> StdioLines {
+        StdioLines {
+            input: tokio::io::BufReader::new(tokio::io::stdin()),
+            line: Vec::new(),
+            output,
+            closed: Some(closed),
+        }
+    }
+}
+
+/// A JSON-RPC error response.
+fn error_reply(id: Option<Value>, code: i32, message: String) -> Vec<u8> {
+    let reply = json!({
+        "jsonrpc": "2.0",
+        "id": id.unwrap_or(Value::Null),
+        "error": { "code": code, "message": message },
+    });
+    let mut line = reply.to_string().into_bytes();
+    line.push(b'\n');
+    line
+}
+
+/// One input line: a message for rmcp, an error reply to send back, or
+/// nothing (blank lines, bad notifications, stray responses).
+fn classify(line: &[u8]) -> Option<Result<RxJsonRpcMessage<RoleServer>, Vec<u8>>> {
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(line) else {
+        return Some(Err(error_reply(None, -32700, "Parse error".into())));
+    };
+    let Some(object) = value.as_object() else {
+        return Some(Err(error_reply(None, -32600, "Invalid Request".into())));
+    };
+    let id = object
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number())
+        .cloned();
+    let method = object.get("method").and_then(Value::as_str);
+    let version_ok = object.get("jsonrpc").is_some_and(|v| v == "2.0");
+    let bad_params = |method: &str, why: String| {
+        let message = format!("Invalid params for {method}{why}");
+        Some(Err(error_reply(id.clone(), -32602, message)))
+    };
+    match serde_json::from_value::<RxJsonRpcMessage<RoleServer>>(value.clone()) {
+        Ok(JsonRpcMessage::Request(request)) => match &request.request {
+            ClientRequest::CustomRequest(custom)
+                if TYPED_METHODS.contains(&custom.method.as_str()) =>
+            {
+                bad_params(&custom.method, String::new())
+            }
+            _ => Some(Ok(JsonRpcMessage::Request(request))),
+        },
+        Ok(message) => Some(Ok(message)),
+        // A notification never gets a reply, and a bad response has nobody to go to.
+        Err(_) if !object.contains_key("id") && method.is_some() => None,
+        Err(_)
+            if method.is_none()
+                && (object.contains_key("result") || object.contains_key("error")) =>
+        {
+            None
+        }
+        Err(_) => match (method, &id) {
+            (Some(method), Some(_)) if version_ok && TYPED_METHODS.contains(&method) => {
+                let why = match object.get("params") {
+                    Some(params) if !params.is_object() => ": params must be an object".into(),
+                    _ => String::new(),
+                };
+                bad_params(method, why)
+            }
+            (Some(method), Some(_)) if version_ok => Some(Err(error_reply(
+                id.clone(),
+                -32601,
+                format!("Method not found: {method}"),
+            ))),
+            _ => Some(Err(error_reply(
+                id.clone(),
+                -32600,
+                "Invalid Request".into(),
+            ))),
+        },
+    }
+}
+
+impl Transport<RoleServer> for StdioLines {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let output = self.output.clone();
+        let line = serde_json::to_vec(&item).map(|mut line| {
+            line.push(b'\n');
+            line
+        });
+        async move {
+            let closed = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stdout is closed");
+            let (written, done) = tokio::sync::oneshot::channel();
+            output
+                .send((line.map_err(std::io::Error::other)?, Some(written)))
+                .map_err(|_| closed())?;
+            done.await.map_err(|_| closed())?
+        }
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        use tokio::io::AsyncBufReadExt;
+        loop {
+            // Cancel-safe: a partial read stays in `self.line`.
+            let read = self.input.read_until(b'\n', &mut self.line).await;
+            let at_end = !matches!(read, Ok(n) if n > 0);
+            let line = std::mem::take(&mut self.line);
+            match classify(&line) {
+                Some(Ok(message)) if !at_end => return Some(message),
+                Some(Err(reply)) => {
+                    let _ = self.output.send((reply, None));
+                }
+                _ => {}
+            }
+            if at_end {
+                if let Some(closed) = self.closed.take() {
+                    let _ = closed.send(());
+                }
+                return None;
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 /// The `since` cursor of this client: named after it, so an agent's polling
@@ -269,8 +485,9 @@ fn run(p: RunParams) -> Result<Reply> {
             label: p.label,
             cwd,
             env: BTreeMap::new(),
-            timeout: (minutes > 0)
-                .then(|| crate::duration::clamp(Duration::from_secs(minutes.saturating_mul(60)))),
+            timeout: crate::duration::limit(Some(crate::duration::clamp(Duration::from_secs(
+                minutes.saturating_mul(60),
+            )))),
             replace: false,
         },
     )?;
@@ -422,10 +639,11 @@ fn wait(p: WaitParams) -> Result<Reply> {
         (None, Some(port)) => Condition::port(port, None)?,
         (None, None) => Condition::Exit,
     };
+    let timeout = Duration::from_secs(p.timeout_s.unwrap_or(60));
     let deadline =
-        Instant::now() + crate::duration::clamp(Duration::from_secs(p.timeout_s.unwrap_or(60)));
+        crate::duration::limit(Some(crate::duration::clamp(timeout))).map(|t| Instant::now() + t);
     let tasks = [task];
-    let outcome = waiting::wait(&tasks, &condition, Some(deadline))?;
+    let outcome = waiting::wait(&tasks, &condition, deadline)?;
     let task = &tasks[0];
     let (result, code, mut text) = match &outcome {
         Outcome::Ended { exit_code } => (
@@ -440,27 +658,43 @@ fn wait(p: WaitParams) -> Result<Reply> {
             }
             ("ready", 0, text)
         }
-        Outcome::TaskEnded { exit_code, .. } => (
+        Outcome::TaskEnded {
+            exit_code, reason, ..
+        } => (
             "task-ended",
             *exit_code,
             format!(
-                "task {} ended (exit code {exit_code}) before {}",
+                "task {} ended (exit code {exit_code}) before {}{}",
                 task.id,
-                condition.describe()
+                condition.describe(),
+                reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
             ),
         ),
-        Outcome::TimedOut => (
+        Outcome::TimedOut { reason } => (
             "timeout",
             waiting::TIMED_OUT,
             format!(
-                "timed out waiting for {} (task {} still running)",
+                "timed out waiting for {} (task {} still running){}",
                 condition.describe(),
-                task.id
+                task.id,
+                reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
             ),
         ),
     };
-    if matches!(outcome, Outcome::TaskEnded { .. } | Outcome::TimedOut)
-        && let Some((stream, lines)) = waiting::last_lines(task, 20)
+    let reason = match &outcome {
+        Outcome::TaskEnded { reason, .. } | Outcome::TimedOut { reason } => reason.clone(),
+        _ => None,
+    };
+    if matches!(
+        outcome,
+        Outcome::TaskEnded { .. } | Outcome::TimedOut { .. }
+    ) && let Some((stream, lines)) = waiting::last_lines(task, 20)
     {
         text.push_str(&format!(
             "\nlast {} lines of {}:\n{}",
@@ -471,6 +705,6 @@ fn wait(p: WaitParams) -> Result<Reply> {
     }
     Ok((
         text,
-        json!({ "task_id": task.id, "result": result, "exit_code": code }),
+        json!({ "task_id": task.id, "result": result, "exit_code": code, "reason": reason }),
     ))
 }

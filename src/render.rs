@@ -20,6 +20,32 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// Text from a task (its command, cwd, error) on one line, safe for a
+/// terminal: newlines, `\r`, tabs, escape sequences and other control
+/// characters are shown escaped (`\n`, `\r`, `\t`, `\e`, `\x07`,
+/// `\u{9b}`), so a command cannot break the table, redraw the screen or
+/// recolour it. Every text face uses this; JSON keeps the exact text.
+pub fn one_line(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x1b' => out.push_str("\\e"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn ms(value: Option<u64>) -> String {
     value.map_or_else(
         || "-".into(),
@@ -39,7 +65,7 @@ pub fn task_table(out: &mut dyn Write, tasks: &[TaskInfo]) -> io::Result<()> {
         .iter()
         .map(|t| {
             let state = match &t.error {
-                Some(reason) => format!("broken: {reason}"),
+                Some(reason) => format!("broken: {}", one_line(reason)),
                 None => t.state_text(),
             };
             [
@@ -51,7 +77,7 @@ pub fn task_table(out: &mut dyn Write, tasks: &[TaskInfo]) -> io::Result<()> {
                 ms(t.timeout_left_ms),
                 t.pid.map_or_else(|| "-".into(), |p| p.to_string()),
                 format!("{}/{}", t.stdout_lines, t.stderr_lines),
-                t.command.clone().unwrap_or_default(),
+                one_line(t.command.as_deref().unwrap_or_default()),
             ]
         })
         .collect();
@@ -97,19 +123,22 @@ pub fn task_detail(out: &mut dyn Write, t: &TaskInfo) -> io::Result<()> {
         ("state", t.state_text()),
     ];
     if let Some(reason) = &t.error {
-        rows.push(("error", reason.clone()));
+        rows.push(("error", one_line(reason)));
     }
     rows.extend([
         (
             "exit code",
             t.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
         ),
-        ("command", t.command.clone().unwrap_or_default()),
+        (
+            "command",
+            one_line(t.command.as_deref().unwrap_or_default()),
+        ),
         (
             "cwd",
             t.cwd
                 .as_ref()
-                .map_or_else(|| "-".into(), |p| p.display().to_string()),
+                .map_or_else(|| "-".into(), |p| one_line(&p.display().to_string())),
         ),
         ("pid", t.pid.map_or_else(|| "-".into(), |p| p.to_string())),
         (
@@ -125,7 +154,7 @@ pub fn task_detail(out: &mut dyn Write, t: &TaskInfo) -> io::Result<()> {
         ("timeout left", ms(t.timeout_left_ms)),
         ("stdout", format!("{} lines", thousands(t.stdout_lines))),
         ("stderr", format!("{} lines", thousands(t.stderr_lines))),
-        ("dir", t.dir.display().to_string()),
+        ("dir", one_line(&t.dir.display().to_string())),
     ]);
     for (key, value) in rows {
         writeln!(out, "{key:<13} {value}")?;
@@ -262,5 +291,15 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(48210), "48,210");
         assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn one_line_escapes_control_characters() {
+        assert_eq!(one_line("npm run dev"), "npm run dev");
+        assert_eq!(
+            one_line("a\nb\rc\td\x1b[31me\x07f\u{9b}g\u{7f}"),
+            "a\\nb\\rc\\td\\e[31me\\x07f\\u{9b}g\\x7f"
+        );
+        assert_eq!(one_line("grep 'a\\|b' café"), "grep 'a\\|b' café");
     }
 }

@@ -338,3 +338,158 @@ async fn tasks_outlive_the_server() {
         "timeout 0 means never"
     );
 }
+
+/// `bgt mcp` driven by hand over its stdin/stdout, for what a well-behaved
+/// client never sends. Killed when dropped.
+struct RawMcp {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl RawMcp {
+    /// Starts the server and completes the MCP handshake.
+    fn start(env: &Env) -> RawMcp {
+        use std::io::BufRead;
+        let mut child = env
+            .cmd()
+            .arg("mcp")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut mcp = RawMcp {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+        };
+        mcp.send(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#);
+        assert_eq!(mcp.reply()["id"], 0);
+        mcp.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        mcp
+    }
+
+    fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next line the server writes, as JSON.
+    fn reply(&self) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a reply from bgt mcp");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn call(&mut self, id: u32, tool: &str, args: Value) -> Value {
+        let request = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": args}});
+        self.send(&request.to_string());
+        let reply = self.reply();
+        assert_eq!(reply["id"], id, "{reply}");
+        reply["result"].clone()
+    }
+}
+
+impl Drop for RawMcp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn malformed_messages_get_json_rpc_errors_and_the_server_keeps_serving() {
+    let env = Env::new();
+    let mut mcp = RawMcp::start(&env);
+    let error = |reply: &Value, id: Value, code: i64| {
+        assert_eq!(reply["jsonrpc"], "2.0", "{reply}");
+        assert_eq!(reply["id"], id, "{reply}");
+        assert_eq!(reply["error"]["code"], code, "{reply}");
+    };
+    mcp.send("this is not json {");
+    error(&mcp.reply(), Value::Null, -32700);
+    mcp.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":[1,2]}"#);
+    error(&mcp.reply(), 2.into(), -32602);
+    mcp.send(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"bg_status","arguments":5}}"#);
+    error(&mcp.reply(), 3.into(), -32602);
+    mcp.send(r#"{"jsonrpc":"2.0","id":"four","method":"no/such/method"}"#);
+    error(&mcp.reply(), "four".into(), -32601);
+    mcp.send(r#"[1, 2]"#);
+    error(&mcp.reply(), Value::Null, -32600);
+    // A bad notification gets no reply; the next answer is the ping's.
+    mcp.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized","params":[1]}"#);
+    mcp.send(r#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#);
+    let pong = mcp.reply();
+    assert_eq!(pong["id"], 5, "{pong}");
+    assert!(pong["result"].is_object(), "{pong}");
+}
+
+#[test]
+fn bg_status_text_escapes_control_characters_and_its_json_keeps_them() {
+    let env = Env::new();
+    let script = "echo a\necho b\r\x1b[2J";
+    let id = env.start(&[script]);
+    let mut mcp = RawMcp::start(&env);
+    for args in [serde_json::json!({}), serde_json::json!({"task_id": id})] {
+        let result = mcp.call(1, "bg_status", args);
+        let text = result["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains("echo a\\necho b\\r\\e[2J"), "{text}");
+        assert!(!text.contains('\x1b') && !text.contains('\r'), "{text:?}");
+        let json = &result["structuredContent"];
+        let command = json["tasks"][0]["command"]
+            .as_str()
+            .or(json["command"].as_str());
+        assert_eq!(command, Some(script));
+    }
+}
+
+#[test]
+fn bg_wait_timeout_zero_means_no_timeout() {
+    let env = Env::new();
+    let id = env.start(&["sh", "-c", "sleep 1; exit 3"]);
+    let mut mcp = RawMcp::start(&env);
+    let result = mcp.call(
+        1,
+        "bg_wait",
+        serde_json::json!({"task_id": id, "timeout_s": 0}),
+    );
+    assert_eq!(result["structuredContent"]["result"], "ended", "{result}");
+    assert_eq!(result["structuredContent"]["exit_code"], 3, "{result}");
+}
+
+#[test]
+fn the_server_exits_promptly_when_stdin_closes_during_a_bg_wait() {
+    let env = Env::new();
+    let id = env.start(&["sleep", "300"]);
+    let mut mcp = RawMcp::start(&env);
+    mcp.send(
+        &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "bg_wait", "arguments": {"task_id": id, "timeout_s": 60}}})
+        .to_string(),
+    );
+    // Give the call time to be under way (no reply can come: the task runs on).
+    assert!(mcp.lines.recv_timeout(Duration::from_millis(300)).is_err());
+    let closed = std::time::Instant::now();
+    drop(mcp.stdin.take());
+    // A liveness bound, not a performance figure: it used to take 6 s.
+    poll_until(Duration::from_secs(2), || {
+        mcp.child.try_wait().unwrap().is_some()
+    });
+    eprintln!("bgt mcp exited {:?} after stdin closed", closed.elapsed());
+    assert_eq!(env.state(&id), "running", "the task is not the server's");
+}

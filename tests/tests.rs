@@ -12,4 +12,5 @@ mod mcp;
 mod output;
 mod presets;
 mod statedir;
+mod waiting;
 mod workflow;

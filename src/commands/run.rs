@@ -16,7 +16,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
             label: args.label,
             cwd,
             env: args.env.into_iter().collect(),
-            timeout: args.timeout,
+            timeout: crate::duration::limit(args.timeout),
             replace: args.replace,
         },
     )?;

@@ -23,7 +23,8 @@ pub fn run(args: WaitArgs) -> Result<i32> {
     } else {
         Condition::Exit
     };
-    let deadline = args.timeout.map(|t| Instant::now() + t);
+    let timeout = crate::duration::limit(args.timeout);
+    let deadline = timeout.map(|t| Instant::now() + t);
     let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
     let (code, doc) = match waiting::wait(&tasks, &condition, deadline)? {
         Outcome::Ended { exit_code } => {
@@ -44,32 +45,44 @@ pub fn run(args: WaitArgs) -> Result<i32> {
                 json!({ "result": "ready", "exit_code": 0, "tasks": ids, "lines": lines }),
             )
         }
-        Outcome::TaskEnded { task, exit_code } => {
+        Outcome::TaskEnded {
+            task,
+            exit_code,
+            reason,
+        } => {
             let info = TaskInfo::of(&tasks[task].reload());
             eprintln!(
-                "bgt: task {} ended ({}) before {}",
+                "bgt: task {} ended ({}) before {}{}",
                 info.id,
                 info.state_text(),
-                condition.describe()
+                condition.describe(),
+                reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
             );
             show_last_lines(&tasks[task]);
             (
                 exit_code,
-                json!({ "result": "task-ended", "exit_code": exit_code, "task": info }),
+                json!({ "result": "task-ended", "exit_code": exit_code, "task": info, "reason": reason }),
             )
         }
-        Outcome::TimedOut => {
-            let after = args.timeout.map(crate::duration::short).unwrap_or_default();
+        Outcome::TimedOut { reason } => {
+            let after = timeout.map(crate::duration::short).unwrap_or_default();
             eprintln!(
-                "bgt: timed out after {after} waiting for {}",
-                condition.describe()
+                "bgt: timed out after {after} waiting for {}{}",
+                condition.describe(),
+                reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
             );
             for task in &tasks {
                 show_last_lines(task);
             }
             (
                 TIMED_OUT,
-                json!({ "result": "timeout", "exit_code": TIMED_OUT, "tasks": ids }),
+                json!({ "result": "timeout", "exit_code": TIMED_OUT, "tasks": ids, "reason": reason }),
             )
         }
     };

@@ -110,10 +110,14 @@ pub fn shell_quote(word: &str) -> String {
     }
 }
 
-/// Checks `--cwd` before anything is created, so the error names the option.
+/// Checks `--cwd` (or the current directory) before anything is created,
+/// so the error names the directory, not the state directory it would
+/// otherwise surface from.
 pub fn resolve_cwd(cwd: Option<&Path>) -> Result<PathBuf> {
     let here = std::env::current_dir().context("cannot read the current directory")?;
-    let Some(dir) = cwd else { return Ok(here) };
+    let Some(dir) = cwd else {
+        return utf8_dir(here, "the current directory");
+    };
     let full = here.join(dir);
     match std::fs::metadata(&full) {
         Ok(m) if m.is_dir() => {}
@@ -124,7 +128,20 @@ pub fn resolve_cwd(cwd: Option<&Path>) -> Result<PathBuf> {
     if nix::unistd::access(&full, nix::unistd::AccessFlags::X_OK).is_err() {
         bail!("cannot use --cwd '{}': Permission denied", dir.display());
     }
-    Ok(std::fs::canonicalize(&full).unwrap_or(full))
+    let what = format!("--cwd '{}'", dir.display());
+    utf8_dir(std::fs::canonicalize(&full).unwrap_or(full), &what)
+}
+
+/// The task record (JSON) stores the working directory as text, so a path
+/// that is not UTF-8 cannot be recorded faithfully; refuse it up front.
+fn utf8_dir(dir: PathBuf, what: &str) -> Result<PathBuf> {
+    if dir.to_str().is_none() {
+        bail!(
+            "cannot run in {what} ({}): its path is not valid UTF-8; use --cwd with a UTF-8 path",
+            dir.display()
+        );
+    }
+    Ok(dir)
 }
 
 /// Starts a task. A label names at most one active task: the label's lock

@@ -2,6 +2,7 @@
 //! for it, cleaning it up, and the process-level tools these need.
 
 pub mod control;
+pub mod listeners;
 pub mod process;
 pub mod stopping;
 pub mod supervisor;

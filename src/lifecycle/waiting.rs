@@ -5,10 +5,12 @@
 use crate::control;
 use crate::error::usage;
 use crate::info::TaskInfo;
+use crate::listeners::{self, Holder};
 use crate::logread::{self, Marks, Request, Stream, Window};
 use crate::pattern::{Case, LineMatch};
 use crate::store::Task;
 use anyhow::Result;
+use std::collections::HashSet;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -23,8 +25,8 @@ pub enum Condition {
     Line(Box<Request>, String),
     /// A TCP connect to one of these addresses works.
     Port(Vec<SocketAddr>, u16),
-    /// A GET answers 2xx or 3xx.
-    Http(Box<ureq::Agent>, String),
+    /// A GET answers 2xx or 3xx; the port, when the URL's host is this machine.
+    Http(Box<ureq::Agent>, String, Option<u16>),
 }
 
 impl Condition {
@@ -70,6 +72,12 @@ impl Condition {
                 "unsupported --for-http URL '{url}': use http://HOST:PORT/PATH"
             )));
         }
+        let local_port = url.parse::<ureq::http::Uri>().ok().and_then(|uri| {
+            let port = uri.port_u16().unwrap_or(80);
+            let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+            let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().ok()?.collect();
+            is_local(&addrs).then_some(port)
+        });
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -78,6 +86,7 @@ impl Condition {
         Ok(Condition::Http(
             Box::new(ureq::Agent::new_with_config(config)),
             url.to_string(),
+            local_port,
         ))
     }
 
@@ -87,7 +96,17 @@ impl Condition {
             Condition::Exit => "the task to end".into(),
             Condition::Line(_, pattern) => format!("a line matching '{pattern}'"),
             Condition::Port(_, port) => format!("port {port}"),
-            Condition::Http(_, url) => url.clone(),
+            Condition::Http(_, url, _) => url.clone(),
+        }
+    }
+
+    /// The port whose listener must be the task's: only for addresses on this
+    /// machine, the only ones whose sockets `/proc` shows.
+    fn local_port(&self) -> Option<u16> {
+        match self {
+            Condition::Port(addrs, port) if is_local(addrs) => Some(*port),
+            Condition::Http(_, _, port) => *port,
+            _ => None,
         }
     }
 
@@ -96,7 +115,7 @@ impl Condition {
             Condition::Port(addrs, _) => addrs
                 .iter()
                 .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(300)).is_ok()),
-            Condition::Http(agent, url) => agent
+            Condition::Http(agent, url, _) => agent
                 .get(url)
                 .call()
                 .is_ok_and(|r| (200..400).contains(&r.status().as_u16())),
@@ -112,10 +131,104 @@ pub enum Outcome {
     Ended { exit_code: i32 },
     /// The condition holds; for `Line`, the first matching line of each task.
     Ready { lines: Vec<String> },
-    /// Task number `task` ended before the condition held.
-    TaskEnded { task: usize, exit_code: i32 },
-    /// The deadline passed.
-    TimedOut,
+    /// Task number `task` ended before the condition held; `reason` says
+    /// why a port that answered did not count (another process held it).
+    TaskEnded {
+        task: usize,
+        exit_code: i32,
+        reason: Option<String>,
+    },
+    /// The deadline passed (`reason` as for `TaskEnded`).
+    TimedOut { reason: Option<String> },
+}
+
+/// True when every address is this machine's (loopback or unspecified).
+fn is_local(addrs: &[SocketAddr]) -> bool {
+    !addrs.is_empty()
+        && addrs
+            .iter()
+            .all(|a| a.ip().is_loopback() || a.ip().is_unspecified())
+}
+
+/// Tells a task's own listener from one that was there before it: a stale
+/// server on the port answers connects, but the task will die with
+/// EADDRINUSE, so it must not count as ready (see `listeners`). A listener
+/// counts when it appeared after the wait began, when the process holding it
+/// started no earlier than the task (`docker run -p` tasks are served by a
+/// new docker-proxy, not by the task itself), or when its holder cannot be
+/// seen (another user's process, no `/proc`): then the port alone decides.
+struct PortOwner {
+    port: u16,
+    /// Sockets listening on the port when the wait began.
+    before: HashSet<u64>,
+    /// The holder of the last listener that predates the tasks.
+    stale: Option<Holder>,
+    /// Sockets already found to predate the tasks: not looked up again (an
+    /// inode names one socket for its whole life), so waiting behind a stale
+    /// server does not walk every process's descriptors at each poll.
+    stale_inodes: HashSet<u64>,
+}
+
+impl PortOwner {
+    fn new(condition: &Condition) -> Option<PortOwner> {
+        let port = condition.local_port()?;
+        Some(PortOwner {
+            port,
+            before: listeners::listening_inodes(port)?,
+            stale: None,
+            stale_inodes: HashSet::new(),
+        })
+    }
+
+    /// Whether a listener on the port may be the tasks' own.
+    fn may_be_tasks(&mut self, tasks: &[Task]) -> bool {
+        // The earliest task start: a listener older than every task is no task's.
+        let Some(since) = tasks.iter().filter_map(start_ticks).min() else {
+            return true;
+        };
+        let Some(inodes) = listeners::listening_inodes(self.port) else {
+            return true;
+        };
+        if inodes.is_empty() || inodes.iter().any(|i| !self.before.contains(i)) {
+            return true;
+        }
+        if inodes.is_subset(&self.stale_inodes) {
+            return false;
+        }
+        let holders = listeners::holders(&inodes);
+        for inode in &inodes {
+            match holders.get(inode) {
+                Some(holder) if holder.start_ticks < since => {
+                    self.stale = Some(holder.clone());
+                    self.stale_inodes.insert(*inode);
+                }
+                _ => return true,
+            }
+        }
+        false
+    }
+
+    /// Why a port that answered did not count, for the failure message.
+    fn reason(&self) -> Option<String> {
+        self.stale.as_ref().map(|h| {
+            format!(
+                "port {} was already held by pid {} ({}) before this task started",
+                self.port, h.pid, h.name
+            )
+        })
+    }
+}
+
+/// Kernel start time of a task: of its main process as recorded at spawn,
+/// else of its supervisor while that provably lives.
+fn start_ticks(task: &Task) -> Option<u64> {
+    let task = task.reload();
+    let meta = task.meta.as_ref().ok()?;
+    meta.pid_start.or_else(|| {
+        let supervisor = meta.supervisor_pid?;
+        task.is_locked()
+            .then(|| crate::process::start_ticks(supervisor))?
+    })
 }
 
 /// Waits for `condition` on `tasks` until `deadline`. Polls with back-off
@@ -125,7 +238,7 @@ pub fn wait(tasks: &[Task], condition: &Condition, deadline: Option<Instant>) ->
     if let Condition::Exit = condition {
         for task in tasks {
             if !control::wait_unlocked(task, deadline) {
-                return Ok(Outcome::TimedOut);
+                return Ok(Outcome::TimedOut { reason: None });
             }
         }
         let code = tasks
@@ -136,6 +249,8 @@ pub fn wait(tasks: &[Task], condition: &Condition, deadline: Option<Instant>) ->
             exit_code: code.unwrap_or(0),
         });
     }
+    let mut owner = PortOwner::new(condition);
+    let reason = |owner: &Option<PortOwner>| owner.as_ref().and_then(PortOwner::reason);
     let mut positions: Vec<Marks> = vec![Marks::default(); tasks.len()];
     let mut found: Vec<Option<String>> = vec![None; tasks.len()];
     let mut backoff = control::Backoff::new(Duration::from_millis(20));
@@ -163,7 +278,21 @@ pub fn wait(tasks: &[Task], condition: &Condition, deadline: Option<Instant>) ->
         }
         let ready = match condition {
             Condition::Line(..) => found.iter().all(Option::is_some),
-            _ => condition.holds(),
+            // Checked after the liveness check above: a port can answer
+            // because of a stale server while the task dies of EADDRINUSE.
+            _ if ended.is_some() => false,
+            _ => {
+                condition.holds()
+                    && owner.as_mut().is_none_or(|o| o.may_be_tasks(tasks))
+                    // ... and again after it held: a task that has ended is never ready.
+                    && match tasks.iter().position(|t| !t.reload().phase().is_active()) {
+                        Some(i) => {
+                            ended = Some(i);
+                            false
+                        }
+                        None => true,
+                    }
+            }
         };
         if ready {
             return Ok(Outcome::Ready {
@@ -176,10 +305,15 @@ pub fn wait(tasks: &[Task], condition: &Condition, deadline: Option<Instant>) ->
             return Ok(Outcome::TaskEnded {
                 task: i,
                 exit_code: if status == 0 { 1 } else { status },
+                reason: reason(&owner),
             });
         }
         match deadline {
-            Some(deadline) if !backoff.sleep_until(deadline) => return Ok(Outcome::TimedOut),
+            Some(deadline) if !backoff.sleep_until(deadline) => {
+                return Ok(Outcome::TimedOut {
+                    reason: reason(&owner),
+                });
+            }
             Some(_) => {}
             None => std::thread::sleep(backoff.next_nap()),
         }
