@@ -144,3 +144,32 @@ fn regression_huge_durations_are_refused_not_wrapped() {
         "cleanup with a refused --older-than removed nothing"
     );
 }
+
+#[test]
+fn with_json_an_error_is_a_json_document_on_stdout_too() {
+    let env = Env::new();
+    let cases: [(&[&str], i32, &str); 4] = [
+        (&["status", "nope", "--json"], 1, "unknown_task"),
+        (&["output", "--json", "--bogus"], 2, "usage"),
+        (
+            &["run", "--json", "--", "definitely-not-a-program"],
+            1,
+            "start_failed",
+        ),
+        (&["output", "x", "--filter", "(", "--json"], 2, "usage"),
+    ];
+    for (args, code, kind) in cases {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e})"));
+        assert_eq!(doc["error"]["kind"], kind, "{args:?}: {doc}");
+        let message = doc["error"]["message"].as_str().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim(), format!("bgt: {message}"), "{args:?}");
+    }
+    let _held = env.start_with(&["--label", "web"], &["sleep", "30"]);
+    let out = env.run(&["run", "--label", "web", "--json", "--", "true"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["kind"], "label_in_use");
+}
