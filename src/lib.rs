@@ -17,6 +17,7 @@
 //! directory: `logread` keeps byte+line cursors and a line-count index so
 //! incremental reads cost only the new bytes.
 
+pub mod blocks;
 pub mod clean;
 pub mod cli;
 pub mod commands;
