@@ -243,13 +243,17 @@ fn re(pattern: &str) -> Regex {
 /// `⨯ TypeError: x`, a bare `KeyError`, Vite's `[vite] Internal server
 /// error: x`.
 static EXCEPTION: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"^\s*(?:⨯ |Uncaught (?:exception )?|Unhandled \w+: )?(?:[\w$]+\.)*(?:[A-Z][\w$]*)?(?:Error|Exception|Throwable|Panic)(?: \[[\w-]+\])?(?::(?: |$)|$| \{$)|(?:Internal server|Pre-transform|Transform|Build) error: ")
+    re(
+        r"^\s*(?:⨯ |Uncaught (?:exception )?|Unhandled \w+: )?(?:[\w$]+\.)*(?:[A-Z][\w$]*)?(?:Error|Exception|Throwable|Panic)(?: \[[\w-]+\])?(?::(?: |$)|$| \{$)|(?:Internal server|Pre-transform|Transform|Build) error: ",
+    )
 });
 
 /// Compiler diagnostics: tsc (plain and pretty), rustc/cargo, esbuild,
 /// webpack.
 static COMPILER: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"^(?:\S+\(\d+,\d+\): (?:error|warning) TS\d+: |\S+:\d+:\d+ - (?:error|warning) TS\d+: |(?:error|warning)(?:\[\w+\])?: |[✘▲] \[(?:ERROR|WARNING)\] |(?:ERROR|WARNING) in )")
+    re(
+        r"^(?:\S+\(\d+,\d+\): (?:error|warning) TS\d+: |\S+:\d+:\d+ - (?:error|warning) TS\d+: |(?:error|warning)(?:\[\w+\])?: |[✘▲] \[(?:ERROR|WARNING)\] |(?:ERROR|WARNING) in )",
+    )
 });
 
 /// Ruby's first line `file:line:in 'meth': message (Class)` and Rails' bare
@@ -289,15 +293,19 @@ static LIBRARY: LazyLock<Regex> = LazyLock::new(|| {
 /// Rust frames named after the standard library (seen when a frame has no
 /// `at` line).
 static RUST_LIBRARY_SYMBOL: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"^\s*\d+: (?:0x[0-9a-f]+ - )?<?(?:std|core|alloc|__rustc|panic_unwind|backtrace)::|rust_begin_unwind$|__libc_start")
+    re(
+        r"^\s*\d+: (?:0x[0-9a-f]+ - )?<?(?:std|core|alloc|__rustc|panic_unwind|backtrace)::|rust_begin_unwind$|__libc_start",
+    )
 });
 
 fn indented(text: &str) -> bool {
     text.starts_with([' ', '\t'])
 }
 
+/// Vite compiles the project's own `vite.config.js` into
+/// `node_modules/.vite-temp/`: those frames are the project's.
 fn library(text: &str) -> bool {
-    LIBRARY.is_match(text)
+    LIBRARY.is_match(text) && !text.contains("node_modules/.vite-temp/")
 }
 
 /// The line opens a block: its phase and role.
@@ -353,10 +361,8 @@ fn next(phase: Phase, text: &str) -> Option<(Phase, Role)> {
     let trimmed = text.trim_start();
     let stay = |role| Some((phase, role));
     match phase {
-        Phase::PyHeader | Phase::PyChain => {
-            (trimmed == "Traceback (most recent call last):")
-                .then_some((Phase::PyFrames, Role::Header))
-        }
+        Phase::PyHeader | Phase::PyChain => (trimmed == "Traceback (most recent call last):")
+            .then_some((Phase::PyFrames, Role::Header)),
         Phase::PyFrames => {
             if trimmed.starts_with("File \"") {
                 stay(Role::Frame {
@@ -473,8 +479,11 @@ fn next(phase: Phase, text: &str) -> Option<(Phase, Role)> {
                 || CODE_FRAME.is_match(text)
                 || text.starts_with("help: ")
                 || text.starts_with("note: ")
-                || text.split_once(' ').is_some_and(|(n, _)| {
-                    !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                || text.split_once(' ').is_some_and(|(n, rest)| {
+                    !n.is_empty()
+                        && n.bytes().all(|b| b.is_ascii_digit())
+                        && !rest.starts_with("error")
+                        && !rest.starts_with("warning")
                 })
             {
                 // rustc's `-->`, `|` and `= note:` lines, esbuild's indented
@@ -585,5 +594,477 @@ impl BlockTracker {
             role,
         });
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The blocks of a captured log (path under tests/data/logs/), fed the
+    /// way the reader feeds them: cleaned lines numbered as in the file.
+    fn blocks_of(name: &str) -> (Vec<Block>, Vec<(u64, Place)>) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/logs")
+            .join(name);
+        let bytes = std::fs::read(&path).unwrap();
+        let mut tracker = BlockTracker::new();
+        let (mut blocks, mut places) = (Vec::new(), Vec::new());
+        for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
+            let Some(text) = crate::clean::clean(raw) else {
+                continue;
+            };
+            let step = tracker.push(i as u64 + 1, &text);
+            blocks.extend(step.closed);
+            places.push((i as u64 + 1, step.place));
+        }
+        blocks.extend(tracker.finish());
+        (blocks, places)
+    }
+
+    /// The block that holds line `n`.
+    fn block_at(blocks: &[Block], n: u64) -> &Block {
+        blocks
+            .iter()
+            .find(|b| (b.start()..=b.end).contains(&n))
+            .unwrap_or_else(|| panic!("no block holds line {n}: {blocks:#?}"))
+    }
+
+    /// What the reader would print for a block: folded lines and markers.
+    fn shown_texts(block: &Block) -> Vec<String> {
+        let mut texts: Vec<String> = block
+            .shown()
+            .into_iter()
+            .map(|s| match s {
+                Shown::Line(i) => block.lines[i].text.clone(),
+                Shown::Library { frames, .. } => library_marker(frames),
+            })
+            .collect();
+        texts.extend(block.more_marker());
+        texts
+    }
+
+    fn outside(places: &[(u64, Place)], lines: &[u64]) {
+        for n in lines {
+            let place = places.iter().find(|(m, _)| m == n).map(|(_, p)| *p);
+            assert_eq!(place, Some(Place::Outside), "line {n}");
+        }
+    }
+
+    /// Checks a captured failure: the block holding `line` spans exactly
+    /// `start..=end`, its folded form shows every string of `shows` (app
+    /// frames with file and line, markers) in order, and `outside` lines
+    /// around it belong to no block.
+    fn check(name: &str, line: u64, (start, end): (u64, u64), shows: &[&str], around: &[u64]) {
+        let (blocks, places) = blocks_of(name);
+        let block = block_at(&blocks, line);
+        assert_eq!((block.start(), block.end), (start, end), "{name}");
+        let texts = shown_texts(block);
+        let mut at = 0;
+        for want in shows {
+            match texts[at..].iter().position(|t| t.contains(want)) {
+                Some(i) => at += i + 1,
+                None => panic!("{name}: {want:?} not shown (in order) in {texts:#?}"),
+            }
+        }
+        outside(&places, around);
+    }
+
+    #[test]
+    fn python_chained_traceback_is_one_block_with_stdlib_frames_folded() {
+        check(
+            "errors/python-chained.stderr.log",
+            22,
+            (6, 47),
+            &[
+                "Traceback (most recent call last):",
+                r#"File "/tmp/errcap/shop/orders.py", line 17, in load_order"#,
+                "return parse_order(raw)",
+                r#"File "/tmp/errcap/shop/orders.py", line 12, in parse_order"#,
+                "… 3 library frames",
+                "json.decoder.JSONDecodeError: Expecting property name",
+                "The above exception was the direct cause",
+                r#"File "/tmp/errcap/shop/app.py", line 18, in report"#,
+                "orders.OrderError: order payload is not JSON",
+                "During handling of the above exception",
+                r#"File "/tmp/errcap/shop/app.py", line 22, in report"#,
+                "KeyError: '{not json'",
+            ],
+            &[1, 2, 3, 4, 5, 48],
+        );
+    }
+
+    #[test]
+    fn python_syntax_error_keeps_its_column_pointer() {
+        check(
+            "errors/python-syntax.stderr.log",
+            5,
+            (2, 5),
+            &[
+                r#"File "/tmp/errcap/shop/bad/views.py", line 3"#,
+                "def broken(:",
+                "               ^",
+                "SyntaxError: invalid syntax",
+            ],
+            &[1, 6],
+        );
+    }
+
+    #[test]
+    fn django_500_starts_at_internal_server_error_and_folds_site_packages() {
+        let name = "django.stderr.log";
+        check(
+            name,
+            52,
+            (38, 52),
+            &[
+                "Internal Server Error: /boom",
+                "Traceback",
+                "… 2 library frames",
+                r#"File "/tmp/capture/django/web/views.py", line 34, in boom"#,
+                r#"File "/tmp/capture/django/web/views.py", line 30, in _load_order"#,
+                "KeyError: 42",
+            ],
+            &[37, 53, 54],
+        );
+        // The reloader crash: 20 django/stdlib/<frozen> frames fold into one line.
+        check(
+            name,
+            100,
+            (72, 123),
+            &[
+                "Exception in thread django-main-thread:",
+                "… 20 library frames",
+                r#"File "/tmp/capture/django/mysite/urls.py", line 4, in <module>"#,
+                r#"File "/tmp/capture/django/web/views.py", line 48"#,
+                "SyntaxError: invalid syntax",
+            ],
+            &[124],
+        );
+    }
+
+    #[test]
+    fn node_error_with_cause_keeps_throw_site_cause_and_code() {
+        check(
+            "errors/node-cause.stderr.log",
+            20,
+            (4, 26),
+            &[
+                "/tmp/errcap/node-api/config.js:7",
+                "throw new Error(",
+                "Error: could not load config",
+                "at readConfig (/tmp/errcap/node-api/config.js:7:11)",
+                "… 2 library frames",
+                "[cause]: Error: ENOENT",
+                "at Object.readFileSync (node:fs:448:20)",
+                "at readConfig (/tmp/errcap/node-api/config.js:5:26)",
+                "… 2 library frames",
+                "code: 'ENOENT',",
+                "}",
+                "Node.js v20.20.2",
+            ],
+            &[1, 2, 3, 27],
+        );
+    }
+
+    #[test]
+    fn express_handler_stack_folds_node_modules() {
+        check(
+            "express.stderr.log",
+            5,
+            (1, 11),
+            &[
+                "TypeError: Cannot read properties of undefined (reading 'total')",
+                "at loadOrder (/tmp/capture/express/app.js:26:21)",
+                "at /tmp/capture/express/app.js:30:21",
+                "… 8 library frames",
+            ],
+            &[12, 13],
+        );
+    }
+
+    #[test]
+    fn java_caused_by_chain_keeps_app_frames_and_more_lines() {
+        check(
+            "errors/java-caused-by.stderr.log",
+            15,
+            (4, 32),
+            &[
+                "Exception in thread \"billing-worker\" java.lang.IllegalStateException",
+                "at com.acme.billing.InvoiceService.bill(InvoiceService.java:19)",
+                "at java.base/java.lang.Iterable.forEach",
+                "Caused by: java.time.format.DateTimeParseException",
+                "… 4 library frames",
+                "at com.acme.billing.InvoiceService.dueDate(InvoiceService.java:12)",
+                "... 4 more",
+                "Caused by: java.time.DateTimeException",
+                "… 13 library frames",
+                "... 8 more",
+            ],
+            &[1, 2, 3, 33],
+        );
+    }
+
+    #[test]
+    fn rust_panic_backtrace_folds_std_and_keeps_main_rs() {
+        check(
+            "errors/rust-panic.stderr.log",
+            6,
+            (5, 36),
+            &[
+                "thread 'main' (9821) panicked at main.rs:5:11:",
+                "sku has a price",
+                "stack backtrace:",
+                "… 5 library frames",
+                "5: main::price_of",
+                "at ./main.rs:5:11",
+                "6: main::main::{{closure}}",
+                "… 5 library frames",
+                "12: main::main",
+                "… 1 library frame",
+                "note: Some details are omitted",
+            ],
+            &[1, 2, 3, 37],
+        );
+    }
+
+    #[test]
+    fn go_panic_keeps_goroutine_and_app_frames() {
+        check(
+            "errors/go-panic.stderr.log",
+            3,
+            (3, 14),
+            &[
+                "panic: runtime error: invalid memory address",
+                "[signal SIGSEGV",
+                "goroutine 1 [running]:",
+                "main.(*store).handleOrder(",
+                "/tmp/errcap/goapp/main.go:19 +0x31",
+                "… 2 library frames",
+                "main.main()",
+                "/tmp/errcap/goapp/main.go:29 +0x225",
+            ],
+            &[1, 2, 15],
+        );
+    }
+
+    #[test]
+    fn ruby_uncaught_error_keeps_from_frames() {
+        check(
+            "errors/ruby-error.stderr.log",
+            6,
+            (3, 7),
+            &[
+                "(JSON::ParserError)",
+                "from /tmp/errcap/rubyapp/lib/order_parser.rb:5:in `parse'",
+                "from worker.rb:9:in `<main>'",
+            ],
+            &[1, 2, 8],
+        );
+    }
+
+    #[test]
+    fn rustc_error_keeps_code_frame_with_its_marker() {
+        let name = "errors/cargo-error.stderr.log";
+        check(
+            name,
+            6,
+            (2, 8),
+            &[
+                "error[E0308]: mismatched types",
+                "--> src/main.rs:2:22",
+                "2 |     let count: u32 = \"three\";",
+                "^^^^^^^ expected `u32`, found `&str`",
+                "expected due to this",
+            ],
+            &[1, 10, 12],
+        );
+        check(name, 11, (11, 11), &["error: could not compile"], &[12]);
+    }
+
+    #[test]
+    fn tsc_errors_are_one_block_each() {
+        let name = "errors/tsc.stderr.log";
+        check(
+            name,
+            2,
+            (2, 2),
+            &["src/cart.ts(10,14): error TS2322"],
+            &[1, 4],
+        );
+        check(name, 3, (3, 3), &["src/cart.ts(10,53): error TS2322"], &[4]);
+        let pretty = "errors/tsc-pretty.stderr.log";
+        check(
+            pretty,
+            2,
+            (2, 4),
+            &["src/cart.ts:10:14 - error TS2322", "10 export const label"],
+            &[1],
+        );
+        check(
+            pretty,
+            12,
+            (7, 13),
+            &[
+                "src/cart.ts:10:53 - error TS2322",
+                "src/cart.ts:3:3 - The expected type comes from",
+                "3   price: number;",
+            ],
+            &[17, 19],
+        );
+    }
+
+    #[test]
+    fn esbuild_and_vite_errors_keep_their_code_frames() {
+        check(
+            "errors/esbuild.stderr.log",
+            1,
+            (1, 6),
+            &[
+                "✘ [ERROR] Expected \")\" but found \";\"",
+                "src/main.ts:4:35:",
+                "4 │ console.log(`total ${total(items)}`;",
+                "│                                    ^",
+            ],
+            &[8, 9],
+        );
+        check(
+            "vite.stderr.log",
+            55,
+            (49, 66),
+            &[
+                "[vite] Internal server error: Failed to resolve import",
+                "File: /tmp/capture/vite/src/main.js:3:23",
+                "3  |  import { track } from './analytics.js';",
+                "|                         ^",
+                "… 9 library frames",
+            ],
+            &[12, 13],
+        );
+        // Vite's compiled copy of the project's vite.config.js is the project's code.
+        check(
+            "vite.stderr.log",
+            2,
+            (1, 11),
+            &["at loadOrder (file:///tmp/capture/vite/node_modules/.vite-temp/"],
+            &[12],
+        );
+    }
+
+    #[test]
+    fn next_error_keeps_code_frame_and_digest() {
+        check(
+            "next.stderr.log",
+            9,
+            (4, 15),
+            &[
+                "⨯ TypeError: Cannot read properties of undefined",
+                "at loadOrder (app/boom/page.js:3:21)",
+                "> 3 |   return orders[id].total;",
+                "digest: '185686999'",
+                "}",
+            ],
+            &[3, 25, 26],
+        );
+    }
+
+    #[test]
+    fn a_block_is_cut_at_60_lines_and_counts_the_rest() {
+        let (blocks, places) = blocks_of("errors/java-deep.stderr.log");
+        let block = block_at(&blocks, 2);
+        assert_eq!((block.start(), block.end), (2, 84));
+        assert_eq!(block.lines.len(), MAX_BLOCK_LINES);
+        assert_eq!(block.lines.last().unwrap().n, 61);
+        assert_eq!((block.cut_lines, block.cut_frames), (23, 23));
+        assert_eq!(block.more_marker().as_deref(), Some("… 23 more frames"));
+        for n in 62..=84 {
+            assert!(places.contains(&(n, Place::Cut { start: 2 })), "line {n}");
+        }
+        outside(&places, &[1, 85]);
+    }
+
+    /// The forward reader's case (a): a match deep inside a block sees the
+    /// block's earlier lines in `open_lines`, and the block's later lines
+    /// arrive as `Inside` until it closes.
+    #[test]
+    fn a_match_inside_a_block_can_bring_the_lines_before_and_after_it() {
+        let bytes = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/logs/errors/python-chained.stderr.log"),
+        )
+        .unwrap();
+        let mut tracker = BlockTracker::new();
+        let mut emitted: Vec<u64> = Vec::new();
+        let mut emitting = None;
+        for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
+            let Some(text) = crate::clean::clean(raw) else {
+                continue;
+            };
+            let n = i as u64 + 1;
+            let step = tracker.push(n, &text);
+            if step.closed.is_some() {
+                emitting = None;
+            }
+            let block = step.place.block_start(n);
+            if block.is_some() && block == emitting {
+                emitted.push(n);
+            } else if text.contains("app.py\", line 18") {
+                emitted.extend(tracker.open_lines().iter().map(|l| l.n));
+                emitting = block;
+            }
+        }
+        assert_eq!(emitted.first(), Some(&6));
+        assert_eq!(emitted.last(), Some(&47));
+        assert!(emitted.contains(&27) && emitted.contains(&45));
+        // Caret lines were dropped by cleaning, so never emitted.
+        assert!(!emitted.contains(&9) && !emitted.contains(&46));
+    }
+
+    #[test]
+    fn caret_only_lines_are_dropped_by_cleaning() {
+        let bytes = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/logs/errors/python-chained.stderr.log"),
+        )
+        .unwrap();
+        let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+        // `           ^^^^^^^^^^^^^^^^` and `           ~~~~~^^^^^`
+        for n in [9, 12, 15, 18, 21, 29, 32, 46] {
+            assert!(crate::clean::clean(lines[n - 1]).is_none(), "line {n}");
+        }
+        let (blocks, _) = blocks_of("errors/tsc-pretty.stderr.log");
+        assert!(
+            blocks
+                .iter()
+                .flat_map(|b| &b.lines)
+                .all(|l| !l.text.trim().starts_with('~'))
+        );
+    }
+
+    #[test]
+    fn a_single_library_frame_line_is_not_folded() {
+        let lines: Vec<BlockLine> = [
+            ("Error: boom", Role::Header),
+            (
+                "    at JSON.parse (<anonymous>)",
+                Role::Frame { library: true },
+            ),
+            (
+                "    at GET (app/route.js:2:23)",
+                Role::Frame { library: false },
+            ),
+        ]
+        .iter()
+        .zip(1..)
+        .map(|(&(text, role), n)| BlockLine {
+            n,
+            text: text.to_string(),
+            role,
+        })
+        .collect();
+        assert_eq!(
+            fold(&lines),
+            vec![Shown::Line(0), Shown::Line(1), Shown::Line(2)]
+        );
     }
 }

@@ -234,7 +234,10 @@ mod tests {
             "  |     ^^^ expected `u32`"
         );
         assert_eq!(clean(b"    |  ^").unwrap(), "    |  ^");
-        assert_eq!(clean(b"              ^^^^^^):").unwrap(), "              ^^^^^^):");
+        assert_eq!(
+            clean(b"              ^^^^^^):").unwrap(),
+            "              ^^^^^^):"
+        );
     }
 
     #[test]
