@@ -33,7 +33,7 @@ pub mod task;
 // Short paths used across the crate while the layers settle.
 pub(crate) use lifecycle::sys;
 pub use lifecycle::{control, listeners, process, supervisor, waiting};
-pub use logs::{pattern, read as logread, tidy as clean};
+pub use logs::{blocks, pattern, read as logread, tidy as clean};
 pub use task::{dirfd, meta, store};
 
 use clap::Parser;

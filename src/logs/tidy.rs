@@ -60,7 +60,7 @@ pub fn clean(raw: &[u8]) -> Option<Cow<'_, str>> {
         Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes),
         Cow::Owned(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
     };
-    if text.trim().is_empty() {
+    if text.trim().is_empty() || is_marker_only(&text) {
         return None;
     }
     if text.contains(".pnpm/")
@@ -69,6 +69,16 @@ pub fn clean(raw: &[u8]) -> Option<Cow<'_, str>> {
         return Some(Cow::Owned(short));
     }
     Some(text)
+}
+
+/// True for a line that only underlines the line above: Python 3.11+'s
+/// `^^^^^^` and `~~~~^^^^`, tsc's `~~~~~`. They cost context and say
+/// nothing the frame does not. A lone `^` is kept: it is a column pointer
+/// (a SyntaxError's, Node's throw site), and a marker line with text after
+/// it (`^^^ expected u32`) or inside a `|` code frame is not marker-only.
+fn is_marker_only(text: &str) -> bool {
+    let marks = text.trim();
+    marks.len() >= 2 && marks.bytes().all(|b| b == b'^' || b == b'~')
 }
 
 /// Removes CSI (`ESC [ ... final`), OSC (`ESC ] ... BEL|ESC \`), other ESC
@@ -211,6 +221,23 @@ mod tests {
             similarity_key("GET /a/7 200 in 9ms")
         );
         assert_ne!(similarity_key("GET /a 200"), similarity_key("GET /b 200"));
+    }
+
+    #[test]
+    fn marker_only_lines_drop_but_column_pointers_stay() {
+        assert!(clean(b"           ^^^^^^^^^^^").is_none());
+        assert!(clean(b"           ~~~~~~^^^^^^^^^^").is_none());
+        assert!(clean(b"\x1b[7m  \x1b[0m \x1b[91m    ~~~~~\x1b[0m").is_none());
+        assert_eq!(clean(b"               ^").unwrap(), "               ^");
+        assert_eq!(
+            clean(b"  |     ^^^ expected `u32`").unwrap(),
+            "  |     ^^^ expected `u32`"
+        );
+        assert_eq!(clean(b"    |  ^").unwrap(), "    |  ^");
+        assert_eq!(
+            clean(b"              ^^^^^^):").unwrap(),
+            "              ^^^^^^):"
+        );
     }
 
     #[test]
