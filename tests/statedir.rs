@@ -214,8 +214,9 @@ fn a_label_names_at_most_one_active_task() {
     assert_eq!(env.status("web")["id"], web.as_str());
     env.ok(&["stop", "web"]);
     assert_eq!(env.state(&web), "stopped");
-    // Once nothing holds it, the label names the newest task.
-    assert_eq!(env.status("web")["id"], other.as_str());
+    // Once nothing holds it, a new run claims it and the label names that one.
+    let next = env.start_with(&["--label", "web"], &["true"]);
+    assert_eq!(env.status("web")["id"], next.as_str());
 }
 
 #[test]
@@ -227,4 +228,29 @@ fn restart_of_a_running_task_replaces_it() {
     assert_eq!(env.state(&first), "stopped");
     poll_until(Duration::from_secs(5), || env.state(&second) == "running");
     assert_eq!(env.status("api")["id"], second.as_str());
+}
+
+#[test]
+fn a_label_still_resolves_when_its_indexed_task_is_gone_or_was_never_indexed() {
+    let env = Env::new();
+    let older = env.start_with(&["--label", "x"], &["true"]);
+    env.wait_done(&older);
+    let newer = env.start_with(&["--label", "x"], &["true"]);
+    env.wait_done(&newer);
+    assert_eq!(env.status("x")["id"], newer.as_str());
+    std::fs::remove_dir_all(env.task_dir(&newer)).unwrap();
+    assert_eq!(env.status("x")["id"], older.as_str(), "stale index: full scan");
+    // An earlier bgt kept no index and no marker: adoption builds the index.
+    for entry in std::fs::read_dir(env.home()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with('.') {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    assert_eq!(env.status("x")["id"], older.as_str());
+    assert_eq!(
+        std::fs::read_to_string(env.home().join(".label-x")).unwrap(),
+        older
+    );
+    assert_eq!(env.status(&older[2..6])["id"], older.as_str(), "prefix");
 }

@@ -3,7 +3,7 @@
 use crate::cli::StopArgs;
 use crate::lifecycle::stopping::stop_tasks;
 use crate::report::StopResult;
-use crate::store::{Store, Task, resolve_in};
+use crate::store::{Store, Task};
 use anyhow::Result;
 
 pub fn run(args: StopArgs) -> Result<i32> {
@@ -25,7 +25,7 @@ pub fn run(args: StopArgs) -> Result<i32> {
     } else {
         let mut found = Vec::new();
         for query in &args.tasks {
-            found.push(resolve_in(store.list()?, query)?);
+            found.push(store.resolve(query)?);
         }
         found
     };

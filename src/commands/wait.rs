@@ -2,7 +2,7 @@
 
 use crate::cli::WaitArgs;
 use crate::info::TaskInfo;
-use crate::store::{Store, Task, resolve_in};
+use crate::store::{Store, Task};
 use crate::waiting::{self, Condition, Outcome, TIMED_OUT};
 use anyhow::Result;
 use serde_json::json;
@@ -12,7 +12,7 @@ pub fn run(args: WaitArgs) -> Result<i32> {
     let store = Store::open_default()?;
     let mut tasks = Vec::new();
     for query in &args.tasks {
-        tasks.push(resolve_in(store.list()?, query)?);
+        tasks.push(store.resolve(query)?);
     }
     let condition = if let Some(re) = &args.for_line {
         Condition::line(re, args.stream.streams())?

@@ -169,13 +169,19 @@ pub fn start(store: &Store, spec: StartSpec) -> Result<Started> {
         }
         None => None,
     };
-    spawn_supervised(store, spec).map_err(|e| match crate::error::kind_of(&e) {
+    let label = spec.label.clone();
+    let started = spawn_supervised(store, spec).map_err(|e| match crate::error::kind_of(&e) {
         crate::error::ErrorKind::Runtime => crate::error::fail(
             crate::error::ErrorKind::StartFailed,
             crate::error::one_line(&e),
         ),
         _ => e,
-    })
+    })?;
+    if let Some(label) = label {
+        // Still under the label's lock: the index names the newest holder.
+        store.index_label(&label, &started.id)?;
+    }
+    Ok(started)
 }
 
 /// Creates the task and starts its supervisor; returns once the child runs,

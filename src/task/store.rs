@@ -41,7 +41,11 @@ const MARKER_TEXT: &str =
 /// Prefix of a task directory still being assembled by `bgt run`.
 pub const NEW_PREFIX: &str = ".new-";
 /// Prefix of the per-label lock files that serialise `run --label`.
-const LABEL_LOCK_PREFIX: &str = ".label-";
+const LABEL_LOCK_PREFIX: &str = ".label.lock-";
+/// Prefix of the per-label index files (the id of the task that last
+/// claimed the label). Labels never start with `.` or `-`, so the two
+/// prefixes cannot produce the same name.
+const LABEL_INDEX_PREFIX: &str = ".label-";
 
 /// The resolved, checked state directory, held open: every later operation
 /// is relative to this descriptor (see `dirfd.rs`).
@@ -233,6 +237,70 @@ impl Store {
     /// All tasks, oldest first; unreadable ones are included as broken.
     /// Only entries named like task ids are tasks: nothing else is listed.
     pub fn list(&self) -> Result<Vec<Task>> {
+        let mut tasks: Vec<Task> = self
+            .task_ids()?
+            .into_iter()
+            .map(|id| self.task(id))
+            .collect();
+        tasks.sort_by_key(|a| a.sort_key());
+        Ok(tasks)
+    }
+
+    /// Finds a task by exact id, label or unique id prefix.
+    ///
+    /// Costs do not grow with history: an id opens its directory directly,
+    /// a label reads its index file (`.label-L`, the task that last claimed
+    /// it), a prefix reads directory names only. The whole store is read
+    /// only when the index is stale (its task was removed) or the name
+    /// matches nothing.
+    pub fn resolve(&self, query: &str) -> Result<Task> {
+        if query.is_empty() {
+            return Err(usage("empty task name"));
+        }
+        if is_task_id(query) && self.root.exists(query) {
+            return Ok(self.task(query.to_string()));
+        }
+        if validate_name("label", query).is_ok() {
+            if let Some(task) = self.indexed_label(query) {
+                return Ok(task);
+            }
+            if !self.root.exists(&label_index(query)) {
+                // Not a label: a prefix, judged on names alone.
+                let prefixed = format!("t-{query}");
+                let found: Vec<Task> = self
+                    .task_ids()?
+                    .into_iter()
+                    .filter(|id| id.starts_with(query) || id.starts_with(&prefixed))
+                    .map(|id| self.task(id))
+                    .collect();
+                if !found.is_empty() {
+                    return resolve_in(found, query);
+                }
+            }
+        }
+        resolve_in(self.list()?, query)
+    }
+
+    /// The task a label's index names, if it still exists and holds the label.
+    fn indexed_label(&self, label: &str) -> Option<Task> {
+        let id = String::from_utf8(self.root.read(&label_index(label)).ok()?).ok()?;
+        let id = id.trim();
+        if !is_task_id(id) {
+            return None;
+        }
+        let task = self.task(id.to_string());
+        (task.label() == Some(label)).then_some(task)
+    }
+
+    /// Records that `id` now holds `label` (under the label's lock).
+    pub fn index_label(&self, label: &str, id: &str) -> Result<()> {
+        self.root
+            .write_atomic(&label_index(label), id.as_bytes(), false)
+            .map_err(|e| anyhow::anyhow!("cannot index label '{label}': {}", io_message(&e)))
+    }
+
+    /// Ids of every task directory, unsorted, without reading any record.
+    fn task_ids(&self) -> Result<Vec<String>> {
         let entries = self.root.entries().map_err(|e| {
             anyhow::anyhow!(
                 "cannot read state directory {}: {}",
@@ -240,33 +308,17 @@ impl Store {
                 io_message(&e)
             )
         })?;
-        let mut tasks: Vec<Task> = entries
+        Ok(entries
             .into_iter()
             .filter_map(|name| name.into_string().ok())
             .filter(|name| is_task_id(name))
-            .map(|name| self.task(name))
-            .collect();
-        tasks.sort_by_key(|a| a.sort_key());
-        Ok(tasks)
-    }
-
-    /// Finds a task by exact id, label or unique id prefix.
-    pub fn resolve(&self, query: &str) -> Result<Task> {
-        if query.is_empty() {
-            return Err(usage("empty task name"));
-        }
-        // An exact id opens its directory directly, no listing needed.
-        if is_task_id(query) && self.root.exists(query) {
-            return Ok(self.task(query.to_string()));
-        }
-        let tasks = self.list()?;
-        resolve_in(tasks, query)
+            .collect())
     }
 
     /// Serialises everything that decides which task a label names (`run
     /// --label`, `--replace`): held until the returned file is dropped.
     pub fn lock_label(&self, label: &str) -> Result<File> {
-        let name = format!("{LABEL_LOCK_PREFIX}{label}.lock");
+        let name = format!("{LABEL_LOCK_PREFIX}{label}");
         let file = self
             .root
             .open_file(&name, Access::CreateOrOpen)
@@ -284,6 +336,34 @@ impl Store {
             .filter(|t| t.label() == Some(label))
             .rfind(|t| t.phase().is_active()))
     }
+}
+
+/// Builds the label index for the tasks of an adopted directory (an earlier
+/// bgt kept none): each label names its active task, else its newest one.
+fn index_labels(dir: &DirFd) {
+    let Ok(dir) = dir.try_clone() else { return };
+    let store = Store {
+        root: Arc::new(dir),
+    };
+    let Ok(tasks) = store.list() else { return };
+    let mut best: std::collections::BTreeMap<String, (bool, usize)> = Default::default();
+    for (i, task) in tasks.iter().enumerate() {
+        if let Some(label) = task.label() {
+            let active = task.phase().is_active();
+            let entry = best.entry(label.to_string()).or_insert((active, i));
+            if active || !entry.0 {
+                *entry = (active, i);
+            }
+        }
+    }
+    for (label, (_, i)) in best {
+        let _ = store.index_label(&label, &tasks[i].id);
+    }
+}
+
+/// The label index file of `label`: the id of the task that last claimed it.
+fn label_index(label: &str) -> String {
+    format!("{LABEL_INDEX_PREFIX}{label}")
 }
 
 /// Accepts `dir` as a state directory or refuses it (see [`Store::open`]).
@@ -308,6 +388,7 @@ fn adopt(dir: &DirFd) -> Result<()> {
                     .is_ok_and(|s| s.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR))
                 || name.starts_with(NEW_PREFIX)
                 || name.starts_with(LABEL_LOCK_PREFIX)
+                || name.starts_with(LABEL_INDEX_PREFIX)
                 // another bgt marking it right now (`.bgt` and its temp file)
                 || name.starts_with(MARKER)
                 || name.starts_with(&format!(".{MARKER}"))
@@ -319,6 +400,7 @@ fn adopt(dir: &DirFd) -> Result<()> {
             dir.path().display()
         );
     }
+    index_labels(dir);
     // Marking needs a writable directory; a read-only one is still read.
     if let Err(e) = dir.write_atomic(MARKER, MARKER_TEXT.as_bytes(), true)
         && !matches!(
