@@ -41,6 +41,8 @@ use clap::Parser;
 /// Runs bgt with the given arguments; returns the exit code. Errors are
 /// printed as one line, `bgt: <message>`.
 pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
+    // Private files whatever the caller's umask; the child gets it back.
+    process::restrict_umask();
     if args.get(1).is_some_and(|a| a == supervisor::SUBCOMMAND) {
         return match args.get(2) {
             Some(dir) => supervisor::main(std::path::Path::new(dir)),

@@ -2,7 +2,11 @@
 //! its supervisor (and by `bgt stop` for a task whose supervisor is gone).
 //!
 //! Writes are atomic (temp file, fsync, rename), so a reader sees either the
-//! old or the new record, never half of one. The state is an enum whose
+//! old or the new record, never half of one. The final record must not need
+//! free disk space (a task that fills the disk would otherwise end `lost`):
+//! the supervisor reserves a spare file when the task starts, and when the
+//! normal write fails the final record is written into that file's already
+//! allocated blocks and renamed over `meta.json` (see `store_final`). The state is an enum whose
 //! variants carry their own data, so a finished task without an exit status
 //! cannot be represented.
 
@@ -14,6 +18,9 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+/// The spare record file, next to `meta.json` (hidden: readers never list it).
+pub const SPARE: &str = ".meta.json.spare";
 
 /// Version of the `meta.json` layout; bumped on incompatible changes.
 pub const SCHEMA: u32 = 1;
@@ -101,11 +108,25 @@ pub struct TaskMeta {
     pub started: Option<DateTime<Utc>>,
     pub ended: Option<DateTime<Utc>>,
     pub supervisor_pid: Option<u32>,
+    /// Kernel start time of the supervisor (clock ticks since boot, Linux).
+    /// Every process of the task started at or after it, which is what makes
+    /// a lost task's leftovers identifiable despite pid reuse (see
+    /// `process::TaskMark`).
+    #[serde(default)]
+    pub supervisor_start: Option<u64>,
+    /// The task's session id: the supervisor calls setsid, so it equals
+    /// `supervisor_pid`; every task process stays in it unless it calls setsid.
+    #[serde(default)]
+    pub sid: Option<u32>,
     pub pid: Option<u32>,
     pub pgid: Option<u32>,
     /// Kernel start time of `pid` (clock ticks since boot, Linux): proves a
     /// live pid is still our child and not a reused number.
     pub pid_start: Option<u64>,
+    /// The umask of the `bgt run` caller, given back to the child (bgt itself
+    /// runs with 077 so its own files are private whatever the caller's).
+    #[serde(default)]
+    pub umask: Option<u32>,
     #[serde(flatten)]
     pub state: State,
     /// How the main process ended, once it has.
@@ -139,6 +160,71 @@ impl TaskMeta {
         let json = serde_json::to_vec_pretty(self)?;
         write_atomic(path, &json, self.state.is_final())
     }
+
+    /// Allocates the spare record file next to `path`, big enough for this
+    /// record's final form twice over (the final one adds only a few fields).
+    pub fn reserve_spare(&self, path: &Path) -> Result<()> {
+        let spare = spare_path(path)?;
+        let size = (serde_json::to_vec_pretty(self)?.len() * 2 + 4096).next_multiple_of(4096);
+        let result = (|| -> std::io::Result<()> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&spare)?;
+            // Real zeros, not a hole or a bare set_len: the blocks must exist
+            // (tmpfs allocates pages only when written).
+            file.write_all(&vec![0u8; size])
+        })();
+        result.map_err(|e| {
+            let _ = fs::remove_file(&spare);
+            anyhow::anyhow!(
+                "cannot reserve space for the task record: {}",
+                crate::error::io_message(&e)
+            )
+        })
+    }
+
+    /// Writes a final record. When the normal atomic write fails (a full
+    /// disk), the spare's blocks are overwritten in place, cut to size,
+    /// fsync'd and renamed over `path`: still atomic for readers, and no
+    /// new block is needed. The spare is gone afterwards either way.
+    pub fn store_final(&self, path: &Path) -> Result<()> {
+        let spare = spare_path(path)?;
+        let err = match self.store(path) {
+            Ok(()) => {
+                let _ = fs::remove_file(&spare);
+                return Ok(());
+            }
+            Err(err) => err,
+        };
+        let json = serde_json::to_vec_pretty(self)?;
+        let reused = (|| -> std::io::Result<bool> {
+            use std::os::unix::fs::FileExt;
+            let file = OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&spare)?;
+            if file.metadata()?.len() < json.len() as u64 {
+                return Ok(false);
+            }
+            file.write_all_at(&json, 0)?;
+            file.set_len(json.len() as u64)?;
+            file.sync_all()?;
+            fs::rename(&spare, path)?;
+            Ok(true)
+        })();
+        match reused {
+            Ok(true) => Ok(()),
+            _ => Err(err),
+        }
+    }
+}
+
+fn spare_path(path: &Path) -> Result<PathBuf> {
+    Ok(path.parent().context("path has no parent")?.join(SPARE))
 }
 
 /// Writes `data` to `path` so readers see the old or the new content, never a mix:

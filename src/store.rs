@@ -405,6 +405,11 @@ impl Task {
     pub fn phase(&self) -> Phase {
         let meta = match &self.meta {
             Ok(meta) => meta,
+            // A held lock means the supervisor lives whatever the record
+            // says (e.g. rewritten by a newer bgt): say so.
+            Err(reason) if self.is_locked() => {
+                return Phase::Broken(format!("{reason}; its supervisor still runs"));
+            }
             Err(reason) => return Phase::Broken(reason.clone()),
         };
         if meta.state.is_final() {

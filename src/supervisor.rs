@@ -2,25 +2,41 @@
 //! `bgt __supervise <task-dir>`, a fresh single-threaded process (so starting
 //! tasks is safe even from the multi-threaded MCP server).
 //!
-//! It detaches (new session, every inherited fd closed, stdin/stdout on
-//! /dev/null), keeps the task's lock (handed over as fd 0) for its whole
-//! life, spawns the child in its own process group with stdout/stderr opened
-//! straight onto the log files, reports "ok" or the start error to `bgt run`
-//! over a pipe (fd 1), then waits. On Linux it is a child subreaper, so it
-//! also reaps every descendant that outlives the main process, and it ends
-//! only when the last one is gone. `--timeout`, `bgt stop` (a `stop` request
-//! file plus SIGTERM) and a plain SIGTERM all end the whole tree: the
-//! requested signal, then SIGKILL after the grace period.
+//! It blocks every signal first and reads them from a signalfd, so nothing
+//! the task sends it (`kill -USR1 $PPID`, a stray SIGPIPE, ...) can end it;
+//! the child still starts with an empty mask and default dispositions (std
+//! resets the mask on spawn; `sys::reset_signal_dispositions` clears any
+//! ignored ones). It detaches (new session, every inherited fd closed,
+//! stdin/stdout on /dev/null), keeps the task's lock (handed over as fd 0)
+//! for its whole life, reserves a spare record file (see `meta.rs`), spawns
+//! the child in its own process group with the caller's umask, the
+//! `BGT_TASK_ID` marker and stdout/stderr opened straight onto the log
+//! files, reports [`REPORT_OK`] or [`REPORT_ERR`] to `bgt run` over a pipe
+//! (fd 1), then waits. On Linux it is a child subreaper, so it also reaps
+//! every descendant that outlives the main process, and it ends (writing the
+//! final record) only when the last one is gone.
+//!
+//! Ending the tree: `--timeout`, a [`StopRequest`] from `bgt stop` (carried
+//! in the signal itself by sigqueue, so stopping needs no disk space), or a
+//! plain SIGTERM/SIGINT from outside the task (kept: `kill <supervisor>`
+//! stops the task). A SIGTERM/SIGINT sent by one of the task's own processes
+//! is ignored: a child cannot fake a stop. Each ends with the requested
+//! signal, then SIGKILL after the grace period, repeated until every process
+//! is gone; one that cannot be killed (EPERM) keeps the task running.
+//!
+//! Known limit: a task process that sends SIGTERM and is reaped by its own
+//! parent before the supervisor reads the signal can no longer be told from
+//! an outside sender, and is honoured as a stop.
 
 use crate::meta::{Exit, State, TaskMeta};
 use crate::process;
-use crate::store::{META, STOP};
+use crate::store::META;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -36,21 +52,60 @@ pub const SUBCOMMAND: &str = "__supervise";
 /// Grace period before SIGKILL when the supervisor ends a task on its own (timeout).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
-/// How `bgt stop` asks the supervisor to end the task: written to the task's
-/// `stop` file before the supervisor is sent SIGTERM.
-#[derive(Serialize, Deserialize, Debug, Clone)]
+/// The start handshake, one line from the supervisor to `bgt run`:
+/// `ok <child pid>` once the child runs and is recorded...
+pub const REPORT_OK: &str = "ok";
+/// ...or `err <message>` when it could not start (the task is removed).
+pub const REPORT_ERR: &str = "err";
+
+/// How `bgt stop` asks the supervisor to end the task. It travels as the
+/// value of a sigqueue'd SIGTERM: 16 bits of tag, 8 of signal number, 40 of
+/// grace in milliseconds (capped at about 34 years).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StopRequest {
-    pub signal: String,
-    pub grace_ms: u64,
+    pub signal: Signal,
+    pub grace: Duration,
 }
 
-/// Signals the supervisor handles itself (SIGHUP only to ignore it).
-const WATCHED: [Signal; 4] = [
-    Signal::SIGCHLD,
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-];
+const REQUEST_TAG: u64 = 0xb67e;
+const GRACE_BITS: u64 = (1 << 40) - 1;
+
+impl StopRequest {
+    /// The request as a signal value.
+    pub fn encode(&self) -> u64 {
+        let grace = (self.grace.as_millis() as u64).min(GRACE_BITS);
+        (REQUEST_TAG << 48) | ((self.signal as u64 & 0xff) << 40) | grace
+    }
+
+    /// The request a signal value carries, if it is one.
+    pub fn decode(value: u64) -> Option<StopRequest> {
+        if value >> 48 != REQUEST_TAG {
+            return None;
+        }
+        Some(StopRequest {
+            signal: Signal::try_from(((value >> 40) & 0xff) as i32).ok()?,
+            grace: Duration::from_millis(value & GRACE_BITS),
+        })
+    }
+
+    /// Delivers the request to a live supervisor. Allocates nothing on disk
+    /// on Linux; elsewhere (no signalfd) a `stop` file carries it.
+    pub fn send(&self, dir: &Path, supervisor: u32) -> Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            let _ = dir;
+            crate::sys::sigqueue(supervisor, Signal::SIGTERM, self.encode())
+                .map_err(|e| anyhow::anyhow!("cannot signal the supervisor: {e}"))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let path = dir.join(crate::store::STOP);
+            crate::meta::write_atomic(&path, self.encode().to_string().as_bytes(), false)?;
+            let _ = nix::sys::signal::kill(Pid::from_raw(supervisor as i32), Signal::SIGTERM);
+            Ok(())
+        }
+    }
+}
 
 /// Why the supervisor is ending the tree.
 #[derive(Clone, Copy, PartialEq)]
@@ -61,8 +116,15 @@ enum Ending {
 
 /// Entry point of `bgt __supervise <dir>`; returns the process exit code.
 pub fn main(dir: &Path) -> i32 {
-    // Detach first: own session (no controlling terminal, no SIGHUP from
-    // the caller's), and none of the caller's descriptors kept open.
+    // Before anything else: no signal may end us (they are read from a
+    // signalfd in `watch`). Blocked, not ignored: an ignored disposition
+    // would be inherited by the child across exec; a blocked mask is not
+    // (std's spawn resets it).
+    let _ = SigSet::all().thread_block();
+    crate::sys::reset_signal_dispositions();
+    // Detach: own session (no controlling terminal, no SIGHUP from the
+    // caller's; its id names the task's processes once we are gone), and
+    // none of the caller's descriptors kept open.
     let _ = nix::unistd::setsid();
     crate::sys::close_inherited_fds();
     // Do not keep the caller's directory busy (an unmount would fail); the
@@ -88,7 +150,8 @@ pub fn main(dir: &Path) -> i32 {
             // tell `bgt run`, which prints the error and exits 1.
             let _ = std::fs::remove_dir_all(dir);
             if let Some(mut report) = report {
-                let _ = writeln!(report, "err {}", format!("{err:#}").replace('\n', " "));
+                let message = format!("{err:#}").replace('\n', " ");
+                let _ = writeln!(report, "{REPORT_ERR} {message}");
             }
             1
         }
@@ -101,6 +164,8 @@ fn supervise(dir: &Path, report: &mut Option<File>) -> Result<()> {
 
     #[cfg(target_os = "linux")]
     let _ = nix::sys::prctl::set_child_subreaper(true);
+    // Now, while nothing runs yet: the final record must not need free space.
+    meta.reserve_spare(&meta_path)?;
 
     let open_log = |path: &Path| {
         OpenOptions::new()
@@ -115,40 +180,43 @@ fn supervise(dir: &Path, report: &mut Option<File>) -> Result<()> {
         .args(&meta.command.argv[1..])
         .current_dir(&meta.cwd)
         .envs(&meta.env)
-        .env("BGT_TASK_ID", &meta.id)
+        .env(process::TASK_ID_VAR, &meta.id)
         .stdin(Stdio::null())
         .stdout(open_log(&meta.stdout_log)?)
         .stderr(open_log(&meta.stderr_log)?)
         .process_group(0);
-    let child = command.spawn().map_err(|e| {
+    // The child gets the caller's umask; ours stays 077 (single-threaded, so
+    // swapping it around the spawn is safe).
+    let ours = meta.umask.map(process::set_umask);
+    let spawned = command.spawn();
+    if let Some(ours) = ours {
+        process::set_umask(ours);
+    }
+    let child = spawned.map_err(|e| {
         anyhow::anyhow!("cannot start '{program}': {}", crate::error::io_message(&e))
     })?;
     drop(command); // closes our copies of the log descriptors
 
-    // From here on signals arrive through a signalfd (Linux), so they are
-    // blocked. Only now: a blocked mask would be inherited by the child. A
-    // SIGCHLD lost before this point does not matter (we reap by polling
-    // waitpid before every sleep). SIGHUP stays blocked: ignored.
-    let mut mask = SigSet::empty();
-    for sig in WATCHED {
-        mask.add(sig);
-    }
-    mask.thread_block().context("cannot block signals")?;
-
+    let me = std::process::id();
     let pid = child.id();
     meta.state = State::Running;
     meta.started = Some(Utc::now());
-    meta.supervisor_pid = Some(std::process::id());
+    meta.supervisor_pid = Some(me);
+    meta.supervisor_start = process::start_ticks(me);
+    meta.sid = nix::unistd::getsid(None)
+        .ok()
+        .map(|sid| sid.as_raw() as u32);
     meta.pid = Some(pid);
     meta.pgid = Some(pid);
     meta.pid_start = process::start_ticks(pid);
     if let Err(err) = meta.store(&meta_path) {
-        process::signal_tree(std::process::id(), Some(pid), Signal::SIGKILL);
+        process::signal_tree(me, Some(pid), Signal::SIGKILL);
         let _ = waitpid(Pid::from_raw(pid as i32), None);
         return Err(err);
     }
     if let Some(mut pipe) = report.take() {
-        let _ = writeln!(pipe, "ok {pid}"); // and closing the pipe lets `bgt run` return
+        // And closing the pipe lets `bgt run` return.
+        let _ = writeln!(pipe, "{REPORT_OK} {pid}");
     }
 
     let ending = watch(dir, &mut meta, &meta_path, pid);
@@ -160,7 +228,7 @@ fn supervise(dir: &Path, report: &mut Option<File>) -> Result<()> {
     };
     meta.ended = Some(Utc::now());
     // Nobody is left to report to; a failed final write shows as `lost`.
-    let _ = meta.store(&meta_path);
+    let _ = meta.store_final(&meta_path);
     Ok(())
 }
 
@@ -174,10 +242,15 @@ fn watch(dir: &Path, meta: &mut TaskMeta, meta_path: &Path, pid: u32) -> Option<
         .map(|ms| Instant::now() + Duration::from_millis(ms));
     let mut ending: Option<Ending> = None;
     let mut kill_at: Option<Instant> = None;
-    let mut wakeup = Wakeup::new();
+    let mut signals = Signals::new(dir);
+    let mut reaped = HashSet::new();
 
     loop {
-        let (main_exit, children_left) = reap(pid);
+        // Signals first, reaping second: a task process that signalled us
+        // and exited is then still visible (a zombie, or in `reaped`).
+        let request = signals.drain(me, &reaped);
+        reaped.clear();
+        let (main_exit, children_left) = reap(pid, &mut reaped);
         if let Some(exit) = main_exit {
             meta.exit = Some(exit);
             if children_left {
@@ -197,9 +270,8 @@ fn watch(dir: &Path, meta: &mut TaskMeta, meta_path: &Path, pid: u32) -> Option<
                 kill_at = Some(now + grace);
             }
         };
-        if wakeup.terminate_requested || dir.join(STOP).exists() {
-            let request = read_stop_request(dir);
-            begin(Ending::Stop, request.0, request.1);
+        if let Some(request) = request {
+            begin(Ending::Stop, request.signal, request.grace);
         }
         if timeout_at.is_some_and(|at| now >= at) {
             begin(Ending::Timeout, Signal::SIGTERM, DEFAULT_GRACE);
@@ -208,22 +280,29 @@ fn watch(dir: &Path, meta: &mut TaskMeta, meta_path: &Path, pid: u32) -> Option<
         if let Some(at) = kill_at {
             if now >= at {
                 // Past the grace period: SIGKILL, and again every half second
-                // for anything that was forked in the meantime.
+                // for anything forked in the meantime (or that we may not
+                // kill: it keeps the task running, never falsely ended).
                 process::signal_tree(me, pgid, Signal::SIGKILL);
                 kill_at = Some(now + Duration::from_millis(500));
             }
             next = kill_at;
         }
-        wakeup.wait(next.map(|at| at.saturating_duration_since(Instant::now())));
+        signals.wait(next.map(|at| at.saturating_duration_since(Instant::now())));
     }
 }
 
-/// Reaps every exited child without blocking. Returns the main process's
-/// exit (if it was among them) and whether any child is left.
-fn reap(main: u32) -> (Option<Exit>, bool) {
+/// Reaps every exited child without blocking, noting their pids. Returns
+/// the main process's exit (if it was among them) and whether any child is left.
+fn reap(main: u32, reaped: &mut HashSet<i32>) -> (Option<Exit>, bool) {
     let mut main_exit = None;
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        let status = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG));
+        if let Ok(status) = &status
+            && let Some(p) = status.pid()
+        {
+            reaped.insert(p.as_raw());
+        }
+        match status {
             Ok(WaitStatus::Exited(p, code)) if p.as_raw() == main as i32 => {
                 main_exit = Some(Exit::Code(code))
             }
@@ -238,49 +317,73 @@ fn reap(main: u32) -> (Option<Exit>, bool) {
     }
 }
 
-/// The stop request's signal and grace, or SIGTERM and the default grace.
-fn read_stop_request(dir: &Path) -> (Signal, Duration) {
-    std::fs::read(dir.join(STOP))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<StopRequest>(&bytes).ok())
-        .map(|r| {
-            (
-                process::parse_signal(&r.signal).unwrap_or(Signal::SIGTERM),
-                Duration::from_millis(r.grace_ms),
-            )
-        })
-        .unwrap_or((Signal::SIGTERM, DEFAULT_GRACE))
-}
-
-/// Sleeps until a signal arrives or the timeout passes.
-struct Wakeup {
+/// The supervisor's signals: all blocked, read from a signalfd (Linux), or
+/// short naps and a `stop` file elsewhere.
+struct Signals {
     #[cfg(target_os = "linux")]
     fd: Option<nix::sys::signalfd::SignalFd>,
-    terminate_requested: bool,
+    #[cfg(not(target_os = "linux"))]
+    dir: std::path::PathBuf,
 }
 
-impl Wakeup {
-    fn new() -> Wakeup {
+impl Signals {
+    fn new(dir: &Path) -> Signals {
         #[cfg(target_os = "linux")]
         {
             use nix::sys::signalfd::{SfdFlags, SignalFd};
-            let mut mask = SigSet::empty();
-            for sig in WATCHED {
-                mask.add(sig);
-            }
-            let fd =
-                SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok();
-            Wakeup {
-                fd,
-                terminate_requested: false,
-            }
+            let _ = dir;
+            let fd = SignalFd::with_flags(
+                &SigSet::all(),
+                SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+            )
+            .ok();
+            Signals { fd }
         }
         #[cfg(not(target_os = "linux"))]
-        Wakeup {
-            terminate_requested: false,
+        Signals {
+            dir: dir.to_path_buf(),
         }
     }
 
+    /// Reads every pending signal; returns the stop request among them, if
+    /// any. SIGCHLD only wakes us to reap; anything but TERM and INT is
+    /// ignored; TERM or INT from a task process (`reaped` holds children
+    /// reaped since the last drain) is ignored too.
+    #[cfg(target_os = "linux")]
+    fn drain(&mut self, me: u32, reaped: &HashSet<i32>) -> Option<StopRequest> {
+        let fd = self.fd.as_ref()?;
+        let mut request = None;
+        while let Ok(Some(info)) = fd.read_signal() {
+            let Ok(Signal::SIGTERM | Signal::SIGINT) = Signal::try_from(info.ssi_signo as i32)
+            else {
+                continue;
+            };
+            if info.ssi_code == nix::libc::SI_QUEUE
+                && let Some(asked) = StopRequest::decode(info.ssi_ptr)
+            {
+                // From `bgt stop` (wherever it runs, even inside the task).
+                request = Some(asked);
+                continue;
+            }
+            let sender = info.ssi_pid as i32;
+            if sender > 0 && (reaped.contains(&sender) || process::is_task_process(sender, me)) {
+                continue;
+            }
+            request.get_or_insert(StopRequest {
+                signal: Signal::SIGTERM,
+                grace: DEFAULT_GRACE,
+            });
+        }
+        request
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn drain(&mut self, _me: u32, _reaped: &HashSet<i32>) -> Option<StopRequest> {
+        let text = std::fs::read_to_string(self.dir.join(crate::store::STOP)).ok()?;
+        StopRequest::decode(text.trim().parse().ok()?)
+    }
+
+    /// Sleeps until a signal arrives or the timeout passes.
     #[cfg(target_os = "linux")]
     fn wait(&mut self, timeout: Option<Duration>) {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -299,20 +402,27 @@ impl Wakeup {
         };
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
         let _ = poll(&mut fds, timeout);
-        while let Ok(Some(info)) = fd.read_signal() {
-            if matches!(
-                Signal::try_from(info.ssi_signo as i32),
-                Ok(Signal::SIGTERM | Signal::SIGINT)
-            ) {
-                self.terminate_requested = true;
-            }
-        }
     }
 
     #[cfg(not(target_os = "linux"))]
     fn wait(&mut self, timeout: Option<Duration>) {
-        // Without signalfd: short naps; stop requests are seen via the stop file.
         let nap = Duration::from_millis(50);
         std::thread::sleep(timeout.map_or(nap, |t| t.min(nap)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_requests_round_trip_through_a_signal_value() {
+        let request = StopRequest {
+            signal: Signal::SIGINT,
+            grace: Duration::from_millis(1500),
+        };
+        assert_eq!(StopRequest::decode(request.encode()), Some(request));
+        assert_eq!(StopRequest::decode(0), None);
+        assert_eq!(StopRequest::decode(42), None);
     }
 }

@@ -58,7 +58,7 @@ pub fn run(args: StopArgs) -> Result<i32> {
             Ok(StopOutcome::KilledOrphan) => (
                 "stopped",
                 format!(
-                    "{} stopped (its supervisor was gone; killed the orphaned process group)",
+                    "{} stopped (its supervisor was gone; killed its orphaned processes)",
                     task.id
                 ),
             ),
