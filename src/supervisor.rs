@@ -4,9 +4,8 @@
 //!
 //! It blocks every signal first and reads them from a signalfd, so nothing
 //! the task sends it (`kill -USR1 $PPID`, a stray SIGPIPE, ...) can end it;
-//! the child still starts with an empty mask and default dispositions (std
-//! resets the mask on spawn; `sys::reset_signal_dispositions` clears any
-//! ignored ones). It detaches (new session, every inherited fd closed,
+//! the child still starts with an empty mask and default dispositions
+//! (`sys::unblock_signals_in_child`, `sys::reset_signal_dispositions`). It detaches (new session, every inherited fd closed,
 //! stdin/stdout on /dev/null), keeps the task's lock (handed over as fd 0)
 //! for its whole life, reserves a spare record file (see `meta.rs`), spawns
 //! the child in its own process group with the caller's umask, the
@@ -118,8 +117,8 @@ enum Ending {
 pub fn main(dir: &Path) -> i32 {
     // Before anything else: no signal may end us (they are read from a
     // signalfd in `watch`). Blocked, not ignored: an ignored disposition
-    // would be inherited by the child across exec; a blocked mask is not
-    // (std's spawn resets it).
+    // would be inherited by the child across exec; the mask is emptied
+    // between fork and exec.
     let _ = SigSet::all().thread_block();
     crate::sys::reset_signal_dispositions();
     // Detach: own session (no controlling terminal, no SIGHUP from the
@@ -185,6 +184,7 @@ fn supervise(dir: &Path, report: &mut Option<File>) -> Result<()> {
         .stdout(open_log(&meta.stdout_log)?)
         .stderr(open_log(&meta.stderr_log)?)
         .process_group(0);
+    crate::sys::unblock_signals_in_child(&mut command);
     // The child gets the caller's umask; ours stays 077 (single-threaded, so
     // swapping it around the spawn is safe).
     let ours = meta.umask.map(process::set_umask);

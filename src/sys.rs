@@ -69,18 +69,74 @@ pub fn sigqueue(pid: u32, sig: nix::sys::signal::Signal, value: u64) -> std::io:
 /// Call it only with every signal blocked, or a default action could fire.
 pub fn reset_signal_dispositions() {
     use nix::libc;
-    #[cfg(target_os = "linux")]
-    let last = libc::SIGRTMAX();
-    #[cfg(not(target_os = "linux"))]
-    let last = 31;
-    for sig in 1..=last {
+    for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: SIG_DFL installs no handler, so no Rust code can run in
-        // signal context; failures (signals reserved by libc) are harmless.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-        }
+        set_default_action(sig);
+    }
+}
+
+/// The raw system call: glibc refuses to touch its two internal real-time
+/// signals (32 and 33), yet its posix_spawn leaves them ignored in the
+/// process it starts (that is how `bgt run` starts us), and ignored they
+/// would stay in the child.
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+fn set_default_action(sig: i32) {
+    /// The kernel's `struct sigaction` on these architectures.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let action = KernelSigaction {
+        handler: nix::libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: the struct matches the kernel's layout for these
+    // architectures; SIG_DFL installs no handler; the kernel only reads it.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_rt_sigaction,
+            sig,
+            &action as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            8usize,
+        );
+    }
+}
+
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+fn set_default_action(sig: i32) {
+    // SAFETY: SIG_DFL installs no handler; errors (reserved or out-of-range
+    // signals) are harmless.
+    unsafe {
+        nix::libc::signal(sig, nix::libc::SIG_DFL);
+    }
+}
+
+/// Makes `command`'s child start with no signal blocked. The supervisor
+/// blocks every signal, and a blocked mask survives fork and exec; std's
+/// spawn does not reset it (checked: the child's SigBlk was all ones).
+pub fn unblock_signals_in_child(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs between fork and exec; pthread_sigmask is
+    // async-signal-safe and touches no memory shared with the parent.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::signal::SigSet::empty()
+                .thread_set_mask()
+                .map_err(std::io::Error::from)
+        });
     }
 }
