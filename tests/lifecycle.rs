@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 /// SIGKILLs the given pids when dropped (for processes the `Env` guard
-/// cannot stop: a broken record, another user's state directory).
+/// cannot stop: a broken record, another state directory).
 struct KillOnDrop(Vec<i32>);
 
 impl Drop for KillOnDrop {
@@ -21,9 +21,20 @@ impl Drop for KillOnDrop {
             if alive(*pid) {
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
-                    .status();
+                    .output();
             }
         }
+    }
+}
+
+/// SIGKILLs, when dropped, every process of the tasks of a state directory
+/// the `Env` guard does not know (found by their marker, see `marked_processes`).
+struct KillTasksOnDrop(PathBuf);
+
+impl Drop for KillTasksOnDrop {
+    fn drop(&mut self) {
+        let pids = marked_processes(&self.0).into_iter().map(|(pid, _)| pid);
+        drop(KillOnDrop(pids.collect()));
     }
 }
 
@@ -176,6 +187,7 @@ fn stop_and_final_records_need_no_free_disk_space() {
     };
     let env = Env::new();
     let state = fs.path().join("state");
+    let _guard = KillTasksOnDrop(state.clone());
     let flag = env.work().join("go");
     let start = |script: &str| {
         succeeded("run", bgt_at(&state, &["run", "--", script]))
@@ -195,7 +207,6 @@ fn stop_and_final_records_need_no_free_disk_space() {
         .unwrap()
     };
     let spammer_child = status(&spammer)["pid"].as_i64().unwrap() as i32;
-    let _guard = KillOnDrop(vec![spammer_child]);
     poll_until(Duration::from_secs(10), || {
         let free = Command::new("stat")
             .args(["-f", "-c", "%a"])
@@ -378,6 +389,7 @@ fn stop_does_not_claim_success_while_a_process_it_may_not_kill_survives() {
             .output()
             .unwrap()
     };
+    let _tasks = KillTasksOnDrop(home.clone());
     let pidfile = work.join("pid");
     let script = format!(
         "echo $$ > {}; exec {} --reuid={other} --regid={other} --clear-groups sleep 300",
