@@ -11,6 +11,9 @@
 //! it reaps (and can kill) every descendant; it ends when the last one is
 //! gone, writing the final state to `meta.json` atomically.
 //!
+//! bgt runs with umask 077 (its files are private whatever the caller's);
+//! the child gets the caller's umask back.
+//!
 //! Liveness is the lock, never a pid: a reader that can take the lock knows
 //! the supervisor is gone; if the record is not final then, the task is
 //! `lost`. Every other command only reads and writes files under the state

@@ -6,7 +6,8 @@
 //!     meta.json              the record (see meta.rs), replaced atomically
 //!     lock                   flock'd by the supervisor for its whole life
 //!     stdout.log stderr.log  the child's fds 1 and 2, written directly
-//!     stop                   a stop request (signal, grace) for the supervisor
+//!     .meta.json.spare       space reserved for the final record (meta.rs)
+//!     stop                   a stop request, only where there is no signalfd
 //!     index.json, read.lock  line-count index and its lock (logread.rs)
 //!     cursors/<name>.json    persisted `--since` positions
 //! ```
