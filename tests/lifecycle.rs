@@ -207,17 +207,27 @@ fn stop_and_final_records_need_no_free_disk_space() {
         .unwrap()
     };
     let spammer_child = status(&spammer)["pid"].as_i64().unwrap() as i32;
-    poll_until(Duration::from_secs(10), || {
-        let free = Command::new("stat")
+    let free_blocks = || {
+        let out = Command::new("stat")
             .args(["-f", "-c", "%a"])
             .arg(fs.path())
             .output()
             .unwrap();
-        String::from_utf8_lossy(&free.stdout).trim() == "0"
-    });
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while free_blocks() != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the disk never filled: {} blocks free, spammer {}",
+            free_blocks(),
+            status(&spammer)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     std::fs::write(&flag, "").unwrap();
-    poll_until(Duration::from_secs(10), || {
+    poll_until(Duration::from_secs(20), || {
         status(&ends)["state"] != "running"
     });
     let done = status(&ends);
