@@ -149,7 +149,7 @@ pub fn start(store: &Store, spec: StartSpec) -> Result<Started> {
     // The held lock becomes the supervisor's stdin: the same open file
     // description, so the lock is never released between us and it.
     // The supervisor carries the task's marker too, so a child it forked
-    // but has not exec'd yet is marked (see `run_without_report`).
+    // but has not exec'd yet is marked (used below when the supervisor dies).
     let spawned = Command::new(exe)
         .arg(supervisor::SUBCOMMAND)
         .arg(&task.dir)
