@@ -1,21 +1,42 @@
 #!/usr/bin/env bash
 # Stress: TASKS tasks started in parallel while READS readers (status and
 # incremental output) run interleaved. Prints failure counts (all must be 0)
-# and the wall time.
+# and the wall time. Then chaos: CHAOS tasks started while a killer sends
+# SIGKILL to random supervisors; counts untracked processes (a process with
+# a BGT_TASK_ID marker whose task `run` did not report, is gone, or is
+# neither running nor lost — a lost task's processes are still found and
+# stopped by `bgt stop`) and processes left after stopping everything. Both
+# must be 0.
 #
-#   scripts/stress.sh                 # 500 tasks, 1000 reads, 8 at a time
-#   TASKS=2000 READS=4000 JOBS=16 scripts/stress.sh
+#   scripts/stress.sh                 # 500 tasks, 1000 reads, 8 at a time, 200 chaos tasks
+#   TASKS=2000 READS=4000 JOBS=16 CHAOS=1000 scripts/stress.sh
+#   BGT=target/debug/bgt TASKS=50 READS=100 scripts/stress.sh   # no release build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASKS=${TASKS:-500}
 READS=${READS:-1000}
 JOBS=${JOBS:-8}
+CHAOS=${CHAOS:-200}
 
-cargo build --release --quiet
-export BGT=$PWD/target/release/bgt
+# BGT=path/to/bgt uses that binary instead of building a release one.
+if [ -z "${BGT:-}" ]; then
+    cargo build --release --quiet
+    BGT=$PWD/target/release/bgt
+fi
+export BGT
 export BGT_HOME=$(mktemp -d)
+CHAOS_HOME=$(mktemp -d)
 work=$(mktemp -d)
-trap '"$BGT" stop --all --grace 1s >/dev/null 2>&1; rm -rf "$BGT_HOME" "$work"' EXIT
+# Stops what is left (lost tasks' processes included) in a state directory.
+stop_everything() {
+    local lost
+    BGT_HOME=$1 "$BGT" stop --all --grace 1s >/dev/null 2>&1 || true
+    lost=$(BGT_HOME=$1 "$BGT" status --json 2>/dev/null | python3 -c '
+import json, sys
+print(" ".join(t["id"] for t in json.load(sys.stdin)["tasks"] if t["state"] == "lost"))' || true)
+    [ -z "$lost" ] || BGT_HOME=$1 "$BGT" stop $lost --grace 1s >/dev/null 2>&1 || true
+}
+trap 'stop_everything "$BGT_HOME"; stop_everything "$CHAOS_HOME"; rm -rf "$BGT_HOME" "$CHAOS_HOME" "$work"' EXIT
 
 # One job: start a task, or read (status, incremental output, filtered tail).
 cat >"$work/job.sh" <<'JOB'
@@ -54,6 +75,7 @@ for id in $(cat "$work/ids"); do "$BGT" wait "$id" >/dev/null 2>&1 || true; done
 end=$(date +%s.%N)
 
 "$BGT" status --json >"$work/status.json"
+set +e
 python3 - "$work/status.json" "$work/ids" "$TASKS" <<'PY'
 import json, sys
 tasks = json.load(open(sys.argv[1]))["tasks"]
@@ -77,6 +99,7 @@ open("/dev/stderr", "w")
 sys.exit(1 if failures else 0)
 PY
 check=$?
+set -e
 count() { [ -f "$1" ] && wc -l <"$1" || echo 0; }
 echo "run failures:         $(count "$work/run-failed")"
 echo "read failures:        $(count "$work/read-failed")"
@@ -84,4 +107,76 @@ echo "read failures:        $(count "$work/read-failed")"
 [ -s "$work/read-failed" ] && { echo "read errors:"; sort "$work/read-failed" | uniq -c | head; }
 printf 'wall time:            %.2fs to start %d tasks amid %d reads (%d parallel), %.2fs until all ended\n' \
     "$(echo "$started - $start" | bc)" "$TASKS" "$READS" "$JOBS" "$(echo "$end - $start" | bc)"
+
+# Chaos: supervisors SIGKILLed at random moments, the start handshake included.
+cat >"$work/chaos.sh" <<'JOB'
+#!/bin/sh
+if id=$("$BGT" run -- sleep 300 2>>"$WORK/chaos-run-failed"); then echo "$id" >>"$WORK/chaos-ids"; fi
+JOB
+chmod +x "$work/chaos.sh"
+: >"$work/chaos-ids"
+: >"$work/chaos-run-failed"
+: >"$work/killed"
+# The killer watches for new supervisors and SIGKILLs half of them after
+# 0-3 ms, so some die during the start handshake.
+python3 - "$CHAOS_HOME" "$work" <<'PY' &
+import os, random, signal, sys, time
+home, work = sys.argv[1], sys.argv[2]
+pattern = f"__supervise\0{home}/".encode()
+seen = set()
+with open(f"{work}/killed", "a") as killed:
+    while not os.path.exists(f"{work}/chaos-done"):
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or pid in seen:
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if pattern not in f.read():
+                        continue
+            except OSError:
+                continue
+            seen.add(pid)
+            if random.random() < 0.5:
+                time.sleep(random.random() * 0.003)
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                    print(pid, file=killed, flush=True)
+                except OSError:
+                    pass
+PY
+killer=$!
+seq 1 "$CHAOS" | BGT_HOME=$CHAOS_HOME WORK=$work xargs -P "$JOBS" -n 1 "$work/chaos.sh"
+touch "$work/chaos-done"
+wait "$killer"
+
+# Processes carrying a marker of this state directory, as "pid id" lines.
+marked() {
+    for env in /proc/[0-9]*/environ; do
+        { tr '\0' '\n' <"$env"; } 2>/dev/null | awk -v home="BGT_HOME=$CHAOS_HOME" -v pid="${env#/proc/}" '
+            $0 == home { mine = 1 } /^BGT_TASK_ID=/ { id = substr($0, 13) }
+            END { if (mine && id != "") { sub("/environ", "", pid); print pid, id } }' || true
+    done
+}
+marked >"$work/marked"
+BGT_HOME=$CHAOS_HOME "$BGT" status --json >"$work/chaos-status.json"
+untracked=$(python3 - "$work/chaos-status.json" "$work/chaos-ids" "$work/marked" <<'PY'
+import json, sys
+states = {t["id"]: t["state"] for t in json.load(open(sys.argv[1]))["tasks"]}
+printed = set(open(sys.argv[2]).read().split())
+bad = 0
+for line in open(sys.argv[3]):
+    pid, task = line.split()
+    if task not in printed or states.get(task) not in ("running", "starting", "lost"):
+        bad += 1
+        print(f"untracked: pid {pid} of {task} ({states.get(task, 'no task')})", file=sys.stderr)
+print(bad)
+PY
+)
+lost=$(python3 -c 'import json,sys; print(sum(t["state"] == "lost" for t in json.load(open(sys.argv[1]))["tasks"]))' "$work/chaos-status.json")
+stop_everything "$CHAOS_HOME"
+marked >"$work/marked-after"
+echo "chaos:                $CHAOS runs, $(count "$work/killed") supervisors killed, $(count "$work/chaos-ids") ids printed, $(count "$work/chaos-run-failed") runs failed, $lost lost"
+echo "untracked processes:  $untracked"
+echo "left after stopping:  $(count "$work/marked-after")"
+[ "$untracked" = 0 ] && [ ! -s "$work/marked-after" ] || check=1
 exit $check

@@ -11,6 +11,9 @@
 //! it reaps (and can kill) every descendant; it ends when the last one is
 //! gone, writing the final state to `meta.json` atomically.
 //!
+//! bgt runs with umask 077 (its files are private whatever the caller's);
+//! the child gets the caller's umask back.
+//!
 //! Liveness is the lock, never a pid: a reader that can take the lock knows
 //! the supervisor is gone; if the record is not final then, the task is
 //! `lost`. Every other command only reads and writes files under the state
@@ -41,6 +44,8 @@ use clap::Parser;
 /// Runs bgt with the given arguments; returns the exit code. Errors are
 /// printed as one line, `bgt: <message>`.
 pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
+    // Private files whatever the caller's umask; the child gets it back.
+    process::restrict_umask();
     if args.get(1).is_some_and(|a| a == supervisor::SUBCOMMAND) {
         return match args.get(2) {
             Some(dir) => supervisor::main(std::path::Path::new(dir)),

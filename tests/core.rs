@@ -432,7 +432,7 @@ fn the_supervisor_is_one_small_thread_holding_no_caller_fds() {
         proc_status.lines().any(|l| l == "Threads:\t1"),
         "no async runtime, no threads"
     );
-    // stdin/stdout/stderr on /dev/null, then the lock and the signalfd only.
+    // stdin/stdout/stderr on /dev/null, then the lock, the signalfd and the task directory only.
     let fds: Vec<String> = std::fs::read_dir(format!("/proc/{supervisor}/fd"))
         .unwrap()
         .map(|e| {
@@ -448,7 +448,9 @@ fn the_supervisor_is_one_small_thread_holding_no_caller_fds() {
         "{fds:?}"
     );
     assert!(fds.iter().any(|f| f.ends_with("/lock")), "{fds:?}");
-    assert_eq!(fds.len(), 5, "{fds:?}");
+    // ... and the task directory it works in by descriptor.
+    assert!(fds.iter().any(|f| f.ends_with(&id)), "{fds:?}");
+    assert_eq!(fds.len(), 6, "{fds:?}");
     for pid in [supervisor, child] {
         let holds = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()

@@ -71,12 +71,12 @@ fn a_double_forked_daemon_is_found_and_killed() {
 }
 
 /// A small tmpfs for the state directory, unmounted on drop.
-struct Tmpfs {
+pub(crate) struct Tmpfs {
     dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
+    pub(crate) fn mount(size: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().unwrap();
         let ok = Command::new("mount")
             .args([
@@ -92,7 +92,7 @@ impl Tmpfs {
         ok.then_some(Tmpfs { dir })
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 

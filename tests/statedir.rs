@@ -239,7 +239,11 @@ fn a_label_still_resolves_when_its_indexed_task_is_gone_or_was_never_indexed() {
     env.wait_done(&newer);
     assert_eq!(env.status("x")["id"], newer.as_str());
     std::fs::remove_dir_all(env.task_dir(&newer)).unwrap();
-    assert_eq!(env.status("x")["id"], older.as_str(), "stale index: full scan");
+    assert_eq!(
+        env.status("x")["id"],
+        older.as_str(),
+        "stale index: full scan"
+    );
     // An earlier bgt kept no index and no marker: adoption builds the index.
     for entry in std::fs::read_dir(env.home()).unwrap() {
         let path = entry.unwrap().path();

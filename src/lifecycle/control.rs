@@ -1,11 +1,18 @@
 //! Starting and stopping tasks: the operations behind `run`, `stop`,
-//! `restart` and the MCP tools, shared so no behaviour exists twice.
+//! `restart`, `cleanup` and the MCP tools, shared so no behaviour exists twice.
+//!
+//! The promises kept here: `run` either prints the id of a recorded task or
+//! leaves no process of it behind; `stop` needs no disk space (the request
+//! rides in a signal) and records `stopped` only once no process of the
+//! task remains, naming any survivor otherwise; `cleanup` removes a task only
+//! when its lock is free and no process of it remains (see
+//! `process::TaskMark` for how a lost task's processes are found).
 
 use crate::error::{io_message, usage};
 use crate::meta::{CommandSpec, State, TaskMeta};
-use crate::process;
-use crate::store::{Phase, STOP, Store, Task};
-use crate::supervisor::{self, StopRequest};
+use crate::process::{self, ProcInfo, ProcTable, TaskMark};
+use crate::store::{Phase, Store, Task};
+use crate::supervisor::{self, REPORT_ERR, REPORT_OK, StopRequest};
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use nix::sys::signal::Signal;
@@ -199,9 +206,12 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
         started: None,
         ended: None,
         supervisor_pid: None,
+        supervisor_start: None,
+        sid: None,
         pid: None,
         pgid: None,
         pid_start: None,
+        umask: Some(process::caller_umask()),
         state: State::Starting,
         exit: None,
         stdout_log: PathBuf::new(),
@@ -211,12 +221,24 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
     let exe = std::env::current_exe().context("cannot find the bgt executable")?;
     // The held lock becomes the supervisor's stdin: the same open file
     // description, so the lock is never released between us and it.
+    // The task directory, opened through the checked state directory: the
+    // supervisor works in it by descriptor (handed over as its fd 2).
+    let task_dir = match task.open_dir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            let _ = task.remove();
+            return Err(e);
+        }
+    };
+    // The supervisor carries the task's marker too, so a child it forked
+    // but has not exec'd yet is marked (used below when the supervisor dies).
     let spawned = Command::new(exe)
         .arg(supervisor::SUBCOMMAND)
         .arg(&task.dir)
+        .env(process::TASK_ID_VAR, &task.id)
         .stdin(Stdio::from(lock))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(std::os::fd::OwnedFd::from(task_dir)))
         .spawn();
     let mut child = match spawned {
         Ok(child) => child,
@@ -228,8 +250,13 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
     let mut line = String::new();
     let pipe = child.stdout.take().expect("stdout is piped");
     let _ = BufReader::new(pipe).read_line(&mut line);
-    let line = line.trim_end();
-    if let Some(pid) = line.strip_prefix("ok ").and_then(|p| p.parse().ok()) {
+    let (word, rest) = line
+        .trim_end()
+        .split_once(' ')
+        .unwrap_or((line.trim_end(), ""));
+    if word == REPORT_OK
+        && let Ok(pid) = rest.parse()
+    {
         return Ok(Started {
             id: task.id,
             label: spec.label,
@@ -238,12 +265,31 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
             supervisor: child,
         });
     }
-    let _ = child.wait();
-    let _ = task.remove();
-    match line.strip_prefix("err ") {
-        Some(message) => bail!("{message}"),
-        None => bail!("the supervisor died before starting the task"),
+    if word == REPORT_ERR {
+        let _ = child.wait();
+        let _ = task.remove();
+        bail!("{rest}");
     }
+    // The supervisor died without a word (kill -9, OOM). It may have
+    // started the child already: end every process of the task before
+    // saying it did not start. Its pid is ours until we reap it, so its
+    // session id and the fresh task id identify them without a start time.
+    let mark = TaskMark {
+        id: task.id.clone(),
+        sid: Some(child.id()),
+        since: None,
+    };
+    let survivors = kill_all(&mark, true, Instant::now() + Duration::from_secs(5));
+    let _ = child.wait();
+    if survivors.is_empty() {
+        let _ = task.remove();
+        bail!("the supervisor died before starting the task");
+    }
+    bail!(
+        "the supervisor of task {} died while starting it and {}; the task is kept (lost)",
+        task.id,
+        describe_survivors(&survivors)
+    )
 }
 
 /// What `stop` did.
@@ -260,7 +306,8 @@ pub enum StopOutcome {
 }
 
 /// Stops a task's whole tree: `sig` first, SIGKILL after `grace`. Returns
-/// when the task is dead. Idempotent.
+/// when no process of the task is left; fails naming the survivors when one
+/// cannot be killed (the task then stays running, or lost). Idempotent.
 pub fn stop(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
     let mut phase = task.phase();
     if phase == Phase::Starting {
@@ -273,8 +320,11 @@ pub fn stop(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
     }
     match phase {
         Phase::Running { .. } => {}
-        Phase::Lost => return stop_orphan(task, sig, grace),
+        Phase::Lost => return stop_lost(task, sig, grace),
         Phase::Starting => bail!("task {} is still starting; try again", task.id),
+        Phase::Broken(reason) if task.is_locked() => {
+            bail!("task {} cannot be stopped safely: {reason}", task.id)
+        }
         other => return Ok(StopOutcome::AlreadyEnded(other)),
     }
     let meta = task
@@ -284,43 +334,75 @@ pub fn stop(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
     let supervisor_pid = meta
         .supervisor_pid
         .context("running task has no supervisor pid")?;
-    let request = StopRequest {
-        signal: sig.as_str().to_string(),
-        grace_ms: grace.as_millis() as u64,
-    };
-    task.open_dir()?
-        .write_atomic(STOP, &serde_json::to_vec(&request)?, false)
-        .map_err(|e| anyhow::anyhow!("cannot write the stop request: {}", io_message(&e)))?;
     // The lock is held, so the supervisor lives and its pid is not reused.
     if task.is_locked() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(supervisor_pid as i32),
-            Signal::SIGTERM,
-        );
+        let request = StopRequest { signal: sig, grace };
+        // A failure is fine if the supervisor has just exited by itself.
+        if let Err(err) = request.send(&task.dir, supervisor_pid)
+            && task.is_locked()
+        {
+            return Err(err);
+        }
     }
-    if wait_unlocked(task, Some(Instant::now() + grace + Duration::from_secs(5))) {
+    // The supervisor sends SIGKILL once the grace period ends; give it a
+    // second beyond that to reap everything and write the record.
+    if wait_unlocked(task, Some(Instant::now() + grace + Duration::from_secs(1))) {
         return Ok(StopOutcome::Stopped);
     }
-    // The supervisor does not react (stopped with SIGSTOP?): kill the tree ourselves.
+    // Still running: a process survives SIGKILL (not ours to kill), or the
+    // supervisor does not react (stopped with SIGSTOP?). Kill the tree
+    // ourselves; give up if only processes we may not kill are left.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let tree = process::descendants(supervisor_pid);
+        let denied = process::signal_each(&tree, Signal::SIGKILL);
+        if !denied.is_empty() && denied.len() == tree.len() {
+            bail!(
+                "task {} is still running: {}",
+                task.id,
+                describe_denied(&denied)
+            );
+        }
+        let next = (Instant::now() + Duration::from_millis(250)).min(deadline);
+        if wait_unlocked(task, Some(next)) {
+            return Ok(StopOutcome::Stopped);
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    // Nothing of the tree is left, yet the supervisor holds on: end it and
+    // write the record for it, once no process of the task remains.
     if task.is_locked() {
-        process::signal_tree(supervisor_pid, meta.pgid, Signal::SIGKILL);
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(supervisor_pid as i32),
             Signal::SIGKILL,
         );
     }
-    if wait_unlocked(task, Some(Instant::now() + Duration::from_secs(5))) {
-        // The supervisor died before writing its record: write it for it.
-        if !task.reload().meta.is_ok_and(|m| m.state.is_final()) {
-            record_stopped(task, &meta, Signal::SIGKILL)?;
-        }
-        return Ok(StopOutcome::Stopped);
+    if !wait_unlocked(task, Some(Instant::now() + Duration::from_secs(5))) {
+        bail!("task {} did not stop", task.id)
     }
-    bail!("task {} did not stop", task.id)
+    let survivors = kill_all(
+        &TaskMark::of(&meta),
+        false,
+        Instant::now() + Duration::from_secs(2),
+    );
+    if !survivors.is_empty() {
+        bail!(
+            "task {} is lost and {}",
+            task.id,
+            describe_survivors(&survivors)
+        );
+    }
+    if !task.reload().meta.is_ok_and(|m| m.state.is_final()) {
+        record_stopped(task, &meta, Signal::SIGKILL)?;
+    }
+    Ok(StopOutcome::Stopped)
 }
 
 /// Writes the final record of a task whose supervisor cannot (it is gone).
-/// Only call with the lock free: nobody else writes the record then.
+/// Only call with the lock free (nobody else writes the record then) and no
+/// process of the task left.
 fn record_stopped(task: &Task, meta: &TaskMeta, killed_by: Signal) -> Result<()> {
     let mut updated = meta.clone();
     updated.state = State::Stopped;
@@ -328,33 +410,91 @@ fn record_stopped(task: &Task, meta: &TaskMeta, killed_by: Signal) -> Result<()>
     if updated.exit.is_none() {
         updated.exit = Some(crate::meta::Exit::Signal(killed_by.as_str().to_string()));
     }
-    updated.store_in(&task.open_dir()?)
+    updated.store_final(&task.open_dir()?)
 }
 
-/// A lost task's child may still run. Signal it only when the kernel's start
-/// time proves the pid is the very process we started.
-fn stop_orphan(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
+/// A lost task's processes may still run: find them by session and marker
+/// with their start times as proof (`TaskMark`), `sig` them, SIGKILL what
+/// is left after `grace`, and record `stopped` only once none remains.
+fn stop_lost(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
     let meta = task.meta()?;
-    let (Some(pid), Some(pgid)) = (meta.pid, meta.pgid) else {
-        return Ok(StopOutcome::LostUnverifiable);
-    };
-    if !process::is_same_process(pid, meta.pid_start) {
+    let mark = TaskMark::of(meta);
+    if mark.since.is_none() {
         return Ok(StopOutcome::LostUnverifiable);
     }
-    let group = nix::unistd::Pid::from_raw(pgid as i32);
-    let _ = nix::sys::signal::killpg(group, sig);
+    let procs = ProcTable::read().of_task(&mark, false);
+    if procs.is_empty() {
+        return Ok(StopOutcome::AlreadyEnded(Phase::Lost));
+    }
+    process::signal_each(&procs, sig);
     let deadline = Instant::now() + grace;
-    while process::is_same_process(pid, meta.pid_start) && Instant::now() < deadline {
+    let mut left = procs;
+    while !left.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
+        left = ProcTable::read().of_task(&mark, false);
     }
     let mut killed_by = sig;
-    if process::is_same_process(pid, meta.pid_start) {
-        let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+    if !left.is_empty() {
         killed_by = Signal::SIGKILL;
+        let survivors = kill_all(&mark, false, Instant::now() + Duration::from_secs(2));
+        if !survivors.is_empty() {
+            bail!(
+                "task {} is lost and {}",
+                task.id,
+                describe_survivors(&survivors)
+            );
+        }
     }
     // Record the end, so the task no longer shows as lost.
     record_stopped(task, meta, killed_by)?;
     Ok(StopOutcome::KilledOrphan)
+}
+
+/// SIGKILLs the task's processes until none is left or the deadline
+/// passes; returns the survivors with the error of the last attempt
+/// (`None`: the signal was delivered, yet the process lives on).
+fn kill_all(
+    mark: &TaskMark,
+    unproven: bool,
+    deadline: Instant,
+) -> Vec<(ProcInfo, Option<nix::errno::Errno>)> {
+    loop {
+        let left = ProcTable::read().of_task(mark, unproven);
+        if left.is_empty() {
+            return Vec::new();
+        }
+        let denied = process::signal_each(&left, Signal::SIGKILL);
+        if Instant::now() >= deadline {
+            return left
+                .into_iter()
+                .map(|p| {
+                    let err = denied.iter().find(|(pid, _)| *pid == p.pid).map(|d| d.1);
+                    (p, err)
+                })
+                .collect();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `pid 1234 (sleep) survives: Operation not permitted; ...`
+fn describe_survivors(survivors: &[(ProcInfo, Option<nix::errno::Errno>)]) -> String {
+    survivors
+        .iter()
+        .map(|(p, err)| {
+            let why = err.map_or("still running after SIGKILL", |e| e.desc());
+            format!("pid {} ({}) survives: {why}", p.pid, process::name(p.pid))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn describe_denied(denied: &[(i32, nix::errno::Errno)]) -> String {
+    denied
+        .iter()
+        .map(|(pid, e)| format!("pid {pid} ({}) survives: {}", process::name(*pid), e.desc()))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Blocks until the task's lock is free (its supervisor has exited) or the
@@ -445,14 +585,6 @@ fn stop_label(store: &Store, label: &str) -> Result<usize> {
     Ok(running.len())
 }
 
-/// True when a lost task's main process provably still runs.
-pub fn orphan_alive(task: &Task) -> bool {
-    task.meta.as_ref().is_ok_and(|m| {
-        m.pid
-            .is_some_and(|pid| process::is_same_process(pid, m.pid_start))
-    })
-}
-
 /// Removes half-built task directories left by a `bgt run` that died mid-way.
 pub fn remove_stale_temp_dirs(store: &Store) {
     let Ok(entries) = store.dir().entries() else {
@@ -478,24 +610,30 @@ pub fn remove_stale_temp_dirs(store: &Store) {
 pub struct Cleanup {
     /// Removed tasks, as they were just before removal.
     pub removed: Vec<crate::info::TaskInfo>,
-    /// Tasks left alone because they still run.
+    /// Tasks left alone because their supervisor or a process of theirs still runs.
     pub kept_running: Vec<crate::info::TaskInfo>,
 }
 
 /// Removes finished (and broken) tasks that ended longer ago than
-/// `older_than`; never a running one, unless `stop_running` stops it first.
+/// `older_than`. A task is removable only when its lock is free (checked
+/// for every task, broken ones included) and no process of it remains;
+/// `stop_running` stops such tasks first (lost ones included).
 pub fn cleanup(store: &Store, older_than: Option<Duration>, stop_running: bool) -> Result<Cleanup> {
     remove_stale_temp_dirs(store);
     let cutoff = older_than.map(crate::duration::cutoff);
     let mut report = Cleanup::default();
+    let mut table = ProcTable::read();
     for task in store.list()? {
-        if stop_running && task.phase().is_active() {
+        let phase = task.phase();
+        if stop_running
+            && (phase.is_active() || (phase == Phase::Lost && has_processes(&table, &task)))
+        {
             stop(&task, Signal::SIGTERM, supervisor::DEFAULT_GRACE)?;
+            table = ProcTable::read();
         }
         let task = task.reload();
-        let phase = task.phase();
         let info = crate::info::TaskInfo::of(&task);
-        if phase.is_active() || (phase == Phase::Lost && orphan_alive(&task)) {
+        if task.is_locked() || has_processes(&table, &task) {
             report.kept_running.push(info);
             continue;
         }
@@ -508,4 +646,18 @@ pub fn cleanup(store: &Store, older_than: Option<Duration>, stop_running: bool) 
         report.removed.push(info);
     }
     Ok(report)
+}
+
+/// Whether some process of the task still runs. Only keeps tasks, never
+/// signals, so an unreadable record is searched by its id alone.
+fn has_processes(table: &ProcTable, task: &Task) -> bool {
+    let mark = match &task.meta {
+        Ok(meta) => TaskMark::of(meta),
+        Err(_) => TaskMark {
+            id: task.id.clone(),
+            sid: None,
+            since: None,
+        },
+    };
+    !table.of_task(&mark, true).is_empty()
 }

@@ -1,4 +1,5 @@
-//! The one place with `unsafe`: closing file descriptors we do not own.
+//! The one place with `unsafe`: closing file descriptors we do not own,
+//! resetting signal dispositions, and `sigqueue` (which nix does not wrap).
 //!
 //! The supervisor is exec'd by `bgt run` and inherits every descriptor that
 //! `bgt run`'s own caller leaked to it without close-on-exec (a CI runner's
@@ -39,5 +40,103 @@ pub fn close_inherited_fds() {
         unsafe {
             nix::libc::close(fd);
         }
+    }
+}
+
+/// Sends `sig` to `pid` with a 64-bit value the receiver reads from its
+/// signalfd (`ssi_ptr`); the kernel marks it `SI_QUEUE` with our pid. This is
+/// how `bgt stop` carries its request without writing a file.
+#[cfg(target_os = "linux")]
+pub fn sigqueue(pid: u32, sig: nix::sys::signal::Signal, value: u64) -> std::io::Result<()> {
+    let sigval = nix::libc::sigval {
+        sival_ptr: value as usize as *mut nix::libc::c_void,
+    };
+    // SAFETY: a plain system call; the value is an integer carried in the
+    // pointer slot, never dereferenced by anyone.
+    let rc = unsafe { nix::libc::sigqueue(pid as nix::libc::pid_t, sig as i32, sigval) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Sets every catchable signal back to its default action. The supervisor
+/// blocks them all and reads them from a signalfd, so their actions never
+/// run; but actions inherited from `bgt run`'s caller still matter: an
+/// ignored SIGCHLD makes the kernel reap children before we read their
+/// status, and ignored signals stay ignored in the child across exec.
+/// Call it only with every signal blocked, or a default action could fire.
+pub fn reset_signal_dispositions() {
+    use nix::libc;
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        set_default_action(sig);
+    }
+}
+
+/// The raw system call: glibc refuses to touch its two internal real-time
+/// signals (32 and 33), yet its posix_spawn leaves them ignored in the
+/// process it starts (that is how `bgt run` starts us), and ignored they
+/// would stay in the child.
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+fn set_default_action(sig: i32) {
+    /// The kernel's `struct sigaction` on these architectures.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let action = KernelSigaction {
+        handler: nix::libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: the struct matches the kernel's layout for these
+    // architectures; SIG_DFL installs no handler; the kernel only reads it.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_rt_sigaction,
+            sig,
+            &action as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            8usize,
+        );
+    }
+}
+
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+fn set_default_action(sig: i32) {
+    // SAFETY: SIG_DFL installs no handler; errors (reserved or out-of-range
+    // signals) are harmless.
+    unsafe {
+        nix::libc::signal(sig, nix::libc::SIG_DFL);
+    }
+}
+
+/// Makes `command`'s child start with no signal blocked. The supervisor
+/// blocks every signal, and a blocked mask survives fork and exec; std's
+/// spawn does not reset it (checked: the child's SigBlk was all ones).
+pub fn unblock_signals_in_child(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs between fork and exec; pthread_sigmask is
+    // async-signal-safe and touches no memory shared with the parent.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::signal::SigSet::empty()
+                .thread_set_mask()
+                .map_err(std::io::Error::from)
+        });
     }
 }

@@ -18,7 +18,7 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
@@ -52,6 +52,12 @@ fn io(err: Errno) -> io::Error {
     io::Error::from(err)
 }
 
+impl From<DirFd> for OwnedFd {
+    fn from(dir: DirFd) -> OwnedFd {
+        dir.fd
+    }
+}
+
 impl DirFd {
     /// Opens a directory by path, refusing a symlink as its last component.
     pub fn open(path: &Path) -> io::Result<DirFd> {
@@ -75,11 +81,6 @@ impl DirFd {
     /// The path this directory was opened by.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// The descriptor (to hand over to a child process).
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 
     /// Duplicates the descriptor (close-on-exec).

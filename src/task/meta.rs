@@ -2,11 +2,15 @@
 //! its supervisor (and by `bgt stop` for a task whose supervisor is gone).
 //!
 //! Writes are atomic (temp file, fsync, rename), so a reader sees either the
-//! old or the new record, never half of one. The state is an enum whose
+//! old or the new record, never half of one. The final record must not need
+//! free disk space (a task that fills the disk would otherwise end `lost`):
+//! the supervisor reserves a spare file when the task starts, and when the
+//! normal write fails the final record is written into that file's already
+//! allocated blocks and renamed over `meta.json` (see `store_final`). The state is an enum whose
 //! variants carry their own data, so a finished task without an exit status
 //! cannot be represented.
 
-use crate::dirfd::DirFd;
+use crate::dirfd::{Access, DirFd};
 use crate::error::io_message;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -16,6 +20,9 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+/// The spare record file, next to `meta.json` (hidden: readers never list it).
+pub const SPARE: &str = ".meta.json.spare";
 
 /// Version of the `meta.json` layout; bumped on incompatible changes.
 pub const SCHEMA: u32 = 1;
@@ -103,11 +110,25 @@ pub struct TaskMeta {
     pub started: Option<DateTime<Utc>>,
     pub ended: Option<DateTime<Utc>>,
     pub supervisor_pid: Option<u32>,
+    /// Kernel start time of the supervisor (clock ticks since boot, Linux).
+    /// Every process of the task started at or after it, which is what makes
+    /// a lost task's leftovers identifiable despite pid reuse (see
+    /// `process::TaskMark`).
+    #[serde(default)]
+    pub supervisor_start: Option<u64>,
+    /// The task's session id: the supervisor calls setsid, so it equals
+    /// `supervisor_pid`; every task process stays in it unless it calls setsid.
+    #[serde(default)]
+    pub sid: Option<u32>,
     pub pid: Option<u32>,
     pub pgid: Option<u32>,
     /// Kernel start time of `pid` (clock ticks since boot, Linux): proves a
     /// live pid is still our child and not a reused number.
     pub pid_start: Option<u64>,
+    /// The umask of the `bgt run` caller, given back to the child (bgt itself
+    /// runs with 077 so its own files are private whatever the caller's).
+    #[serde(default)]
+    pub umask: Option<u32>,
     #[serde(flatten)]
     pub state: State,
     /// How the main process ended, once it has.
@@ -166,6 +187,57 @@ impl TaskMeta {
                     io_message(&e)
                 )
             })
+    }
+
+    /// Allocates the spare record file in the task directory, big enough for
+    /// this record's final form twice over (the final one adds only a few fields).
+    pub fn reserve_spare(&self, dir: &DirFd) -> Result<()> {
+        let size = (serde_json::to_vec_pretty(self)?.len() * 2 + 4096).next_multiple_of(4096);
+        let result = (|| -> std::io::Result<()> {
+            let _ = dir.remove_file(SPARE);
+            let mut file = dir.open_file(SPARE, Access::CreateNew)?;
+            // Real zeros, not a hole or a bare set_len: the blocks must exist
+            // (tmpfs allocates pages only when written).
+            file.write_all(&vec![0u8; size])
+        })();
+        result.map_err(|e| {
+            let _ = dir.remove_file(SPARE);
+            anyhow::anyhow!(
+                "cannot reserve space for the task record: {}",
+                io_message(&e)
+            )
+        })
+    }
+
+    /// Writes a final record. When the normal atomic write fails (a full
+    /// disk), the spare's blocks are overwritten in place, cut to size,
+    /// fsync'd and renamed over `meta.json`: still atomic for readers, and no
+    /// new block is needed. The spare is gone afterwards either way.
+    pub fn store_final(&self, dir: &DirFd) -> Result<()> {
+        let err = match self.store_in(dir) {
+            Ok(()) => {
+                let _ = dir.remove_file(SPARE);
+                return Ok(());
+            }
+            Err(err) => err,
+        };
+        let json = serde_json::to_vec_pretty(self)?;
+        let reused = (|| -> std::io::Result<bool> {
+            use std::os::unix::fs::FileExt;
+            let file = dir.open_file(SPARE, Access::ReadWrite)?;
+            if file.metadata()?.len() < json.len() as u64 {
+                return Ok(false);
+            }
+            file.write_all_at(&json, 0)?;
+            file.set_len(json.len() as u64)?;
+            file.sync_all()?;
+            dir.rename(SPARE, crate::store::META)?;
+            Ok(true)
+        })();
+        match reused {
+            Ok(true) => Ok(()),
+            _ => Err(err),
+        }
     }
 }
 

@@ -6,8 +6,9 @@
 //!     meta.json              the record (see meta.rs), replaced atomically
 //!     lock                   flock'd by the supervisor for its whole life
 //!     stdout.log stderr.log  the child's fds 1 and 2, written directly
-//!     stop                   a stop request (signal, grace) for the supervisor
-//!     index.json, read.lock  line-count index and its lock (logread.rs)
+//!     .meta.json.spare       space reserved for the final record (meta.rs)
+//!     stop                   a stop request, only where there is no signalfd
+//!     index.json, index.lock line-count index and its lock (logs/read.rs)
 //!     cursors/<name>.json    persisted `--since` positions
 //! ```
 //!
@@ -682,6 +683,11 @@ impl Task {
     pub fn phase(&self) -> Phase {
         let meta = match &self.meta {
             Ok(meta) => meta,
+            // A held lock means the supervisor lives whatever the record
+            // says (e.g. rewritten by a newer bgt): say so.
+            Err(reason) if self.is_locked() => {
+                return Phase::Broken(format!("{reason}; its supervisor still runs"));
+            }
             Err(reason) => return Phase::Broken(reason.clone()),
         };
         if meta.state.is_final() {

@@ -1,0 +1,486 @@
+//! The task lifecycle against an adversary: supervisors killed at any
+//! moment, records rewritten under a live task, a full disk, a child that
+//! signals its supervisor or turns into another user, odd umasks. Every
+//! test checks the promise on real processes and kills what it started.
+
+use crate::faults::Tmpfs;
+use crate::util::{BGT, Env, alive, kill, poll_until, read_pid, succeeded};
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// SIGKILLs the given pids when dropped (for processes the `Env` guard
+/// cannot stop: a broken record, another state directory).
+struct KillOnDrop(Vec<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if alive(*pid) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .output();
+            }
+        }
+    }
+}
+
+/// SIGKILLs, when dropped, every process of the tasks of a state directory
+/// the `Env` guard does not know (found by their marker, see `marked_processes`).
+struct KillTasksOnDrop(PathBuf);
+
+impl Drop for KillTasksOnDrop {
+    fn drop(&mut self) {
+        let pids = marked_processes(&self.0).into_iter().map(|(pid, _)| pid);
+        drop(KillOnDrop(pids.collect()));
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+/// `bgt` with `args` against the state directory `home`.
+fn bgt_at(home: &Path, args: &[&str]) -> Output {
+    Command::new(BGT)
+        .args(args)
+        .env("BGT_HOME", home)
+        .output()
+        .unwrap()
+}
+
+/// Task ids of the live processes that carry a `BGT_TASK_ID` marker and
+/// belong to the state directory `home`, with their pids.
+fn marked_processes(home: &Path) -> Vec<(i32, String)> {
+    let home_var = format!("BGT_HOME={}", home.display());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<String> = environ
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        if !vars.contains(&home_var) || !alive(pid) {
+            continue;
+        }
+        if let Some(id) = vars.iter().find_map(|v| v.strip_prefix("BGT_TASK_ID=")) {
+            found.push((pid, id.to_string()));
+        }
+    }
+    found
+}
+
+#[test]
+fn cleanup_never_removes_a_running_task_whose_record_is_unreadable() {
+    let env = Env::new();
+    let id = env.start(&["sleep", "300"]);
+    let status = env.status(&id);
+    let supervisor = status["supervisor_pid"].as_i64().unwrap() as i32;
+    let child = status["pid"].as_i64().unwrap() as i32;
+    let _guard = KillOnDrop(vec![child, supervisor]);
+    // A newer bgt rewrote the record.
+    let meta = env.task_dir(&id).join("meta.json");
+    let original = std::fs::read_to_string(&meta).unwrap();
+    std::fs::write(&meta, original.replace("\"schema\": 1", "\"schema\": 2")).unwrap();
+
+    let shown = env.status(&id);
+    assert_eq!(shown["state"], "broken");
+    let reason = shown["error"].as_str().unwrap();
+    assert!(reason.contains("supervisor still runs"), "{reason}");
+    env.ok(&["cleanup"]);
+    assert!(
+        env.task_dir(&id).exists(),
+        "a task with a live supervisor is kept"
+    );
+    assert!(alive(supervisor) && alive(child));
+    let out = env.run(&["stop", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a live broken task is not 'already ended'"
+    );
+
+    std::fs::write(&meta, original).unwrap();
+    env.ok(&["stop", &id, "--grace", "200ms"]);
+    assert!(!alive(child));
+}
+
+#[test]
+fn a_lost_tasks_leftover_processes_are_kept_by_cleanup_and_killed_by_stop() {
+    let env = Env::new();
+    let in_session = env.work().join("in-session.pid");
+    let left_session = env.work().join("left-session.pid");
+    // The main process exits at once; one leftover stays in the task's
+    // session, the other leaves it (setsid) but keeps the marker.
+    let script = format!(
+        "sleep 101 & echo $! > {}; setsid sleep 102 & echo $! > {}; exit 0",
+        in_session.display(),
+        left_session.display()
+    );
+    let id = env.start(&[&script]);
+    let leftovers = [read_pid(&in_session), read_pid(&left_session)];
+    let _guard = KillOnDrop(leftovers.to_vec());
+    poll_until(Duration::from_secs(5), || env.status(&id)["exit_code"] == 0);
+    kill(
+        env.status(&id)["supervisor_pid"].as_i64().unwrap() as i32,
+        "KILL",
+    );
+    poll_until(Duration::from_secs(5), || env.state(&id) == "lost");
+
+    let report: serde_json::Value = serde_json::from_str(&env.ok(&["cleanup", "--json"])).unwrap();
+    assert_eq!(report["removed"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(report["kept_running"][0]["id"], id.as_str());
+    assert!(leftovers.iter().all(|p| alive(*p)));
+
+    let out = env.ok(&["stop", &id, "--grace", "1s"]);
+    assert!(out.contains("stopped"), "{out}");
+    assert!(
+        leftovers.iter().all(|p| !alive(*p)),
+        "every leftover is killed"
+    );
+    assert_eq!(env.state(&id), "stopped");
+    env.ok(&["cleanup"]);
+    assert!(!env.home().join(&id).exists());
+}
+
+#[test]
+fn a_process_older_than_the_task_is_never_taken_for_one_of_its_processes() {
+    let env = Env::new();
+    let pidfile = env.work().join("child.pid");
+    let id = env.start(&[&format!("echo $$ > {}; exec sleep 300", pidfile.display())]);
+    let child = read_pid(&pidfile);
+    let _guard = KillOnDrop(vec![child]);
+    kill(
+        env.status(&id)["supervisor_pid"].as_i64().unwrap() as i32,
+        "KILL",
+    );
+    poll_until(Duration::from_secs(5), || env.state(&id) == "lost");
+    // Pretend the task started after its child: as if the pid and session
+    // had been reused by a newer process.
+    let meta = env.task_dir(&id).join("meta.json");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    let later = record["supervisor_start"].as_u64().unwrap() + 1_000_000;
+    record["supervisor_start"] = later.into();
+    std::fs::write(&meta, serde_json::to_vec(&record).unwrap()).unwrap();
+
+    let out = env.ok(&["stop", &id]);
+    assert!(out.contains("already ended (lost)"), "{out}");
+    assert!(alive(child), "an unproven process is not signalled");
+}
+
+#[test]
+fn stop_and_final_records_need_no_free_disk_space() {
+    let Some(fs) = Tmpfs::mount("1m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let env = Env::new();
+    let state = fs.path().join("state");
+    let _guard = KillTasksOnDrop(state.clone());
+    let flag = env.work().join("go");
+    let start = |script: &str| {
+        succeeded("run", bgt_at(&state, &["run", "--", script]))
+            .trim()
+            .to_string()
+    };
+    let ends = start(&format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; exit 3",
+        flag.display()
+    ));
+    let spammer = start("yes spam; sleep 300");
+    let status = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&succeeded(
+            "status",
+            bgt_at(&state, &["status", id, "--json"]),
+        ))
+        .unwrap()
+    };
+    let spammer_child = status(&spammer)["pid"].as_i64().unwrap() as i32;
+    let free_blocks = || {
+        let out = Command::new("stat")
+            .args(["-f", "-c", "%a"])
+            .arg(fs.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while free_blocks() != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the disk never filled: {} blocks free, spammer {}",
+            free_blocks(),
+            status(&spammer)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    std::fs::write(&flag, "").unwrap();
+    poll_until(Duration::from_secs(20), || {
+        status(&ends)["state"] != "running"
+    });
+    let done = status(&ends);
+    assert_eq!(done["state"], "exited", "{done}");
+    assert_eq!(done["exit_code"], 3);
+
+    let out = bgt_at(&state, &["stop", &spammer, "--grace", "1s"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let stopped = status(&spammer);
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    assert_eq!(stopped["signal"], "SIGTERM");
+    assert!(!alive(spammer_child));
+}
+
+#[test]
+fn signals_from_the_task_neither_end_nor_stop_its_supervisor() {
+    let env = Env::new();
+    // Every signal whose default action would end or suspend the
+    // supervisor, and the two that stop the task when they come from
+    // outside, sent by the child itself and by a grandchild.
+    let signals = "HUP INT QUIT ILL TRAP ABRT BUS FPE USR1 SEGV USR2 PIPE ALRM TERM \
+                   STKFLT TSTP TTIN TTOU XCPU XFSZ VTALRM PROF IO PWR SYS";
+    let script = format!(
+        "for s in {signals}; do kill -$s $PPID; sh -c 'kill -$1 $2; sleep 0.05' x $s $PPID; done; \
+         sleep 0.5; exit 0"
+    );
+    let id = env.start(&[&script]);
+    let done = env.wait_done(&id);
+    assert_eq!(done["state"], "exited", "{done}");
+    assert_eq!(done["exit_code"], 0);
+}
+
+#[test]
+fn a_stop_request_from_bgt_inside_the_task_is_honoured() {
+    let env = Env::new();
+    let id = env.start_with(
+        &["--env", &format!("BGT={BGT}")],
+        &["\"$BGT\" stop \"$BGT_TASK_ID\" --grace 1s; sleep 300"],
+    );
+    let done = env.wait_done(&id);
+    assert_eq!(done["state"], "stopped", "{done}");
+}
+
+#[test]
+fn sigterm_to_the_supervisor_from_outside_stops_the_task() {
+    let env = Env::new();
+    let id = env.start(&["sleep", "300"]);
+    kill(
+        env.status(&id)["supervisor_pid"].as_i64().unwrap() as i32,
+        "TERM",
+    );
+    let done = env.wait_done(&id);
+    assert_eq!(done["state"], "stopped", "{done}");
+    assert_eq!(done["signal"], "SIGTERM");
+}
+
+#[test]
+fn the_child_starts_with_no_blocked_or_ignored_signals() {
+    let env = Env::new();
+    // A caller that ignores SIGHUP and SIGCHLD (nohup-like) must not pass it on.
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "trap '' HUP CHLD; exec \"$0\" run -- cat /proc/self/status",
+            BGT,
+        ])
+        .env("BGT_HOME", env.home())
+        .output()
+        .unwrap();
+    let id = succeeded("run", out).trim().to_string();
+    assert_eq!(env.wait_done(&id)["exit_code"], 0);
+    let status = env.ok(&["output", &id]);
+    for field in ["SigBlk", "SigIgn"] {
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
+}
+
+#[test]
+fn run_never_reports_a_failed_start_for_a_command_that_runs() {
+    let env = Env::new();
+    let home = env.home().to_path_buf();
+    let mut printed = HashSet::new();
+    let mut failed = 0;
+    for round in 0..20u64 {
+        // A killer that SIGKILLs this state directory's supervisors as soon
+        // as they appear, after a varying delay.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let killer = {
+            let stop = stop.clone();
+            let home = home.clone();
+            std::thread::spawn(move || {
+                let pattern = format!("__supervise\0{}", home.display());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                        let path = entry.path().join("cmdline");
+                        let Ok(cmdline) = std::fs::read(&path) else {
+                            continue;
+                        };
+                        if String::from_utf8_lossy(&cmdline).contains(&pattern) {
+                            std::thread::sleep(Duration::from_micros(round * 50));
+                            let _ = Command::new("kill")
+                                .args(["-KILL", &entry.file_name().to_string_lossy()])
+                                .output();
+                        }
+                    }
+                }
+            })
+        };
+        let out = env.run(&["run", "--", "sleep", "300"]);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        killer.join().unwrap();
+        if out.status.success() {
+            printed.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        } else {
+            failed += 1;
+        }
+    }
+    let untracked: Vec<_> = marked_processes(&home)
+        .into_iter()
+        .filter(|(_, id)| !printed.contains(id))
+        .collect();
+    let _guard = KillOnDrop(untracked.iter().map(|(pid, _)| *pid).collect());
+    eprintln!("{failed} of 20 runs failed; {} printed", printed.len());
+    assert!(untracked.is_empty(), "untracked processes: {untracked:?}");
+}
+
+#[test]
+fn stop_does_not_claim_success_while_a_process_it_may_not_kill_survives() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (to switch users and make a setuid helper)");
+        return;
+    }
+    // bgt runs as one unprivileged user; its child becomes another through
+    // a setuid-root copy of setpriv, so bgt gets EPERM when it signals it.
+    let (runner, other) = ("65533", "65534");
+    let base = tempfile::tempdir().unwrap();
+    let chown = |path: &Path, uid: &str| {
+        assert!(
+            Command::new("chown")
+                .arg(format!("{uid}:{uid}"))
+                .arg(path)
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let helper = base.path().join("setpriv-suid");
+    std::fs::copy("/usr/bin/setpriv", &helper).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let home = base.path().join("state");
+    let work = base.path().join("work");
+    for dir in [&home, &work] {
+        std::fs::create_dir(dir).unwrap();
+        chown(dir, runner);
+    }
+    let as_runner = |args: &[&str]| -> Output {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={runner}"),
+                &format!("--regid={runner}"),
+                "--clear-groups",
+                BGT,
+            ])
+            .args(args)
+            .env("BGT_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    let _tasks = KillTasksOnDrop(home.clone());
+    let pidfile = work.join("pid");
+    let script = format!(
+        "echo $$ > {}; exec {} --reuid={other} --regid={other} --clear-groups sleep 300",
+        pidfile.display(),
+        helper.display()
+    );
+    let id = succeeded("run", as_runner(&["run", "--", &script]))
+        .trim()
+        .to_string();
+    let child = read_pid(&pidfile);
+    let status = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&succeeded("status", as_runner(&["status", id, "--json"]))).unwrap()
+    };
+    let supervisor = status(&id)["supervisor_pid"].as_i64().unwrap() as i32;
+    let _guard = KillOnDrop(vec![child, supervisor]);
+    poll_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{child}/status")).is_ok_and(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.contains(other))
+        })
+    });
+
+    let out = as_runner(&["stop", &id, "--grace", "200ms"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "pid {child} (sleep) survives: Operation not permitted"
+        )),
+        "{err}"
+    );
+    assert_eq!(status(&id)["state"], "running");
+    assert!(alive(child));
+
+    // Once it is gone (root may kill it), the supervisor records the stop.
+    kill(child, "KILL");
+    poll_until(Duration::from_secs(10), || {
+        status(&id)["state"] == "stopped"
+    });
+}
+
+/// Modes of everything under `dir`, as `(path, mode)`.
+fn modes(dir: &Path) -> Vec<(PathBuf, u32)> {
+    let mut found = vec![];
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let meta = entry.metadata().unwrap();
+        found.push((entry.path(), meta.permissions().mode() & 0o7777));
+        if meta.is_dir() {
+            found.extend(modes(&entry.path()));
+        }
+    }
+    found
+}
+
+#[test]
+fn files_are_private_whatever_the_umask_and_the_child_gets_the_callers() {
+    let env = Env::new();
+    for umask in ["000", "0277"] {
+        let home = env.home().join(format!("state-{umask}"));
+        let in_umask = |args: &str| -> String {
+            let out = Command::new("sh")
+                .args(["-c", &format!("umask {umask}; exec \"$0\" {args}"), BGT])
+                .env("BGT_HOME", &home)
+                .current_dir(env.work())
+                .output()
+                .unwrap();
+            succeeded(args, out)
+        };
+        let id = in_umask("run -- sh -c umask").trim().to_string();
+        let _ = in_umask(&format!("wait {id}"));
+        let _ = in_umask(&format!("output {id} --since"));
+        let shown = in_umask(&format!("output {id}"));
+        assert_eq!(
+            shown.trim(),
+            format!("{:0>4}", umask.trim_start_matches('0'))
+        );
+        let root_mode = std::fs::metadata(&home).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(root_mode, 0o700, "state directory under umask {umask}");
+        for (path, mode) in modes(&home) {
+            let want = if path.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode, want, "{} under umask {umask}", path.display());
+        }
+    }
+}
