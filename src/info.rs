@@ -3,6 +3,7 @@
 
 use crate::logread;
 use crate::meta::Exit;
+use crate::process::LazyProcTree;
 use crate::store::{Phase, Task, TaskState};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -46,7 +47,12 @@ pub struct TaskInfo {
 impl TaskInfo {
     /// Gathers everything about `task` as of now.
     pub fn of(task: &Task) -> TaskInfo {
-        let phase = task.phase();
+        TaskInfo::of_with(task, &LazyProcTree::default())
+    }
+
+    /// [`TaskInfo::of`] for one of many tasks, sharing one look at `/proc`.
+    pub fn of_with(task: &Task, procs: &LazyProcTree) -> TaskInfo {
+        let phase = task.phase_with(procs);
         let now = Utc::now();
         let meta = task.meta.as_ref().ok();
         let exit = meta.and_then(|m| m.exit.clone());
@@ -128,4 +134,28 @@ impl TaskInfo {
             _ => self.exit_code.unwrap_or(0),
         }
     }
+}
+
+/// Every task of the store, as `status` shows them: read with both cores
+/// (each task costs a few small reads), one shared look at `/proc`.
+pub fn all(tasks: &[Task]) -> Vec<TaskInfo> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let chunk = tasks.len().div_ceil(workers).max(256);
+    let procs = &LazyProcTree::default();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = tasks
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|t| TaskInfo::of_with(t, procs))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("status thread panicked"))
+            .collect()
+    })
 }

@@ -21,7 +21,7 @@ pub fn run(args: StatusArgs) -> Result<i32> {
             }
         }
         None => {
-            let infos: Vec<TaskInfo> = store.list()?.iter().map(TaskInfo::of).collect();
+            let infos = crate::info::all(&store.list()?);
             if args.json {
                 super::print_json(&StatusReport { tasks: infos })?;
             } else {

@@ -116,42 +116,66 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
 }
 
 /// Live (non-zombie) descendants of `root`, excluding `root` itself.
-/// Empty where the OS has no `/proc`.
+/// Empty where the OS has no `/proc`. Reads `/proc` afresh: to ask about
+/// many roots at once, read a [`ProcTree`] once instead.
 pub fn descendants(root: u32) -> Vec<ProcInfo> {
-    #[cfg(target_os = "linux")]
-    {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        let mut children: HashMap<i32, Vec<ProcInfo>> = HashMap::new();
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if let Some(info) = read_stat(pid) {
-                children.entry(info.ppid).or_default().push(info);
+    ProcTree::read().descendants(root)
+}
+
+/// The parent/child relation of every process, read from `/proc` once and
+/// asked about any number of roots (`status` of many tasks walks `/proc`
+/// once per call, not once per task).
+#[derive(Default)]
+pub struct ProcTree {
+    children: HashMap<i32, Vec<ProcInfo>>,
+}
+
+impl ProcTree {
+    /// Reads the tree; empty where there is no `/proc`.
+    pub fn read() -> ProcTree {
+        let mut tree = ProcTree::default();
+        #[cfg(target_os = "linux")]
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                if let Some(info) = read_stat(pid) {
+                    tree.children.entry(info.ppid).or_default().push(info);
+                }
             }
         }
+        tree
+    }
+
+    /// Live descendants of `root`, excluding `root` itself.
+    pub fn descendants(&self, root: u32) -> Vec<ProcInfo> {
         let mut found = Vec::new();
         let mut queue = vec![root as i32];
         while let Some(parent) = queue.pop() {
-            for child in children.remove(&parent).unwrap_or_default() {
+            for child in self.children.get(&parent).into_iter().flatten() {
                 queue.push(child.pid);
                 if !child.zombie {
-                    found.push(child);
+                    found.push(*child);
                 }
             }
         }
         found
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = root;
-        Vec::new()
+}
+
+/// A [`ProcTree`] read on first use: callers that look at many tasks share
+/// one, and those that never need it never read `/proc`.
+#[derive(Default)]
+pub struct LazyProcTree(std::sync::OnceLock<ProcTree>);
+
+impl LazyProcTree {
+    pub fn get(&self) -> &ProcTree {
+        self.0.get_or_init(ProcTree::read)
     }
 }
 

@@ -681,6 +681,11 @@ impl Task {
 
     /// The phase as of now. Liveness comes from the lock, never from a pid.
     pub fn phase(&self) -> Phase {
+        self.phase_with(&crate::process::LazyProcTree::default())
+    }
+
+    /// [`Task::phase`], sharing one look at the process tree with other tasks.
+    pub fn phase_with(&self, procs: &crate::process::LazyProcTree) -> Phase {
         let meta = match &self.meta {
             Ok(meta) => meta,
             // A held lock means the supervisor lives whatever the record
@@ -707,7 +712,7 @@ impl Task {
             _ => Phase::Running {
                 exit: meta.exit.clone(),
                 descendants: match (&meta.exit, meta.supervisor_pid) {
-                    (Some(_), Some(sup)) => crate::process::descendants(sup).len(),
+                    (Some(_), Some(sup)) => procs.get().descendants(sup).len(),
                     _ => 0,
                 },
             },
