@@ -640,7 +640,7 @@ pub fn read_summary(
             },
         )
         .collect();
-    if !with_lines.is_empty() {
+    if result.streams.len() > 1 && !with_lines.is_empty() {
         text.push_str(&format!(" ({})", with_lines.join(", ")));
     }
     let logs = if result.streams.len() > 1 {
