@@ -18,8 +18,8 @@ use crate::logs::options::{DEFAULT_MAX_LINES, ReadOptions};
 use crate::pattern::Case;
 use crate::render::{self, thousands};
 use crate::report::{
-    CleanupReport, LastLines, OutputReport, StartReport, StatusReport, StopReport, TaskBrief,
-    WaitReport, WaitResult,
+    CleanupReport, LastLines, OutputReport, StartReport, StatusReport, TaskBrief, WaitReport,
+    WaitResult,
 };
 use crate::store::{Store, Task, TaskState, resolve_in, validate_name};
 use crate::waiting::{self, Condition, Outcome};
@@ -288,7 +288,7 @@ task_id, or all finished tasks (older than `older_than`), with their logs.",
         output: || {
             output_schema(&[
                 schema_of::<crate::report::StopItem>,
-                schema_of::<StopReport>,
+                schema_of::<crate::report::StopReport>,
                 schema_of::<CleanupReport>,
             ])
         },
