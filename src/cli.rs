@@ -42,6 +42,25 @@ pub enum Command {
     /// Serve the bg_* tools over the Model Context Protocol on stdio
     #[cfg(feature = "mcp")]
     Mcp,
+    /// Serve the bg_* tools to Amp as toolbox executables (`toolbox install DIR` writes them)
+    Toolbox(ToolboxArgs),
+    /// Print the man page (roff)
+    Man,
+}
+
+#[derive(Args, Debug)]
+pub struct ToolboxArgs {
+    #[command(subcommand)]
+    pub action: ToolboxAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ToolboxAction {
+    /// Write the tools (bg_run, bg_status, bg_output, bg_stop, bg_wait) into DIR; point AMP_TOOLBOX at it
+    Install { dir: PathBuf },
+    /// Serve one tool: `bgt toolbox bg_run` with TOOLBOX_ACTION=describe or execute
+    #[command(external_subcommand)]
+    Tool(Vec<String>),
 }
 
 #[derive(Args, Debug)]

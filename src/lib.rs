@@ -32,6 +32,8 @@ pub mod mcp;
 pub mod render;
 pub mod report;
 pub mod task;
+pub mod toolbox;
+pub mod tools;
 
 // Short paths used across the crate while the layers settle.
 pub(crate) use lifecycle::sys;

@@ -118,3 +118,165 @@ impl From<&crate::control::Cleanup> for CleanupReport {
         }
     }
 }
+
+/// `bg_run` on the agent faces: the started task, and how it stood after
+/// the short start window (see `tools::START_WINDOW`).
+#[derive(Serialize, Debug, Clone)]
+#[cfg_attr(feature = "mcp", derive(JsonSchema))]
+pub struct StartReport {
+    #[serde(flatten)]
+    pub run: RunReport,
+    /// `running`, or how it ended at once (`exited`).
+    pub state: TaskState,
+    /// Set when the task finished within the start window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Its last output lines, when it finished within the start window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Vec<String>>,
+}
+
+/// One returned log line (`bgt output --json`'s `lines`).
+#[derive(Serialize, Debug, Clone)]
+#[cfg_attr(feature = "mcp", derive(JsonSchema))]
+pub struct LineReport {
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// 1-based line number in the log.
+    pub line: u64,
+    pub text: String,
+    /// How many following lines were collapsed into this one.
+    pub similar: u64,
+    /// A last line without its newline yet.
+    pub partial: bool,
+}
+
+/// What a read found in one log (`stdout_meta` / `stderr_meta`).
+#[derive(Serialize, Debug, Clone)]
+#[cfg_attr(feature = "mcp", derive(JsonSchema))]
+pub struct StreamMeta {
+    /// Complete lines in the whole log.
+    pub total_lines: u64,
+    /// Line after which the next `since` read starts.
+    pub cursor: u64,
+    pub cursor_offset: u64,
+    /// Log lines accounted for by the returned lines.
+    pub returned: u64,
+    /// Lines in range that passed exclude and filter (null for a plain tail).
+    pub matched: Option<u64>,
+    pub truncated: bool,
+    /// Matching lines that were not returned.
+    pub remaining: Option<u64>,
+    /// The log shrank or was replaced, so the cursor started over.
+    pub cursor_reset: bool,
+}
+
+impl StreamMeta {
+    pub fn of(s: &crate::logread::StreamResult) -> StreamMeta {
+        StreamMeta {
+            total_lines: s.total_lines,
+            cursor: s.cursor.line,
+            cursor_offset: s.cursor.offset,
+            returned: s.returned,
+            matched: s.matched,
+            truncated: s.truncated,
+            remaining: s.remaining,
+            cursor_reset: s.cursor_reset,
+        }
+    }
+}
+
+/// A read of a task's logs: the same document as `bgt output --json`,
+/// with `task_id` beside `task`.
+#[derive(Serialize, Debug, Clone)]
+#[cfg_attr(feature = "mcp", derive(JsonSchema))]
+pub struct OutputReport {
+    pub task_id: String,
+    /// Same as `task_id`.
+    pub task: String,
+    pub label: Option<String>,
+    pub state: TaskState,
+    pub exit_code: Option<i32>,
+    pub lines: Vec<LineReport>,
+    /// Null when stdout was not read.
+    pub stdout_meta: Option<StreamMeta>,
+    /// Null when stderr was not read.
+    pub stderr_meta: Option<StreamMeta>,
+}
+
+impl OutputReport {
+    pub fn of(info: &TaskInfo, result: &crate::logread::ReadResult) -> OutputReport {
+        use crate::logread::Stream;
+        let lines = result
+            .streams
+            .iter()
+            .flat_map(|s| &s.entries)
+            .map(|e| LineReport {
+                stream: e.stream.name().into(),
+                line: e.line,
+                text: e.text.clone(),
+                similar: e.similar,
+                partial: e.partial,
+            })
+            .collect();
+        let meta = |stream: Stream| {
+            result
+                .streams
+                .iter()
+                .find(|s| s.stream == stream)
+                .map(StreamMeta::of)
+        };
+        OutputReport {
+            task_id: info.task_id.clone(),
+            task: info.id.clone(),
+            label: info.label.clone(),
+            state: info.state,
+            exit_code: info.exit_code,
+            lines,
+            stdout_meta: meta(Stream::Stdout),
+            stderr_meta: meta(Stream::Stderr),
+        }
+    }
+}
+
+/// How a wait ended.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "mcp", derive(JsonSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitResult {
+    /// The task ended (no condition was given).
+    Ended,
+    /// The condition holds.
+    Ready,
+    /// The task ended before the condition held.
+    TaskEnded,
+    /// The time ran out; the task still runs.
+    Timeout,
+}
+
+/// The last lines of a log, shown when a wait ends badly.
+#[derive(Serialize, Debug, Clone)]
+#[cfg_attr(feature = "mcp", derive(JsonSchema))]
+pub struct LastLines {
+    pub stream: String,
+    pub lines: Vec<String>,
+}
+
+/// `bg_wait`: what happened to one task.
+#[derive(Serialize, Debug, Clone)]
+#[cfg_attr(feature = "mcp", derive(JsonSchema))]
+pub struct WaitReport {
+    pub task_id: String,
+    pub result: WaitResult,
+    /// The task's exit status; 0 when ready, 124 on timeout.
+    pub exit_code: i32,
+    /// Why a port that answered did not count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The line that matched `for_line`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+    /// The task's last stderr (else stdout) lines, when it failed or timed out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_lines: Option<LastLines>,
+}

@@ -13,5 +13,6 @@ mod mcp;
 mod output;
 mod presets;
 mod statedir;
+mod toolbox;
 mod waiting;
 mod workflow;

@@ -30,6 +30,20 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         #[cfg(feature = "mcp")]
         Command::Mcp => crate::mcp::serve(),
+        Command::Toolbox(args) => match args.action {
+            crate::cli::ToolboxAction::Install { dir } => crate::toolbox::install(&dir),
+            crate::cli::ToolboxAction::Tool(words) => match words.as_slice() {
+                [tool] => crate::toolbox::serve(tool),
+                _ => Err(crate::error::usage("bgt toolbox takes one tool name")),
+            },
+        },
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page)?;
+            std::io::stdout().lock().write_all(&page)?;
+            Ok(0)
+        }
     }
 }
 

@@ -620,10 +620,19 @@ pub struct Cleanup {
 /// `stop_running` stops such tasks first (lost ones included).
 pub fn cleanup(store: &Store, older_than: Option<Duration>, stop_running: bool) -> Result<Cleanup> {
     remove_stale_temp_dirs(store);
+    cleanup_tasks(store.list()?, older_than, stop_running)
+}
+
+/// [`cleanup`] of the given tasks only (`bg_stop action=cleanup task_id=...`).
+pub fn cleanup_tasks(
+    tasks: Vec<Task>,
+    older_than: Option<Duration>,
+    stop_running: bool,
+) -> Result<Cleanup> {
     let cutoff = older_than.map(crate::duration::cutoff);
     let mut report = Cleanup::default();
     let mut table = ProcTable::read();
-    for task in store.list()? {
+    for task in tasks {
         let phase = task.phase();
         if stop_running
             && (phase.is_active() || (phase == Phase::Lost && has_processes(&table, &task)))

@@ -1,7 +1,9 @@
 //! Reading task logs: the read engine (`read`: ranges, cursors, index,
-//! tail), the matcher and presets (`pattern`), and line tidying (`tidy`).
+//! tail), what a read asks for (`options`), the matcher and presets
+//! (`pattern`), line tidying (`tidy`) and stack-trace blocks (`blocks`).
 
 pub mod blocks;
+pub mod options;
 pub mod pattern;
 pub mod read;
 pub mod tidy;
