@@ -335,7 +335,7 @@ fn output(p: OutputParams, cursor: String) -> Result<Reply> {
         reset_cursor: false,
         tail: p.tail.map(|n| n as usize),
         head: None,
-        max_lines: p.max_lines.map_or(200, |n| n as usize),
+        max_lines: p.max_lines.map(|n| n as usize),
         max_line_chars: crate::clean::DEFAULT_MAX_LINE_CHARS,
         raw: p.raw.unwrap_or(false),
         case_sensitive: false,

@@ -7,8 +7,8 @@
 //!     lock                   flock'd by the supervisor for its whole life
 //!     stdout.log stderr.log  the child's fds 1 and 2, written directly
 //!     stop                   a stop request (signal, grace) for the supervisor
-//!     index.json, read.lock  line-count index and its lock (logread.rs)
-//!     cursors/<name>.json    persisted `--since` positions
+//!     index.json, index.lock line-count index and its lock (logread.rs)
+//!     cursors/<name>.json    persisted `--since` positions (and <name>.lock)
 //! ```
 //!
 //! A task directory is assembled under a hidden temporary name, with its
@@ -29,6 +29,9 @@ pub const LOCK: &str = "lock";
 pub const STOP: &str = "stop";
 pub const STDOUT_LOG: &str = "stdout.log";
 pub const STDERR_LOG: &str = "stderr.log";
+pub const INDEX: &str = "index.json";
+pub const INDEX_LOCK: &str = "index.lock";
+pub const CURSORS: &str = "cursors";
 
 /// The resolved, checked state directory.
 #[derive(Clone, Debug)]

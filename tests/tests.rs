@@ -11,4 +11,5 @@ mod faults;
 mod mcp;
 mod output;
 mod presets;
+mod reader;
 mod workflow;

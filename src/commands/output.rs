@@ -27,6 +27,7 @@ pub fn request(args: &OutputArgs) -> Result<Request> {
     Ok(Request {
         streams: args.stream.streams(),
         matcher: LineMatch::build(
+            "--filter",
             args.filter.as_deref(),
             args.exclude.as_deref(),
             &args.preset,
@@ -35,7 +36,10 @@ pub fn request(args: &OutputArgs) -> Result<Request> {
         clean: !args.raw,
         max_line_chars: args.max_line_chars,
         window,
-        max_lines: (args.max_lines > 0).then_some(args.max_lines),
+        max_lines: match args.max_lines.unwrap_or(logread::DEFAULT_MAX_LINES) {
+            0 => None,
+            n => Some(n),
+        },
         since: args.since.then(|| args.cursor.clone()),
         reset_cursor: args.reset_cursor,
         include_partial: true,
@@ -55,7 +59,9 @@ pub fn run(args: OutputArgs) -> Result<i32> {
     let task = store.resolve(args.task.as_deref().unwrap_or_default())?;
     task.meta()?;
     if args.follow {
-        return follow(&task, req);
+        // Uncapped unless --max-lines is given: then it caps the whole follow.
+        let cap = args.max_lines.filter(|&n| n > 0);
+        return follow(&task, req, cap);
     }
     if args.json {
         let result = logread::read(&task.dir, &req)?;
@@ -65,40 +71,63 @@ pub fn run(args: OutputArgs) -> Result<i32> {
     // Block-buffered: std's stdout is line-buffered, one write(2) per line.
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let marked = req.streams.len() > 1;
-    let mut print = |entry: &Entry| render::output_entry(&mut out, entry, marked);
-    let result = logread::read_with(&task.dir, &req, Some(&mut print))?;
-    render::output_lines(&mut out, &result)?;
+    let mut print = |entry: Entry| render::output_entry(&mut out, &entry, marked);
+    let result = logread::read_with(&task.dir, &req, None, &mut print)?;
     out.flush()?;
-    let summary = render::output_summary(&result, args.filter.as_deref(), args.since);
-    if std::io::stderr().is_terminal() {
-        eprintln!("\x1b[2m{summary}\x1b[0m");
-    } else {
-        eprintln!("{summary}");
-    }
+    summary(&render::output_summary(
+        &result,
+        args.filter.as_deref(),
+        args.since,
+    ));
     Ok(0)
 }
 
-/// Prints new matching lines as they arrive until the task ends; returns its exit status.
-fn follow(task: &Task, mut req: Request) -> Result<i32> {
+/// The summary line on stderr, dimmed on a terminal.
+fn summary(text: &str) {
+    if std::io::stderr().is_terminal() {
+        eprintln!("\x1b[2m{text}\x1b[0m");
+    } else {
+        eprintln!("{text}");
+    }
+}
+
+/// Prints new matching lines as they arrive until the task ends and its
+/// last byte is read; returns its exit status. With `cap`, stops after that
+/// many entries and says so.
+fn follow(task: &Task, mut req: Request, cap: Option<usize>) -> Result<i32> {
     let mut positions = Marks::default();
     let mut backoff = crate::control::Backoff::new(Duration::from_millis(50));
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout());
+    let marked = req.streams.len() > 1;
+    let mut printed = 0;
     loop {
         // Look at liveness first: a read after the task ended sees all it wrote.
         let active = task.reload().phase().is_active();
         req.include_partial = !active;
-        let result = match req.since {
-            Some(_) => logread::read(&task.dir, &req)?,
-            None => logread::read_from(&task.dir, &req, &mut positions)?,
+        req.max_lines = cap.map(|cap| cap - printed);
+        let mut got = 0;
+        let mut print = |entry: Entry| {
+            got += 1;
+            render::output_entry(&mut out, &entry, marked)
         };
+        let from = req.since.is_none().then_some(&mut positions);
+        let result = logread::read_with(&task.dir, &req, from, &mut print)?;
         req.reset_cursor = false; // rewind once, not on every poll
-        let got = result.streams.iter().any(|s| !s.entries.is_empty());
-        render::output_lines(&mut out, &result)?;
         out.flush()?;
+        printed += got;
+        if let Some(cap) = cap
+            && printed >= cap
+            && result.streams.iter().any(|s| s.truncated)
+        {
+            summary(&format!(
+                "-- stopped after {printed} lines: --max-lines {cap}"
+            ));
+            return Ok(0);
+        }
         if !active {
             return Ok(TaskInfo::of(&task.reload()).exit_status());
         }
-        if got {
+        if got > 0 {
             backoff.reset(Duration::from_millis(50));
         }
         std::thread::sleep(backoff.next_nap());
