@@ -492,29 +492,6 @@ fn case_sensitive_word_alternation_finds_every_line_once() {
 // Regressions found in review.
 
 #[test]
-fn regression_anchored_filters_match_every_line_in_whole_log_reads() {
-    let env = Env::new();
-    let id = env.task_printing(numbered(100));
-    let doc = env.output_json(&[&id, "--filter", "^line [1-5] ", "--raw", "--max-lines", "0"]);
-    assert_eq!(
-        Env::texts(&doc),
-        [line(1), line(2), line(3), line(4), line(5)]
-    );
-    let doc = env.output_json(&[&id, "--filter", " dd$", "--max-lines", "0"]);
-    assert_eq!(Env::texts(&doc), [line(81)]);
-}
-
-#[test]
-fn regression_filters_matching_the_empty_string_do_not_crash() {
-    let env = Env::new();
-    let id = env.task_printing("a x\nb y\n");
-    for filter in ["", ".*", "error|", "$", "(x)?"] {
-        let doc = env.output_json(&[&id, "--filter", filter, "--raw", "--stream", "stdout"]);
-        assert_eq!(Env::texts(&doc), ["a x", "b y"], "filter {filter:?}");
-    }
-}
-
-#[test]
 fn regression_a_capped_tail_keeps_the_newest_lines() {
     let env = Env::new();
     let id = env.task_printing(numbered(400));
@@ -554,28 +531,6 @@ fn regression_head_above_the_cap_reports_truncation() {
     assert_eq!(
         doc["stdout_meta"]["truncated"], false,
         "--head itself is not a truncation"
-    );
-}
-
-#[test]
-fn regression_a_partial_line_is_never_folded_into_a_run() {
-    let env = Env::new();
-    let id = env.task_printing("job 1 done\njob 2 done\njob 3 done\njob 4 done\njob 5 do");
-    for args in [vec!["--since"], vec!["--tail", "5"]] {
-        let mut all = vec![id.as_str(), "--stream", "stdout"];
-        all.extend(args.iter().copied());
-        let doc = env.output_json(&all);
-        let lines = doc["lines"].as_array().unwrap();
-        assert_eq!(lines.len(), 3, "{args:?}: {lines:?}");
-        assert_eq!(lines[0]["similar"], 2);
-        assert_eq!(lines[1]["text"], "job 4 done");
-        assert_eq!(lines[2]["text"], "job 5 do");
-        assert_eq!(lines[2]["partial"], true);
-    }
-    // The cursor consumed the four complete lines only.
-    assert_eq!(
-        Env::texts(&env.output_json(&[&id, "--since", "--stream", "stdout"])),
-        ["job 5 do"]
     );
 }
 

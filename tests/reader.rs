@@ -329,3 +329,178 @@ fn planted_symlinks_are_never_followed() {
     names.sort();
     assert_eq!(names, ["default.json", "index.json", "index.lock"]);
 }
+
+// The engine's paths agree: one request through every read path.
+
+/// An entry as JSON shows it: line, text, similar, partial.
+type Seen = (u64, String, u64, bool);
+
+fn entries(doc: &serde_json::Value) -> Vec<Seen> {
+    doc["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["line"].as_u64().unwrap(),
+                l["text"].as_str().unwrap().to_string(),
+                l["similar"].as_u64().unwrap(),
+                l["partial"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// What the text output of `seen` is (one stream, so no markers).
+fn as_text(seen: &[Seen]) -> String {
+    let mut text = String::new();
+    for (_, line, similar, _) in seen {
+        text.push_str(&format!("{line}\n"));
+        if *similar > 0 {
+            let s = if *similar == 1 { "" } else { "s" };
+            text.push_str(&format!("  … {similar} similar line{s}\n"));
+        }
+    }
+    text
+}
+
+/// In the spirit of ripgrep's `SearcherTester`: runs the read `args` asks
+/// for over a finished task printing `content` through every path of the
+/// reader (whole forward read, text and JSON, `--since` in one go and paged
+/// by a cap, `--follow`, backward `--tail`, forward `--since --tail`,
+/// `--head`) and checks they agree.
+fn paths_agree(content: &[u8], args: &[&str]) {
+    let env = Env::new();
+    let id = env.task_printing(content);
+    let run = |extra: &[&str]| -> Vec<String> {
+        let mut all = vec![id.as_str(), "--stream", "stdout"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(extra);
+        all.into_iter().map(String::from).collect()
+    };
+    let json = |extra: &[&str]| {
+        let all = run(extra);
+        env.output_json(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let text = |extra: &[&str]| {
+        let mut all = vec!["output".to_string()];
+        all.extend(run(extra));
+        env.ok(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let whole_doc = json(&["--max-lines", "0"]);
+    let whole = entries(&whole_doc);
+    let total = whole_doc["stdout_meta"]["total_lines"].clone();
+    let case = format!("{args:?} on {:?}", String::from_utf8_lossy(content));
+
+    assert_eq!(text(&["--max-lines", "0"]), as_text(&whole), "text: {case}");
+    assert_eq!(text(&["--follow"]), as_text(&whole), "follow: {case}");
+    let since = json(&["--since", "--cursor", "whole", "--max-lines", "0"]);
+    assert_eq!(entries(&since), whole, "since: {case}");
+    assert_eq!(
+        since["stdout_meta"]["cursor"], total,
+        "since cursor: {case}"
+    );
+    for window in ["--tail", "--head"] {
+        let doc = json(&[window, "1000000", "--max-lines", "0"]);
+        assert_eq!(entries(&doc), whole, "{window} all: {case}");
+        assert_eq!(doc["stdout_meta"]["total_lines"], total, "{window}: {case}");
+    }
+    for k in 1..=6 {
+        let k = k.to_string();
+        let backward = json(&["--tail", &k, "--max-lines", "0"]);
+        let cursor = format!("tail{k}");
+        let forward = json(&[
+            "--since",
+            "--cursor",
+            &cursor,
+            "--tail",
+            &k,
+            "--max-lines",
+            "0",
+        ]);
+        assert_eq!(
+            entries(&backward),
+            entries(&forward),
+            "--tail {k} vs --since --tail {k}: {case}"
+        );
+    }
+    // Paged by a cap: every complete line once, in order, none invented.
+    let mut paged = Vec::new();
+    let mut returned = 0;
+    for _ in 0..100 {
+        let page = json(&["--since", "--cursor", "paged", "--max-lines", "2"]);
+        let meta = &page["stdout_meta"];
+        returned += meta["returned"].as_u64().unwrap();
+        paged.extend(entries(&page).into_iter().filter(|e| !e.3));
+        returned -= u64::from(
+            page["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["partial"] == true),
+        );
+        if meta["cursor"] == total {
+            break;
+        }
+    }
+    let complete: Vec<Seen> = whole.iter().filter(|e| !e.3).cloned().collect();
+    let lines = |seen: &[Seen]| seen.iter().map(|e| 1 + e.2).sum::<u64>();
+    assert_eq!(returned, lines(&complete), "paged lines: {case}");
+    if args.contains(&"--raw") || args.contains(&"--filter") {
+        assert_eq!(paged, complete, "paged: {case}");
+    }
+}
+
+#[test]
+fn every_read_path_agrees_on_plain_and_similar_lines() {
+    let numbered: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+    let mixed = "start\nGET /a 200 in 1ms\nGET /b 200 in 2ms\nGET /c 200 in 3ms\n\
+                 GET /d 200 in 4ms\nERROR x 1\nERROR x 2\n\n   \nend\n";
+    for content in [numbered.as_str(), mixed] {
+        paths_agree(content.as_bytes(), &[]);
+        paths_agree(content.as_bytes(), &["--raw"]);
+        paths_agree(content.as_bytes(), &["--filter", "1|ERROR"]);
+    }
+}
+
+#[test]
+fn every_read_path_agrees_on_unfinished_lines() {
+    // Formerly regression_a_partial_line_is_never_folded_into_a_run.
+    paths_agree(
+        b"job 1 done\njob 2 done\njob 3 done\njob 4 done\njob 5 do",
+        &[],
+    );
+    paths_agree(b"a\nb\npart", &["--raw"]);
+    paths_agree(b"only an unfinished line", &[]);
+}
+
+#[test]
+fn every_read_path_agrees_on_anchored_and_empty_filters() {
+    // Formerly regression_anchored_filters_match_every_line_in_whole_log_reads
+    // and regression_filters_matching_the_empty_string_do_not_crash.
+    let numbered: String = (1..=40).map(|i| format!("line {i} x\n")).collect();
+    for filter in ["^line [1-5] ", " x$", "", ".*", "error|", "$", "(x)?"] {
+        paths_agree(numbered.as_bytes(), &["--filter", filter, "--raw"]);
+    }
+    paths_agree(
+        b"ERROR a\nWARN b\nok\nERRORS c\n",
+        &["--filter", r"ERROR\|WARN", "--case-sensitive"],
+    );
+}
+
+#[test]
+fn every_read_path_agrees_on_awkward_bytes() {
+    let long = format!("{}\nshort\n{}\n", "y".repeat(70_000), "z".repeat(1_000));
+    paths_agree(long.as_bytes(), &[]);
+    paths_agree(long.as_bytes(), &["--raw", "--max-line-chars", "20"]);
+    paths_agree(
+        b"10%\r50%\r100% done\n\x1b[32mok\x1b[0m\nbad \xff byte\nnul\x00\n",
+        &[],
+    );
+    paths_agree(
+        b"10%\r50%\r100% done\n\x1b[32mok\x1b[0m\nbad \xff byte\n",
+        &["--raw"],
+    );
+    let progress = format!("{}\r", "progress 5%\r".repeat(10_000));
+    paths_agree(progress.as_bytes(), &[]);
+}
