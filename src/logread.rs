@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -64,7 +64,7 @@ pub struct Pos {
 /// noticed: the inode, and a fingerprint of the bytes just before the
 /// position (not of the file's start, which a later feature may free).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Mark {
+struct Mark {
     #[serde(flatten)]
     pos: Pos,
     #[serde(default)]
@@ -568,6 +568,20 @@ struct Line<'a> {
     partial: bool,
 }
 
+impl Line<'_> {
+    /// The entry showing this line, cut at `max_chars`.
+    fn entry(self, stream: Stream, max_chars: usize) -> Entry {
+        Entry {
+            stream,
+            line: self.line,
+            text: clean::cut(&self.text, max_chars, self.unseen).into_owned(),
+            similar: 0,
+            end: self.end,
+            partial: self.partial,
+        }
+    }
+}
+
 /// Bytes of one line kept in memory: beyond this, a line is only counted,
 /// and a filter sees the kept part. `--max-line-chars 0` asks for whole
 /// lines, so then memory grows with the longest line.
@@ -669,7 +683,7 @@ const CHUNK: usize = 1 << 20;
 /// in order (an unfinished last line as partial). Returns the position
 /// after the last complete line, and the unfinished line's state.
 fn scan_forward(
-    mut file: &File,
+    file: &File,
     start: &Mark,
     len: u64,
     req: &Request,
@@ -681,19 +695,14 @@ fn scan_forward(
         Some(c) if c.at >= pos.offset && c.at <= len => (c.at, c.line.clone()),
         _ => (pos.offset, LineAcc::default()),
     };
-    file.seek(SeekFrom::Start(at))?;
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK.min((len - at) as usize));
+    // One pread(2) per chunk into a buffer zeroed once.
+    let mut buf = vec![0; CHUNK.min((len - at) as usize)];
     while at < len && !collector.failed() {
         let want = CHUNK.min((len - at) as usize);
-        buf.clear();
-        // read_to_end fills spare capacity without zeroing it first.
-        file.take(want as u64).read_to_end(&mut buf)?;
-        if buf.len() != want {
-            anyhow::bail!("log shrank while reading");
-        }
+        read_exact_at(file, &mut buf[..want], at).context("log shrank while reading")?;
         let chunk_at = at;
         at += want as u64;
-        let mut body = &buf[..];
+        let mut body = &buf[..want];
         if acc.in_line() {
             let Some(nl) = memchr::memchr(b'\n', body) else {
                 acc.absorb(body, keep, req.clean);
@@ -868,31 +877,12 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
         self.failed.is_some()
     }
 
-    fn entry(&self, line: Line) -> Entry {
-        Entry {
-            stream: self.stream,
-            line: line.line,
-            text: clean::cut(&line.text, self.max_chars, line.unseen).into_owned(),
-            similar: 0,
-            end: line.end,
-            partial: line.partial,
-        }
-    }
-
     /// Takes one selected line.
     fn push(&mut self, line: Line) {
         self.found.matched += 1;
         if let Some((n, lines)) = &mut self.tail {
             if *n > 0 {
-                let entry = Entry {
-                    stream: self.stream,
-                    line: line.line,
-                    text: clean::cut(&line.text, self.max_chars, line.unseen).into_owned(),
-                    similar: 0,
-                    end: line.end,
-                    partial: line.partial,
-                };
-                lines.push_back(entry);
+                lines.push_back(line.entry(self.stream, self.max_chars));
                 if lines.len() > *n {
                     lines.pop_front();
                 }
@@ -907,8 +897,7 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
             return;
         }
         self.taken += 1;
-        let entry = self.entry(line);
-        self.add(entry);
+        self.add(line.entry(self.stream, self.max_chars));
     }
 
     /// Adds an entry (one line) to the current run of similar lines, or
@@ -938,23 +927,32 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
     }
 
     fn flush(&mut self) {
-        for entry in std::mem::take(&mut self.run) {
-            match &mut self.out {
-                None => self.found.entries.push(entry),
-                Some(_) if self.failed.is_some() => {}
-                Some(out) => {
-                    let (lines, end, partial) = (1 + entry.similar, entry.end, entry.partial);
-                    match out.give(entry) {
-                        Ok(()) => {
-                            self.found.handed += lines;
-                            self.found.handed_partial |= partial;
-                            if !partial {
-                                self.found.handed_end = Some(end);
-                            }
-                        }
-                        Err(err) => self.failed = Some(err),
+        // Drained, not taken: the run's buffer is reused for every line.
+        let Collector {
+            run,
+            out,
+            found,
+            failed,
+            ..
+        } = self;
+        for entry in run.drain(..) {
+            let Some(out) = out else {
+                found.entries.push(entry);
+                continue;
+            };
+            if failed.is_some() {
+                continue;
+            }
+            let (lines, end, partial) = (1 + entry.similar, entry.end, entry.partial);
+            match out.give(entry) {
+                Ok(()) => {
+                    found.handed += lines;
+                    found.handed_partial |= partial;
+                    if !partial {
+                        found.handed_end = Some(end);
                     }
                 }
+                Err(err) => *failed = Some(err),
             }
         }
     }
@@ -988,14 +986,14 @@ fn tail_backward(
     let mut found: Vec<Entry> = Vec::new(); // newest first
     let mut offer = |selected: Option<(Cow<str>, u64)>, line: u64, end: Pos, partial: bool| {
         if let Some((text, unseen)) = selected {
-            found.push(Entry {
-                stream,
+            let line = Line {
                 line,
-                text: clean::cut(&text, req.max_line_chars, unseen).into_owned(),
-                similar: 0,
+                text,
+                unseen,
                 end,
                 partial,
-            });
+            };
+            found.push(line.entry(stream, req.max_line_chars));
         }
         found.len() < n
     };
