@@ -574,7 +574,10 @@ impl Line<'_> {
         Entry {
             stream,
             line: self.line,
-            text: clean::cut(&self.text, max_chars, self.unseen).into_owned(),
+            text: match clean::cut(&self.text, max_chars, self.unseen) {
+                Cow::Owned(cut) => cut,
+                Cow::Borrowed(_) => self.text.into_owned(),
+            },
             similar: 0,
             end: self.end,
             partial: self.partial,
@@ -656,12 +659,20 @@ impl LineAcc {
         self.bytes > 0
     }
 
-    fn select(&self, req: &Request) -> Option<(Cow<'static, str>, u64)> {
-        let text = if req.clean {
-            clean::clean(&self.kept)?.into_owned()
-        } else {
-            String::from_utf8_lossy(&self.kept).into_owned()
+    /// The line's text if selected. Consumes the line so that a whole line
+    /// (`--max-line-chars 0`) becomes its text without a copy when clean.
+    fn select(self, req: &Request) -> Option<(Cow<'static, str>, u64)> {
+        let changed = match req.clean {
+            true => match clean::clean(&self.kept)? {
+                Cow::Borrowed(same) if same.len() == self.kept.len() => None,
+                text => Some(text.into_owned()),
+            },
+            false => None,
         };
+        let text = changed.unwrap_or_else(|| {
+            String::from_utf8(self.kept)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        });
         req.matcher
             .keeps(text.as_bytes())
             .then_some((Cow::Owned(text), self.unseen))
@@ -732,6 +743,8 @@ fn scan_forward(
     if !acc.in_line() {
         return Ok((pos, None));
     }
+    // The carry is bounded by keep_bytes; whole lines are not carried.
+    let carry = (keep != usize::MAX).then(|| acc.clone());
     if req.include_partial
         && let Some((text, unseen)) = acc.select(req)
     {
@@ -743,7 +756,7 @@ fn scan_forward(
             partial: true,
         });
     }
-    Ok((pos, Some(Carry { at, line: acc })))
+    Ok((pos, carry.map(|line| Carry { at, line })))
 }
 
 /// Hands the selected lines of `complete` (whole lines, ending in a
@@ -1075,6 +1088,7 @@ fn newline_before(file: &File, mut at: u64) -> Result<u64> {
 /// Reads the line in bytes [from, to) forward, in bounded memory.
 fn read_line(file: &File, from: u64, to: u64, keep: usize, clean: bool) -> Result<LineAcc> {
     let mut acc = LineAcc::default();
+    acc.kept.reserve_exact(keep.min((to - from) as usize));
     let mut buf = vec![0; CHUNK.min((to - from) as usize)];
     let mut at = from;
     while at < to {
