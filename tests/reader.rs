@@ -104,6 +104,23 @@ fn a_log_truncated_and_regrown_past_the_cursor_resets_it() {
 }
 
 #[test]
+fn cursors_written_before_fingerprints_are_still_trusted() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let id = env.task_printing("a 1\nb 2\nc 3\n");
+    let dir = env.task_dir(&id);
+    let ino = std::fs::metadata(dir.join("stdout.log")).unwrap().ino();
+    std::fs::create_dir(dir.join("cursors")).unwrap();
+    let old = format!(
+        r#"{{"stdout":{{"offset":4,"line":1,"ino":{ino}}},"stderr":{{"offset":0,"line":0,"ino":0}}}}"#
+    );
+    std::fs::write(dir.join("cursors/default.json"), old).unwrap();
+    let doc = env.output_json(&[&id, "--since", "--stream", "stdout"]);
+    assert_eq!(Env::texts(&doc), ["b 2", "c 3"]);
+    assert_eq!(doc["stdout_meta"]["cursor_reset"], false);
+}
+
+#[test]
 fn a_rewritten_log_rebuilds_the_index_for_tail() {
     let env = Env::new();
     let id = env.task_printing("a 1\nb 2\nc 3\nd 4\n");
