@@ -154,13 +154,13 @@ pub struct OutputArgs {
     /// Only the first N selected lines (per stream)
     #[arg(long, value_name = "N")]
     pub head: Option<usize>,
-    /// Cap on lines returned in total; 0 means no cap
-    #[arg(short, long, value_name = "N", default_value_t = 200)]
-    pub max_lines: usize,
-    /// Cut cleaned lines longer than this many characters (0: never)
+    /// Cap on lines returned in total [default: 200; with --follow: no cap]; 0 means no cap
+    #[arg(short, long, value_name = "N")]
+    pub max_lines: Option<usize>,
+    /// Cut lines longer than this many characters (0: never)
     #[arg(long, value_name = "N", default_value_t = crate::clean::DEFAULT_MAX_LINE_CHARS)]
     pub max_line_chars: usize,
-    /// No cleaning: keep escapes, `\r`, blank lines, long lines; no collapsing
+    /// No cleaning: keep escapes, `\r`, blank lines; no collapsing
     #[arg(long)]
     pub raw: bool,
     /// All patterns match case-sensitively

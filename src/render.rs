@@ -243,9 +243,16 @@ pub fn output_summary(result: &ReadResult, filter: Option<&str>, since: bool) ->
         .streams
         .iter()
         .map(|s| {
+            // `total_lines` counts complete lines: an unfinished last line
+            // shown is said apart, so the counts never exceed the total.
+            let unfinished = if s.partial {
+                " + 1 unfinished line"
+            } else {
+                ""
+            };
             format!(
-                "{} of {} lines ({})",
-                thousands(s.returned),
+                "{} of {} lines{unfinished} ({})",
+                thousands(s.returned - u64::from(s.partial)),
                 thousands(s.total_lines),
                 s.stream.name()
             )

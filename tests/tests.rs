@@ -12,6 +12,7 @@ mod lifecycle;
 mod mcp;
 mod output;
 mod presets;
+mod reader;
 mod statedir;
 mod toolbox;
 mod waiting;

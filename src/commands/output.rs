@@ -2,44 +2,43 @@
 
 use crate::cli::OutputArgs;
 use crate::info::TaskInfo;
-use crate::logread::{self, Entry, Marks, Request, Window};
-use crate::pattern::{Case, LineMatch, PRESETS};
+use crate::logread::{self, Entry, Marks, Request};
+use crate::logs::options::{DEFAULT_MAX_LINES, ReadOptions};
+use crate::pattern::{Case, PRESETS};
 use crate::render;
 use crate::store::{Store, Task};
 use anyhow::Result;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::time::Duration;
 
-/// Builds a log request from the command line (also used by `wait`).
-pub fn request(args: &OutputArgs) -> Result<Request> {
-    let case = if args.case_sensitive {
-        Case::Sensitive
-    } else if args.ignore_case {
-        Case::Insensitive
-    } else {
-        Case::Smart
-    };
-    let window = match (args.tail, args.head) {
-        (Some(n), _) => Window::Tail(n),
-        (_, Some(n)) => Window::Head(n),
-        _ => Window::All,
-    };
-    Ok(Request {
+/// The command line's read options (the agent tools build the same type).
+pub fn options(args: &OutputArgs) -> ReadOptions {
+    ReadOptions {
         streams: args.stream.streams(),
-        matcher: LineMatch::build(
-            args.filter.as_deref(),
-            args.exclude.as_deref(),
-            &args.preset,
-            case,
-        )?,
-        clean: !args.raw,
-        max_line_chars: args.max_line_chars,
-        window,
-        max_lines: (args.max_lines > 0).then_some(args.max_lines),
-        since: args.since.then(|| args.cursor.clone()),
+        filter: args.filter.clone(),
+        exclude: args.exclude.clone(),
+        presets: args.preset.clone(),
+        case: if args.case_sensitive {
+            Case::Sensitive
+        } else if args.ignore_case {
+            Case::Insensitive
+        } else {
+            Case::Smart
+        },
+        since: args.since,
+        cursor: args.cursor.clone(),
         reset_cursor: args.reset_cursor,
-        include_partial: true,
-    })
+        tail: args.tail,
+        head: args.head,
+        max_lines: args.max_lines.unwrap_or(DEFAULT_MAX_LINES),
+        max_line_chars: args.max_line_chars,
+        raw: args.raw,
+    }
+}
+
+/// Builds a log request from the command line.
+pub fn request(args: &OutputArgs) -> Result<Request> {
+    options(args).request()
 }
 
 pub fn run(args: OutputArgs) -> Result<i32> {
@@ -55,7 +54,9 @@ pub fn run(args: OutputArgs) -> Result<i32> {
     let task = store.resolve(args.task.as_deref().unwrap_or_default())?;
     task.meta()?;
     if args.follow {
-        return follow(&task, req);
+        // Uncapped unless --max-lines is given: then it caps the whole follow.
+        let cap = args.max_lines.filter(|&n| n > 0);
+        return follow(&task, req, cap);
     }
     if args.json {
         let result = logread::read(&task.dir, &req)?;
@@ -65,40 +66,63 @@ pub fn run(args: OutputArgs) -> Result<i32> {
     // Block-buffered: std's stdout is line-buffered, one write(2) per line.
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let marked = req.streams.len() > 1;
-    let mut print = |entry: &Entry| render::output_entry(&mut out, entry, marked);
-    let result = logread::read_with(&task.dir, &req, Some(&mut print))?;
-    render::output_lines(&mut out, &result)?;
+    let mut print = |entry: Entry| render::output_entry(&mut out, &entry, marked);
+    let result = logread::read_with(&task.dir, &req, None, &mut print)?;
     out.flush()?;
-    let summary = render::output_summary(&result, args.filter.as_deref(), args.since);
-    if std::io::stderr().is_terminal() {
-        eprintln!("\x1b[2m{summary}\x1b[0m");
-    } else {
-        eprintln!("{summary}");
-    }
+    summary(&render::output_summary(
+        &result,
+        args.filter.as_deref(),
+        args.since,
+    ));
     Ok(0)
 }
 
-/// Prints new matching lines as they arrive until the task ends; returns its exit status.
-fn follow(task: &Task, mut req: Request) -> Result<i32> {
+/// The summary line on stderr, dimmed on a terminal.
+fn summary(text: &str) {
+    if std::io::stderr().is_terminal() {
+        eprintln!("\x1b[2m{text}\x1b[0m");
+    } else {
+        eprintln!("{text}");
+    }
+}
+
+/// Prints new matching lines as they arrive until the task ends and its
+/// last byte is read; returns its exit status. With `cap`, stops after that
+/// many entries and says so.
+fn follow(task: &Task, mut req: Request, cap: Option<usize>) -> Result<i32> {
     let mut positions = Marks::default();
     let mut backoff = crate::control::Backoff::new(Duration::from_millis(50));
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout());
+    let marked = req.streams.len() > 1;
+    let mut printed = 0;
     loop {
         // Look at liveness first: a read after the task ended sees all it wrote.
         let active = task.reload().phase().is_active();
         req.include_partial = !active;
-        let result = match req.since {
-            Some(_) => logread::read(&task.dir, &req)?,
-            None => logread::read_from(&task.dir, &req, &mut positions)?,
+        req.max_lines = cap.map(|cap| cap - printed);
+        let mut got = 0;
+        let mut print = |entry: Entry| {
+            got += 1;
+            render::output_entry(&mut out, &entry, marked)
         };
+        let from = req.since.is_none().then_some(&mut positions);
+        let result = logread::read_with(&task.dir, &req, from, &mut print)?;
         req.reset_cursor = false; // rewind once, not on every poll
-        let got = result.streams.iter().any(|s| !s.entries.is_empty());
-        render::output_lines(&mut out, &result)?;
         out.flush()?;
+        printed += got;
+        if let Some(cap) = cap
+            && printed >= cap
+            && result.streams.iter().any(|s| s.truncated)
+        {
+            summary(&format!(
+                "-- stopped after {printed} lines: --max-lines {cap}"
+            ));
+            return Ok(0);
+        }
         if !active {
             return Ok(TaskInfo::of(&task.reload()).exit_status());
         }
-        if got {
+        if got > 0 {
             backoff.reset(Duration::from_millis(50));
         }
         std::thread::sleep(backoff.next_nap());

@@ -32,14 +32,13 @@ pub enum Condition {
 impl Condition {
     /// A line matching `pattern` (same rules as `--filter`) in `streams`.
     pub fn line(pattern: &str, streams: Vec<Stream>) -> Result<Condition> {
-        let matcher = LineMatch::build(Some(pattern), None, &[], Case::Smart)
-            .map_err(|e| usage(e.to_string().replace("--filter", "--for-line")))?;
+        let matcher = LineMatch::build("--for-line", Some(pattern), None, &[], Case::Smart)?;
+        // A line still without newline counts too ("ready on :3000" then
+        // silence); the reader resumes after it rather than reading it again.
         let request = Request {
             matcher,
-            max_line_chars: 0,
             window: Window::Head(1),
             max_lines: Some(1),
-            include_partial: false,
             ..Request::all(streams)
         };
         Ok(Condition::Line(Box::new(request), pattern.to_string()))
@@ -261,10 +260,7 @@ pub fn wait(tasks: &[Task], condition: &Condition, deadline: Option<Instant>) ->
             if let Condition::Line(req, _) = condition
                 && found[i].is_none()
             {
-                let mut req = (**req).clone();
-                // Once the task has ended, its last line counts even without a newline.
-                req.include_partial = !active;
-                let result = logread::read_from(&task.dir, &req, &mut positions[i])?;
+                let result = logread::read_from(&task.dir, req, &mut positions[i])?;
                 found[i] = result
                     .streams
                     .iter()

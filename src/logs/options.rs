@@ -34,7 +34,7 @@ pub struct ReadOptions {
 }
 
 /// The cap a read gets unless it asks otherwise.
-pub const DEFAULT_MAX_LINES: usize = 200;
+pub use crate::logread::DEFAULT_MAX_LINES;
 
 impl Default for ReadOptions {
     fn default() -> ReadOptions {
@@ -71,6 +71,7 @@ impl ReadOptions {
         Ok(Request {
             streams: self.streams.clone(),
             matcher: LineMatch::build(
+                "--filter",
                 self.filter.as_deref(),
                 self.exclude.as_deref(),
                 &self.presets,

@@ -170,17 +170,16 @@ pub struct LineMatch {
     pub presets: Option<Regex>,
     /// The filter compiled for searching whole chunks of lines at once
     /// (multi-line, so `^`/`$` match at line boundaries). `None` when the
-    /// pattern cannot be searched that way (`\A`, `\z`) or might match the
-    /// replacement character that invalid UTF-8 becomes in a line; then
-    /// lines are matched one at a time.
-    pub chunk_filter: Option<Regex>,
+    /// pattern cannot be searched that way (`\A`, `\z`); then lines are
+    /// matched one at a time.
+    chunk_filter: Option<Regex>,
     /// The filter may match text that only exists after lossy UTF-8
     /// decoding (`.`, negated classes), so chunk search needs valid UTF-8.
-    pub chunk_needs_utf8: bool,
+    chunk_needs_utf8: bool,
     /// When the filter is a case-sensitive alternation of plain words
     /// (`ERROR|WARN`), those words: searching each with SIMD memmem finds
     /// candidate lines faster than the general regex search.
-    pub literals: Option<Vec<memchr::memmem::Finder<'static>>>,
+    literals: Option<Vec<memchr::memmem::Finder<'static>>>,
 }
 
 /// The words of a case-sensitive pattern made only of literal alternatives.
@@ -201,8 +200,10 @@ fn literal_words(pattern: &str) -> Option<Vec<memchr::memmem::Finder<'static>>> 
 }
 
 impl LineMatch {
-    /// Builds the filter and the combined exclude (user pattern plus presets).
+    /// Builds the filter and the combined exclude (user pattern plus presets);
+    /// `option` names the filter in errors (`--filter`, `--for-line`).
     pub fn build(
+        option: &str,
         filter: Option<&str>,
         exclude: Option<&str>,
         presets: &[String],
@@ -233,9 +234,7 @@ impl LineMatch {
                     .iter()
                     .any(|c| p.contains(c))
         });
-        let filter = filter
-            .map(|p| compile("--filter", p, filter_ic))
-            .transpose()?;
+        let filter = filter.map(|p| compile(option, p, filter_ic)).transpose()?;
         let exclude = exclude
             .map(|p| compile("--exclude", p, exclude_ic))
             .transpose()?;
@@ -257,6 +256,28 @@ impl LineMatch {
         })
     }
 
+    /// Whether a filter selects lines (then similar lines are not collapsed:
+    /// someone asking for errors sees every one).
+    pub fn has_filter(&self) -> bool {
+        self.filter.is_some()
+    }
+
+    /// A candidate search over `chunk`, a run of whole lines, or `None` when
+    /// lines must be matched one at a time: no chunk-searchable filter,
+    /// cleaning would change what the filter sees (`unchanged` false), or
+    /// the filter needs valid UTF-8 and the chunk is not.
+    pub fn candidates(&self, chunk: &[u8], unchanged: bool) -> Option<Candidates<'_>> {
+        let re = self.chunk_filter.as_ref()?;
+        if !unchanged || (self.chunk_needs_utf8 && std::str::from_utf8(chunk).is_err()) {
+            return None;
+        }
+        Some(Candidates {
+            re,
+            literals: self.literals.as_deref(),
+            next: vec![None; self.literals.as_ref().map_or(0, Vec::len)],
+        })
+    }
+
     /// Whether a (cleaned) line is kept: not excluded, and matching the filter if any.
     pub fn keeps(&self, text: &[u8]) -> bool {
         static PROTECTED: LazyLock<Regex> =
@@ -270,6 +291,38 @@ impl LineMatch {
     }
 }
 
+/// The matcher's fast path over a chunk of lines (see [`LineMatch::candidates`]),
+/// kept inside the matcher as ripgrep's `find_candidate_line` is.
+pub struct Candidates<'m> {
+    re: &'m Regex,
+    literals: Option<&'m [memchr::memmem::Finder<'static>]>,
+    /// Each word's next position, searched again only once passed, so a rare
+    /// word is not re-scanned for every occurrence of a frequent one.
+    next: Vec<Option<usize>>,
+}
+
+impl Candidates<'_> {
+    /// Start of the next possible match at or after `from`. Candidates must
+    /// be confirmed line by line with [`LineMatch::keeps`], so a match
+    /// spanning lines never counts.
+    pub fn next_candidate(&mut self, hay: &[u8], from: usize) -> Option<usize> {
+        let Some(finders) = self.literals else {
+            return self.re.find_at(hay, from).map(|m| m.start());
+        };
+        for (finder, slot) in finders.iter().zip(self.next.iter_mut()) {
+            if slot.is_none_or(|at| at < from) {
+                *slot = Some(finder.find(&hay[from..]).map_or(usize::MAX, |at| at + from));
+            }
+        }
+        self.next
+            .iter()
+            .flatten()
+            .copied()
+            .min()
+            .filter(|&at| at != usize::MAX)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,21 +331,21 @@ mod tests {
     fn grep_pipes_become_alternation() {
         assert_eq!(grep_alternation(r"ERROR\|WARN"), "ERROR|WARN");
         assert_eq!(grep_alternation(r"a\.b\\"), r"a\.b\\");
-        let m = LineMatch::build(Some(r"ERROR\|WARN"), None, &[], Case::Smart).unwrap();
+        let m = LineMatch::build("--filter", Some(r"ERROR\|WARN"), None, &[], Case::Smart).unwrap();
         assert!(m.keeps(b"a warn here"));
         assert!(!m.keeps(b"info"));
     }
 
     #[test]
     fn literal_pipe_is_a_class() {
-        let m = LineMatch::build(Some("a[|]b"), None, &[], Case::Smart).unwrap();
+        let m = LineMatch::build("--filter", Some("a[|]b"), None, &[], Case::Smart).unwrap();
         assert!(m.keeps(b"a|b"));
         assert!(!m.keeps(b"a"));
     }
 
     #[test]
     fn invalid_regex_names_pattern_and_position() {
-        let err = LineMatch::build(Some("ERROR("), None, &[], Case::Smart).unwrap_err();
+        let err = LineMatch::build("--filter", Some("ERROR("), None, &[], Case::Smart).unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid --filter regex 'ERROR(': unclosed group at position 5"
@@ -301,7 +354,7 @@ mod tests {
 
     #[test]
     fn excludes_are_case_sensitive_by_default() {
-        let m = LineMatch::build(None, Some("hmr"), &[], Case::Smart).unwrap();
+        let m = LineMatch::build("--filter", None, Some("hmr"), &[], Case::Smart).unwrap();
         assert!(m.keeps(b"HMR update"));
         assert!(!m.keeps(b"hmr update"));
     }
@@ -309,7 +362,7 @@ mod tests {
     #[test]
     fn plain_alternations_get_a_literal_search() {
         let words = |p: &str, case| {
-            LineMatch::build(Some(p), None, &[], case)
+            LineMatch::build("--filter", Some(p), None, &[], case)
                 .unwrap()
                 .literals
                 .map(|l| l.len())
@@ -327,7 +380,7 @@ mod tests {
     #[test]
     fn every_preset_compiles() {
         for p in PRESETS {
-            LineMatch::build(None, None, &[p.name.to_string()], Case::Smart).unwrap();
+            LineMatch::build("--filter", None, None, &[p.name.to_string()], Case::Smart).unwrap();
         }
         assert!(preset("nope").is_err());
     }

@@ -1,5 +1,6 @@
 //! Finding lines in task logs: ranges, cursors, filters, tail, caps.
-//! Nothing here prints; `render.rs` turns a [`ReadResult`] into text or JSON.
+//! Nothing here prints: every read hands its entries to a sink, in order
+//! (collecting them is one sink, printing another; `render.rs` formats).
 //!
 //! Positions are a byte offset plus a line count ([`Pos`]), so an
 //! incremental `--since` read costs only the new bytes. A persisted index
@@ -7,6 +8,14 @@
 //! end of the file. Cursors are files updated under a lock: two readers with
 //! the same cursor name never get the same line twice, and a cap never
 //! skips a line (the cursor stops right after the last one returned).
+//! Cursors and the index carry the log's inode and a fingerprint of the
+//! bytes before their position, so a log replaced, truncated or rewritten
+//! in place is noticed and read again from the start.
+//!
+//! Memory stays bounded whatever the log: reads go in 1 MiB chunks, and a
+//! line longer than [`keep_bytes`] is kept only in part (the rest counted).
+//! Every path (forward, backward tail, since, follow) builds entries with
+//! the same selection ([`select`]) and the same [`Collector`].
 
 use crate::clean;
 use crate::meta::write_atomic;
@@ -16,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -51,17 +60,61 @@ pub struct Pos {
     pub line: u64,
 }
 
-/// A position in one particular file (inode), so a replaced log is noticed.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+/// A position in one particular file, so a replaced or rewritten log is
+/// noticed: the inode, and a fingerprint of the bytes just before the
+/// position (not of the file's start, which a later feature may free).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Mark {
     #[serde(flatten)]
     pos: Pos,
     #[serde(default)]
     ino: u64,
+    /// Hash of the up to 64 bytes before `pos`; missing in files written by
+    /// older versions, which are trusted as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tag: Option<u64>,
+    /// In memory only: an unfinished last line already read past `pos`.
+    #[serde(skip)]
+    carry: Option<Box<Carry>>,
+}
+
+const TAG_BYTES: u64 = 64;
+
+/// FNV-1a of the bytes before `offset`; `None` if they cannot be read.
+fn fingerprint(file: &File, offset: u64) -> Option<u64> {
+    let from = offset.saturating_sub(TAG_BYTES);
+    let mut bytes = [0; TAG_BYTES as usize];
+    let bytes = &mut bytes[..(offset - from) as usize];
+    read_exact_at(file, bytes, from).ok()?;
+    Some(bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h: u64, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }))
+}
+
+impl Mark {
+    fn at(file: &File, pos: Pos, ino: u64) -> Mark {
+        Mark {
+            pos,
+            ino,
+            tag: fingerprint(file, pos.offset),
+            carry: None,
+        }
+    }
+
+    /// Whether this position is still valid in the log `file` (`len`
+    /// bytes, inode `ino`): a shorter, replaced, or rewritten log
+    /// (truncated in place and regrown) is not.
+    fn holds(&self, file: &File, len: u64, ino: u64) -> bool {
+        self.pos.offset <= len
+            && (self.ino == 0 || self.ino == ino)
+            && self
+                .tag
+                .is_none_or(|tag| fingerprint(file, self.pos.offset) == Some(tag))
+    }
 }
 
 /// Per-stream positions: a reader's cursor, or the line-count index.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Marks {
     #[serde(default)]
     stdout: Mark,
@@ -70,10 +123,10 @@ pub struct Marks {
 }
 
 impl Marks {
-    fn get(&self, stream: Stream) -> Mark {
+    fn get(&self, stream: Stream) -> &Mark {
         match stream {
-            Stream::Stdout => self.stdout,
-            Stream::Stderr => self.stderr,
+            Stream::Stdout => &self.stdout,
+            Stream::Stderr => &self.stderr,
         }
     }
 
@@ -84,10 +137,17 @@ impl Marks {
         }
     }
 
+    /// Reads a cursor or index file; a missing, unreadable or planted
+    /// (symlinked) one reads as "from the start".
     fn load(path: &Path) -> Marks {
-        fs::read(path)
+        let mut bytes = Vec::new();
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .and_then(|_| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default()
     }
 }
@@ -99,6 +159,9 @@ pub enum Window {
     Head(usize),
     Tail(usize),
 }
+
+/// The default `--max-lines`: the cap on one read's entries.
+pub const DEFAULT_MAX_LINES: usize = 200;
 
 /// What a read asks for.
 #[derive(Clone, Debug)]
@@ -137,14 +200,16 @@ impl Request {
     }
 }
 
-/// One returned line, or the first of a run of similar lines.
+/// One returned line. A run of 4 or more similar lines becomes two
+/// entries: its first line, standing for the hidden lines after it
+/// (`similar`), and its last line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
     pub stream: Stream,
     /// 1-based line number in the log.
     pub line: u64,
     pub text: String,
-    /// How many following lines were collapsed into this one.
+    /// How many following lines are hidden behind this one.
     pub similar: u64,
     /// Position just after the last log line this entry stands for.
     pub end: Pos,
@@ -156,21 +221,26 @@ pub struct Entry {
 #[derive(Clone, Debug)]
 pub struct StreamResult {
     pub stream: Stream,
+    /// The entries, when the read collected them ([`read`], [`read_from`]);
+    /// empty when they went to a sink ([`read_with`]).
     pub entries: Vec<Entry>,
     /// Complete lines in the whole log.
     pub total_lines: u64,
     /// Matching lines in the range read; `None` when a `--tail` read stopped
     /// early without looking at the whole range.
     pub matched: Option<u64>,
-    /// Log lines accounted for by the entries (a collapsed run counts whole).
+    /// Log lines accounted for by the entries (a collapsed run counts whole,
+    /// an unfinished last line counts one).
     pub returned: u64,
+    /// An unfinished last line (no newline yet) is among the entries.
+    pub partial: bool,
     /// The cap cut the result short.
     pub truncated: bool,
     /// Matching lines after the last returned one that were not returned.
     pub remaining: Option<u64>,
     /// Where the next `--since` read starts.
     pub cursor: Pos,
-    /// The log shrank or was replaced, so the cursor started over.
+    /// The log shrank or was rewritten, so the cursor started over.
     pub cursor_reset: bool,
 }
 
@@ -180,97 +250,130 @@ pub struct ReadResult {
     pub streams: Vec<StreamResult>,
 }
 
-/// Receives entries as they are found (see [`read_with`]).
-pub type Sink<'a> = &'a mut dyn FnMut(&Entry) -> std::io::Result<()>;
+/// Receives entries in order; an error (closed pipe) stops the read.
+pub type Sink<'a> = &'a mut dyn FnMut(Entry) -> std::io::Result<()>;
 
-/// Lends the sink out for a shorter time (`as_deref_mut` cannot shorten the
-/// trait object's lifetime; this coercion can).
-fn lend<'a>(sink: &'a mut Option<Sink<'_>>) -> Option<Sink<'a>> {
-    match sink {
-        Some(s) => Some(&mut **s),
-        None => None,
-    }
-}
-
-/// Reads a task's logs as `req` says; with `since`, under the cursor's lock.
+/// Reads a task's logs as `req` says (with `since`, under the cursor's lock)
+/// and collects the entries: [`read_with`] and a sink that keeps them.
 pub fn read(task_dir: &Path, req: &Request) -> Result<ReadResult> {
-    read_with(task_dir, req, None)
+    collect(|sink| read_with(task_dir, req, None, sink))
 }
 
-/// Like [`read`], but an uncapped whole-range read (`--max-lines 0`, no
-/// tail/head) hands its entries to `sink` as they are found instead of
-/// collecting them, so reading a 1 GiB log needs no 1 GiB of memory and a
-/// closed pipe stops the scan. Other reads ignore the sink.
-pub fn read_with(task_dir: &Path, req: &Request, mut sink: Option<Sink>) -> Result<ReadResult> {
+/// Reads the lines after `from` (per stream) and moves `from` to where the
+/// next incremental read should start; collects the entries.
+pub fn read_from(task_dir: &Path, req: &Request, from: &mut Marks) -> Result<ReadResult> {
+    collect(|sink| read_with(task_dir, req, Some(from), sink))
+}
+
+fn collect(read: impl FnOnce(Sink) -> Result<ReadResult>) -> Result<ReadResult> {
+    let mut got = Vec::new();
+    let mut result = read(&mut |entry| {
+        got.push(entry);
+        Ok(())
+    })?;
+    for s in &mut result.streams {
+        s.entries = got.extract_if(.., |e| e.stream == s.stream).collect();
+    }
+    Ok(result)
+}
+
+/// The one read path: hands every entry to `sink`, in order. Positions come
+/// from `from` (a poller's own), else the `since` cursor, else the start.
+/// An uncapped read hands entries over as they are found, so reading a
+/// 1 GiB log needs no 1 GiB of memory and a closed pipe stops the scan; a
+/// capped one hands them over once the cap is shared between the streams.
+pub fn read_with(
+    task_dir: &Path,
+    req: &Request,
+    from: Option<&mut Marks>,
+    sink: Sink,
+) -> Result<ReadResult> {
+    if let Some(from) = from {
+        return engine(task_dir, req, from, sink);
+    }
     let Some(name) = &req.since else {
-        return read_from_sink(task_dir, req, &mut Marks::default(), sink);
+        return engine(task_dir, req, &mut Marks::default(), sink);
     };
     let _lock = lock_cursor(task_dir, name)?;
-    let path = task_dir.join("cursors").join(format!("{name}.json"));
+    let path = task_dir
+        .join(crate::store::CURSORS)
+        .join(format!("{name}.json"));
     let mut cursors = if req.reset_cursor {
         Marks::default()
     } else {
         Marks::load(&path)
     };
-    let result = read_from_sink(task_dir, req, &mut cursors, lend(&mut sink));
-    // Advance the cursor even if the sink failed part-way: it only moves
-    // past entries that were handed over.
+    let result = engine(task_dir, req, &mut cursors, sink);
+    // Saved even if the sink failed part-way: the cursor only moved past
+    // entries that were handed over.
     write_atomic(&path, &serde_json::to_vec(&cursors)?, false)?;
     result
 }
 
-/// Reads the lines after `from` (per stream) and moves `from` to where the
-/// next incremental read should start.
-pub fn read_from(task_dir: &Path, req: &Request, from: &mut Marks) -> Result<ReadResult> {
-    read_from_sink(task_dir, req, from, None)
+/// The caller's sink, remembering per stream the end of the last complete
+/// line handed over (where a cursor may stop if the sink fails).
+struct Out<'a, 's> {
+    sink: &'a mut Sink<'s>,
+    handed: [Option<Pos>; 2],
 }
 
-fn read_from_sink(
-    task_dir: &Path,
-    req: &Request,
-    from: &mut Marks,
-    mut sink: Option<Sink>,
-) -> Result<ReadResult> {
-    let streaming = req.window == Window::All && req.max_lines.is_none();
+impl Out<'_, '_> {
+    fn give(&mut self, entry: Entry) -> std::io::Result<()> {
+        let (slot, end, partial) = (entry.stream as usize, entry.end, entry.partial);
+        (self.sink)(entry)?;
+        if !partial {
+            self.handed[slot] = Some(end);
+        }
+        Ok(())
+    }
+
+    /// After a failure: each stream's position moves only past what was handed over.
+    fn keep_handed(&self, from: &mut Marks) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            if let Some(pos) = self.handed[stream as usize] {
+                from.set(
+                    stream,
+                    Mark {
+                        pos,
+                        ..Mark::default()
+                    },
+                );
+            }
+        }
+    }
+}
+
+fn engine(task_dir: &Path, req: &Request, from: &mut Marks, mut sink: Sink) -> Result<ReadResult> {
+    let mut out = Out {
+        sink: &mut sink,
+        handed: [None; 2],
+    };
+    let capped = req.max_lines.is_some();
     let mut scans = Vec::new();
     for &stream in &req.streams {
-        let sink = if streaming { lend(&mut sink) } else { None };
-        let scan = scan_stream(task_dir, stream, from.get(stream), req, sink);
-        match scan {
+        let start = from.get(stream).clone();
+        match scan_stream(task_dir, stream, start, req, (!capped).then_some(&mut out)) {
             Ok(scan) => scans.push(scan),
             Err(err) => {
-                // A sink error (closed pipe): keep what was handed over.
-                for scan in &scans {
-                    from.set(
-                        scan.stream,
-                        Mark {
-                            pos: scan.scanned,
-                            ino: scan.ino,
-                        },
-                    );
-                }
+                out.keep_handed(from);
                 return Err(err);
             }
         }
     }
-
     // Share the cap between streams: each gets half, and what one does not
     // use goes to the other.
-    let cap = req.max_lines.unwrap_or(usize::MAX);
-    let wants: Vec<usize> = scans.iter().map(|s| s.entries.len()).collect();
-    let budgets = share(cap, &wants);
-
+    let wants: Vec<usize> = scans.iter().map(|s| s.found.entries.len()).collect();
+    let budgets = share(req.max_lines.unwrap_or(usize::MAX), &wants);
     let mut results = Vec::new();
     for (scan, budget) in scans.into_iter().zip(budgets) {
-        let ino = scan.ino;
-        let result = finish(scan, budget, req);
-        from.set(
-            result.stream,
-            Mark {
-                pos: result.cursor,
-                ino,
-            },
-        );
+        let (result, entries, mark) = scan.finish(budget, req);
+        for entry in entries {
+            if let Err(err) = out.give(entry) {
+                out.keep_handed(from);
+                return Err(err.into());
+            }
+        }
+        from.set(result.stream, mark);
         results.push(result);
     }
     Ok(ReadResult { streams: results })
@@ -296,54 +399,76 @@ fn share(cap: usize, wants: &[usize]) -> Vec<usize> {
 /// A stream's scan before the cap is applied.
 struct Scan {
     stream: Stream,
-    entries: Vec<Entry>,
+    found: Found,
+    /// `None` for a plain tail, which stops early.
     matched: Option<u64>,
-    /// Matching lines in entries that were not collected (past a head/cap).
-    uncollected: u64,
-    /// End of the complete lines scanned (forward) or of the log (tail).
-    scanned: Pos,
+    /// Where the read started, and the end of the complete lines it covered.
     start: Pos,
-    total_lines: u64,
+    scanned: Pos,
     cursor_reset: bool,
-    ino: u64,
-    /// Lines handed to a sink instead of being collected.
-    streamed: u64,
+    /// The open log (`None`: missing), to fingerprint the next position.
+    log: Option<(File, u64)>,
+    /// An unfinished last line read past `scanned`.
+    carry: Option<Carry>,
 }
 
-fn finish(scan: Scan, budget: usize, req: &Request) -> StreamResult {
-    let mut entries = scan.entries;
-    let truncated = entries.len() > budget;
-    let cut = entries.len().saturating_sub(budget);
-    // A plain --tail keeps the newest lines; anything else keeps the oldest,
-    // so a cursor can continue right after them.
-    let dropped: Vec<Entry> = match (req.window, &req.since) {
-        (Window::Tail(_), None) => entries.drain(..cut).collect(),
-        _ => entries.drain(budget.min(entries.len())..).collect(),
-    };
-    let dropped_lines: u64 = dropped.iter().map(|e| 1 + e.similar).sum();
-    let returned = entries.iter().map(|e| 1 + e.similar).sum::<u64>() + scan.streamed;
-    let cut_short = truncated || scan.uncollected > 0;
-    let cursor = match entries.iter().rev().find(|e| !e.partial) {
-        Some(last) if cut_short => last.end,
-        None if cut_short => scan.start,
-        _ => scan.scanned,
-    };
-    // The cap (not --head) stopped the collection early.
-    let capped_early = scan.uncollected > 0
-        && match req.window {
-            Window::Head(n) => req.max_lines.is_some_and(|cap| cap < n),
-            _ => true,
+impl Scan {
+    fn new(stream: Stream, found: Found, from: Pos, to: Pos, cursor_reset: bool) -> Scan {
+        Scan {
+            stream,
+            matched: Some(found.matched),
+            found,
+            start: from,
+            scanned: to,
+            cursor_reset,
+            log: None,
+            carry: None,
+        }
+    }
+
+    /// Applies the stream's share of the cap: the result, the entries to
+    /// hand over, and where the next read of this stream starts.
+    fn finish(self, budget: usize, req: &Request) -> (StreamResult, Vec<Entry>, Mark) {
+        let found = self.found;
+        let mut entries = found.entries;
+        let truncated = entries.len() > budget;
+        let cut = entries.len().saturating_sub(budget);
+        // A plain --tail keeps the newest lines; anything else keeps the
+        // oldest, so a cursor can continue right after them.
+        let dropped: Vec<Entry> = match (req.window, &req.since) {
+            (Window::Tail(_), None) => entries.drain(..cut).collect(),
+            _ => entries.drain(budget.min(entries.len())..).collect(),
         };
-    StreamResult {
-        stream: scan.stream,
-        entries,
-        total_lines: scan.total_lines,
-        matched: scan.matched,
-        returned,
-        truncated: truncated || capped_early,
-        remaining: Some(dropped_lines + scan.uncollected),
-        cursor,
-        cursor_reset: scan.cursor_reset,
+        let lines = |e: &Entry| 1 + e.similar;
+        let dropped_lines: u64 = dropped.iter().map(lines).sum();
+        let returned = entries.iter().map(lines).sum::<u64>() + found.handed;
+        let cut_short = truncated || found.uncollected > 0;
+        let cursor = match entries.iter().rev().find(|e| !e.partial) {
+            Some(last) if cut_short => last.end,
+            None if cut_short => found.handed_end.unwrap_or(self.start),
+            _ => self.scanned,
+        };
+        let partial = found.handed_partial || entries.iter().any(|e| e.partial);
+        let mark = match self.log {
+            Some((file, ino)) => Mark {
+                carry: self.carry.filter(|_| cursor == self.scanned).map(Box::new),
+                ..Mark::at(&file, cursor, ino)
+            },
+            None => Mark::default(),
+        };
+        let result = StreamResult {
+            stream: self.stream,
+            entries: Vec::new(),
+            total_lines: self.scanned.line,
+            matched: self.matched,
+            returned,
+            partial,
+            truncated: truncated || found.stopped_by_cap,
+            remaining: Some(dropped_lines + found.uncollected),
+            cursor,
+            cursor_reset: self.cursor_reset,
+        };
+        (result, entries, mark)
     }
 }
 
@@ -372,452 +497,552 @@ fn scan_stream(
     stream: Stream,
     start: Mark,
     req: &Request,
-    sink: Option<Sink>,
+    out: Option<&mut Out>,
 ) -> Result<Scan> {
-    let Some((mut file, len, ino)) = open_log(&task_dir.join(stream.file()))? else {
-        return Ok(Scan {
-            stream,
-            entries: Vec::new(),
-            matched: Some(0),
-            uncollected: 0,
-            scanned: Pos::default(),
-            start: Pos::default(),
-            total_lines: 0,
-            cursor_reset: start.pos.offset > 0,
-            ino: 0,
-            streamed: 0,
-        });
+    let plain_tail = match (req.window, &req.since) {
+        (Window::Tail(n), None) => Some(n),
+        _ => None,
     };
-    let mut start_pos = start.pos;
-    let mut cursor_reset = false;
-    if start_pos.offset > len || (start.ino != 0 && start.ino != ino) {
-        start_pos = Pos::default();
-        cursor_reset = true;
-    }
-    let collapse = req.clean && req.matcher.filter.is_none();
-    let mut collector = Collector::new(
-        stream,
-        req.window,
-        req.max_lines,
-        collapse,
-        req.clean,
-        req.max_line_chars,
-        sink,
-    );
-
-    if let (Window::Tail(n), None) = (req.window, &req.since) {
-        // Plain tail: read backwards from the end, never the whole file.
-        let index = Marks::load(&task_dir.join("index.json")).get(stream);
-        let total = refresh_index(task_dir, stream, &mut file, len, ino, index)?;
-        let entries = tail_backward(&mut file, len, total, n, stream, req)?;
-        return Ok(Scan {
+    let window = if plain_tail.is_some() {
+        Window::All // tail_backward already picked the lines
+    } else {
+        req.window
+    };
+    let mut collector = Collector::new(req, stream, window, out);
+    let Some((file, len, ino)) = open_log(&task_dir.join(stream.file()))? else {
+        let reset = start.pos.offset > 0;
+        return Ok(Scan::new(
             stream,
-            entries,
-            matched: None,
-            uncollected: 0,
-            scanned: total,
-            start: Pos::default(),
-            total_lines: total.line,
+            collector.finish()?,
+            Pos::default(),
+            Pos::default(),
+            reset,
+        ));
+    };
+    let (start, cursor_reset) = match start.holds(&file, len, ino) {
+        true => (start, false),
+        false => (Mark::default(), true),
+    };
+    let mut scan = if let Some(n) = plain_tail {
+        // Read backwards from the end, never the whole file.
+        let index = Marks::load(&task_dir.join(crate::store::INDEX))
+            .get(stream)
+            .clone();
+        let total = refresh_index(task_dir, stream, &file, len, ino, &index)?;
+        for entry in tail_backward(&file, len, total, n, stream, req)? {
+            collector.add(entry);
+        }
+        let mut scan = Scan::new(
+            stream,
+            collector.finish()?,
+            Pos::default(),
+            total,
             cursor_reset,
-            ino,
-            streamed: 0,
-        });
-    }
-
-    file.seek(SeekFrom::Start(start_pos.offset))?;
-    let scanned = scan_forward(&mut file, start_pos, len, req, &mut |kept| {
-        collector.push(kept)
-    })?;
-    let (entries, matched, uncollected, streamed) = collector.finish()?;
-    store_index(task_dir, stream, scanned, ino);
-    Ok(Scan {
-        stream,
-        entries,
-        matched: Some(matched),
-        uncollected,
-        scanned,
-        start: start_pos,
-        total_lines: scanned.line,
-        cursor_reset,
-        ino,
-        streamed,
-    })
+        );
+        scan.matched = None;
+        scan
+    } else {
+        let (scanned, carry) = scan_forward(&file, &start, len, req, &mut collector)?;
+        store_index(task_dir, stream, &file, len, scanned, ino);
+        let mut scan = Scan::new(
+            stream,
+            collector.finish()?,
+            start.pos,
+            scanned,
+            cursor_reset,
+        );
+        scan.carry = carry;
+        scan
+    };
+    scan.log = Some((file, ino));
+    Ok(scan)
 }
 
 /// A line that passed cleaning, exclude and filter.
-struct Kept<'a> {
+struct Line<'a> {
     line: u64,
     text: Cow<'a, str>,
+    /// Characters of a very long line that were not kept (see [`LineAcc`]).
+    unseen: u64,
     end: Pos,
     partial: bool,
 }
 
-/// Applies cleaning and the matcher to one raw line.
-fn select<'a>(raw: &'a [u8], req: &Request) -> Option<Cow<'a, str>> {
+impl Line<'_> {
+    /// The entry showing this line, cut at `max_chars`.
+    fn entry(self, stream: Stream, max_chars: usize) -> Entry {
+        Entry {
+            stream,
+            line: self.line,
+            text: match clean::cut(&self.text, max_chars, self.unseen) {
+                Cow::Owned(cut) => cut,
+                Cow::Borrowed(_) => self.text.into_owned(),
+            },
+            similar: 0,
+            end: self.end,
+            partial: self.partial,
+        }
+    }
+}
+
+/// Bytes of one line kept in memory: beyond this, a line is only counted,
+/// and a filter sees the kept part. `--max-line-chars 0` asks for whole
+/// lines, so then memory grows with the longest line.
+fn keep_bytes(req: &Request) -> usize {
+    match req.max_line_chars {
+        0 => usize::MAX,
+        max => max.saturating_mul(16).max(64 << 10),
+    }
+}
+
+/// Applies cleaning and the matcher to one raw line (without its newline);
+/// a line longer than [`keep_bytes`] goes through a [`LineAcc`] so it is
+/// treated the same whichever path read it.
+fn select<'a>(raw: &'a [u8], req: &Request, keep: usize) -> Option<(Cow<'a, str>, u64)> {
+    if raw.len() > keep {
+        let mut acc = LineAcc::default();
+        acc.absorb(raw, keep, req.clean);
+        return acc.select(req);
+    }
     let text = if req.clean {
         clean::clean(raw)?
     } else {
-        String::from_utf8_lossy(raw.strip_suffix(b"\n").unwrap_or(raw))
+        String::from_utf8_lossy(raw)
     };
-    req.matcher.keeps(text.as_bytes()).then_some(text)
+    req.matcher.keeps(text.as_bytes()).then_some((text, 0))
+}
+
+/// One line being read piece by piece, in bounded memory: the first
+/// `keep` bytes are kept, the rest only counted. When cleaning, a `\r`
+/// starts the line over (a progress bar shows what follows its last `\r`).
+#[derive(Clone, Debug, Default)]
+struct LineAcc {
+    kept: Vec<u8>,
+    /// Characters after `kept` that were counted, not kept.
+    unseen: u64,
+    /// Bytes absorbed so far (0: no line in progress).
+    bytes: u64,
+    /// The last byte absorbed was a `\r`: it redraws only if more follows.
+    cr: bool,
+}
+
+impl LineAcc {
+    fn absorb(&mut self, mut bytes: &[u8], keep: usize, clean: bool) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.bytes += bytes.len() as u64;
+        if clean {
+            if std::mem::take(&mut self.cr) {
+                self.restart();
+            }
+            if let Some(rest) = bytes.strip_suffix(b"\r") {
+                self.cr = true;
+                bytes = rest;
+            }
+            if let Some(at) = memchr::memrchr(b'\r', bytes) {
+                self.restart();
+                bytes = &bytes[at + 1..];
+            }
+        }
+        let room = keep.saturating_sub(self.kept.len()).min(bytes.len());
+        self.kept.extend_from_slice(&bytes[..room]);
+        self.unseen += clean::count_chars(&bytes[room..], clean);
+    }
+
+    fn restart(&mut self) {
+        self.kept.clear();
+        self.unseen = 0;
+    }
+
+    fn in_line(&self) -> bool {
+        self.bytes > 0
+    }
+
+    /// The line's text if selected. Consumes the line so that a whole line
+    /// (`--max-line-chars 0`) becomes its text without a copy when clean.
+    fn select(self, req: &Request) -> Option<(Cow<'static, str>, u64)> {
+        let changed = match req.clean {
+            true => match clean::clean(&self.kept)? {
+                Cow::Borrowed(same) if same.len() == self.kept.len() => None,
+                text => Some(text.into_owned()),
+            },
+            false => None,
+        };
+        let text = changed.unwrap_or_else(|| {
+            String::from_utf8(self.kept)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        });
+        req.matcher
+            .keeps(text.as_bytes())
+            .then_some((Cow::Owned(text), self.unseen))
+    }
+}
+
+/// An unfinished last line a poller has read already: its next read
+/// resumes at `at` instead of reading the line again (a `\r` progress bar
+/// can be a single line of hundreds of MB).
+#[derive(Clone, Debug)]
+struct Carry {
+    at: u64,
+    line: LineAcc,
 }
 
 const CHUNK: usize = 1 << 20;
 
-/// Reads from `start` to `len`, calling `on_kept` for every selected line in
-/// order (a final line without newline is passed as partial). Returns the
-/// position after the last complete line.
+/// Reads from `start` to `len`, handing every selected line to `collector`
+/// in order (an unfinished last line as partial). Returns the position
+/// after the last complete line, and the unfinished line's state.
 fn scan_forward(
-    file: &mut File,
-    start: Pos,
+    file: &File,
+    start: &Mark,
     len: u64,
     req: &Request,
-    on_kept: &mut dyn FnMut(Kept) -> bool,
-) -> Result<Pos> {
-    let mut pos = start;
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK.min((len - start.offset) as usize + 1));
-    let mut left = len - start.offset;
-    // Whole-chunk search is exact only if cleaning cannot change what the
-    // filter sees; every candidate line is still confirmed on its own.
-    let filter = req.matcher.chunk_filter.as_ref();
-    loop {
-        let want = (CHUNK.max(buf.len() * 2) - buf.len()).min(left as usize);
-        let old = buf.len();
-        // read_to_end fills spare capacity without zeroing it first.
-        (&mut *file).take(want as u64).read_to_end(&mut buf)?;
-        if buf.len() - old != want {
-            anyhow::bail!("log shrank while reading");
-        }
-        left -= want as u64;
-        let Some(last_nl) = memchr::memrchr(b'\n', &buf) else {
-            if left == 0 {
-                break;
+    collector: &mut Collector,
+) -> Result<(Pos, Option<Carry>)> {
+    let keep = keep_bytes(req);
+    let mut pos = start.pos;
+    let (mut at, mut acc) = match start.carry.as_deref() {
+        Some(c) if c.at >= pos.offset && c.at <= len => (c.at, c.line.clone()),
+        _ => (pos.offset, LineAcc::default()),
+    };
+    // One pread(2) per chunk into a buffer zeroed once.
+    let mut buf = vec![0; CHUNK.min((len - at) as usize)];
+    while at < len && !collector.failed() {
+        let want = CHUNK.min((len - at) as usize);
+        read_exact_at(file, &mut buf[..want], at).context("log shrank while reading")?;
+        let chunk_at = at;
+        at += want as u64;
+        let mut body = &buf[..want];
+        if acc.in_line() {
+            let Some(nl) = memchr::memchr(b'\n', body) else {
+                acc.absorb(body, keep, req.clean);
+                continue;
+            };
+            acc.absorb(&body[..nl], keep, req.clean);
+            pos.line += 1;
+            pos.offset = chunk_at + nl as u64 + 1;
+            if let Some((text, unseen)) = std::mem::take(&mut acc).select(req) {
+                collector.push(Line {
+                    line: pos.line,
+                    text,
+                    unseen,
+                    end: pos,
+                    partial: false,
+                });
             }
-            continue; // one line longer than the buffer: read more
+            body = &body[nl + 1..];
+        }
+        let Some(last_nl) = memchr::memrchr(b'\n', body) else {
+            acc.absorb(body, keep, req.clean);
+            continue;
         };
-        let complete = &buf[..=last_nl];
-        match filter {
-            Some(re)
-                if (!req.clean || clean::is_plain(complete))
-                    && (!req.matcher.chunk_needs_utf8 || std::str::from_utf8(complete).is_ok()) =>
-            {
-                let mut from = 0;
-                let mut next_literal =
-                    vec![None; req.matcher.literals.as_ref().map_or(0, Vec::len)];
-                while let Some(at) = next_candidate(
-                    re,
-                    req.matcher.literals.as_deref(),
-                    &mut next_literal,
-                    complete,
-                    from,
-                ) {
-                    if at >= complete.len() {
-                        break; // an empty match after the last line
-                    }
-                    let line_start = memchr::memrchr(b'\n', &complete[..at]).map_or(0, |i| i + 1);
-                    let line_end =
-                        at + memchr::memchr(b'\n', &complete[at..]).expect("chunk ends in newline");
-                    pos.line +=
-                        memchr::memchr_iter(b'\n', &complete[from..line_start]).count() as u64 + 1;
-                    pos.offset += (line_end + 1 - from) as u64;
-                    from = line_end + 1;
-                    if let Some(text) = select(&complete[line_start..line_end], req)
-                        && !on_kept(Kept {
-                            line: pos.line,
-                            text,
-                            end: pos,
-                            partial: false,
-                        })
-                    {
-                        return Ok(pos); // the consumer gave up (closed pipe)
-                    }
-                }
-                pos.line += memchr::memchr_iter(b'\n', &complete[from..]).count() as u64;
-                pos.offset += (complete.len() - from) as u64;
-            }
-            _ => {
-                let mut line_start = 0;
-                for nl in memchr::memchr_iter(b'\n', complete) {
-                    pos.line += 1;
-                    pos.offset += (nl + 1 - line_start) as u64;
-                    if let Some(text) = select(&complete[line_start..nl], req)
-                        && !on_kept(Kept {
-                            line: pos.line,
-                            text,
-                            end: pos,
-                            partial: false,
-                        })
-                    {
-                        return Ok(pos);
-                    }
-                    line_start = nl + 1;
-                }
-            }
-        }
-        buf.drain(..=last_nl);
-        if left == 0 {
-            break;
-        }
+        scan_lines(&body[..=last_nl], &mut pos, req, keep, collector);
+        acc.absorb(&body[last_nl + 1..], keep, req.clean);
     }
-    if !buf.is_empty()
-        && req.include_partial
-        && let Some(text) = select(&buf, req)
+    if !acc.in_line() {
+        return Ok((pos, None));
+    }
+    // The carry is bounded by keep_bytes; whole lines are not carried.
+    let carry = (keep != usize::MAX).then(|| acc.clone());
+    if req.include_partial
+        && let Some((text, unseen)) = acc.select(req)
     {
-        on_kept(Kept {
+        collector.push(Line {
             line: pos.line + 1,
             text,
+            unseen,
             end: pos,
             partial: true,
         });
     }
-    Ok(pos)
+    Ok((pos, carry.map(|line| Carry { at, line })))
 }
 
-/// Start of the next possible match at or after `from`. Candidates are
-/// confirmed line by line afterwards, so a match spanning lines never counts.
-/// With plain words, each word's next position is remembered and searched
-/// again only once passed, so a rare word is not re-scanned for every
-/// occurrence of a frequent one.
-fn next_candidate(
-    re: &regex::bytes::Regex,
-    literals: Option<&[memchr::memmem::Finder<'static>]>,
-    next: &mut [Option<usize>],
-    hay: &[u8],
-    from: usize,
-) -> Option<usize> {
-    let Some(finders) = literals else {
-        return re.find_at(hay, from).map(|m| m.start());
-    };
-    for (finder, slot) in finders.iter().zip(next.iter_mut()) {
-        if slot.is_none_or(|at| at < from) {
-            *slot = Some(finder.find(&hay[from..]).map_or(usize::MAX, |at| at + from));
+/// Hands the selected lines of `complete` (whole lines, ending in a
+/// newline) to `collector`, advancing `pos` over all of them. With a filter
+/// the matcher finds candidate lines in the whole chunk first, when
+/// cleaning cannot change what the filter sees.
+fn scan_lines(complete: &[u8], pos: &mut Pos, req: &Request, keep: usize, c: &mut Collector) {
+    let mut from = 0;
+    let unchanged = !req.clean || clean::is_plain(complete);
+    if let Some(mut search) = req.matcher.candidates(complete, unchanged) {
+        while let Some(at) = search.next_candidate(complete, from) {
+            if at >= complete.len() {
+                break; // an empty match after the last line
+            }
+            let line_start = memchr::memrchr(b'\n', &complete[..at]).map_or(0, |i| i + 1);
+            let line_end = at + memchr::memchr(b'\n', &complete[at..]).expect("ends in newline");
+            pos.line += memchr::memchr_iter(b'\n', &complete[from..line_start]).count() as u64 + 1;
+            pos.offset += (line_end + 1 - from) as u64;
+            from = line_end + 1;
+            if let Some((text, unseen)) = select(&complete[line_start..line_end], req, keep) {
+                c.push(Line {
+                    line: pos.line,
+                    text,
+                    unseen,
+                    end: *pos,
+                    partial: false,
+                });
+            }
+            if c.failed() {
+                return;
+            }
         }
+        pos.line += memchr::memchr_iter(b'\n', &complete[from..]).count() as u64;
+        pos.offset += (complete.len() - from) as u64;
+        return;
     }
-    next.iter()
-        .flatten()
-        .copied()
-        .min()
-        .filter(|&at| at != usize::MAX)
+    for nl in memchr::memchr_iter(b'\n', complete) {
+        pos.line += 1;
+        pos.offset += (nl + 1 - from) as u64;
+        if let Some((text, unseen)) = select(&complete[from..nl], req, keep) {
+            c.push(Line {
+                line: pos.line,
+                text,
+                unseen,
+                end: *pos,
+                partial: false,
+            });
+            if c.failed() {
+                return;
+            }
+        }
+        from = nl + 1;
+    }
 }
 
-/// Builds entries from kept lines: collapsing, head/tail window, collection
-/// limit, or hand-over to a sink.
-struct Collector<'s> {
-    stream: Stream,
-    window: Window,
-    limit: usize,
-    collapse: bool,
-    cut: Option<usize>,
-    entries: VecDeque<Entry>,
-    pending: Option<(Entry, String)>,
+/// What a collector gathered from one stream.
+#[derive(Default)]
+struct Found {
+    entries: Vec<Entry>,
+    /// Selected lines in the range.
     matched: u64,
+    /// Selected lines past a `--head` window or the cap, not collected.
     uncollected: u64,
-    sink: Option<Sink<'s>>,
-    streamed: u64,
+    /// The cap (not `--head`) stopped the collection.
+    stopped_by_cap: bool,
+    /// Log lines handed straight to the sink, the end of the last complete
+    /// one, and whether an unfinished line was among them.
+    handed: u64,
+    handed_end: Option<Pos>,
+    handed_partial: bool,
+}
+
+/// Turns selected lines into entries: the `--head`/`--since --tail`
+/// window, collapsing of similar lines (the one implementation every path
+/// uses), the collection limit, and hand-over to the sink when uncapped.
+struct Collector<'o, 'a, 's> {
+    stream: Stream,
+    max_chars: usize,
+    collapse: bool,
+    head: Option<usize>,
+    /// The last `n` lines (a `--since --tail n` read), collapsed at the end.
+    tail: Option<(usize, VecDeque<Entry>)>,
+    /// Entries to collect before the cap stops the collection.
+    cap: usize,
+    taken: u64,
+    /// The current run of similar lines: all of it while it is 3 lines or
+    /// shorter, else its first line (counting the hidden ones) and its last.
+    run: Vec<Entry>,
+    run_key: Option<String>,
+    run_len: u64,
+    found: Found,
+    out: Option<&'o mut Out<'a, 's>>,
     failed: Option<std::io::Error>,
 }
 
-impl<'s> Collector<'s> {
+impl<'o, 'a, 's> Collector<'o, 'a, 's> {
     fn new(
+        req: &Request,
         stream: Stream,
         window: Window,
-        cap: Option<usize>,
-        collapse: bool,
-        clean: bool,
-        max_chars: usize,
-        sink: Option<Sink<'s>>,
+        out: Option<&'o mut Out<'a, 's>>,
     ) -> Self {
-        let cap = cap.unwrap_or(usize::MAX);
-        let limit = match window {
-            Window::All => cap,
-            Window::Head(n) => n.min(cap),
-            Window::Tail(n) => n,
-        };
         Collector {
             stream,
-            window,
-            limit,
-            collapse,
-            cut: clean.then_some(max_chars),
-            entries: VecDeque::new(),
-            pending: None,
-            matched: 0,
-            uncollected: 0,
-            sink,
-            streamed: 0,
+            max_chars: req.max_line_chars,
+            collapse: req.clean && !req.matcher.has_filter(),
+            head: match window {
+                Window::Head(n) => Some(n),
+                _ => None,
+            },
+            tail: match window {
+                Window::Tail(n) => Some((n, VecDeque::new())),
+                _ => None,
+            },
+            // A plain tail keeps its newest entries when the cap is shared.
+            cap: match (req.window, &req.since) {
+                (Window::Tail(_), None) => usize::MAX,
+                _ => req.max_lines.unwrap_or(usize::MAX),
+            },
+            taken: 0,
+            run: Vec::new(),
+            run_key: None,
+            run_len: 0,
+            found: Found::default(),
+            out,
             failed: None,
         }
     }
 
-    fn full(&self) -> bool {
-        !matches!(self.window, Window::Tail(_)) && self.entries.len() >= self.limit
+    fn failed(&self) -> bool {
+        self.failed.is_some()
     }
 
-    /// Takes one kept line; false once the sink has failed (stop scanning).
-    fn push(&mut self, kept: Kept) -> bool {
-        self.matched += 1;
-        if self.full() {
-            self.uncollected += 1;
-            return true;
-        }
-        // A partial line is never folded into a run: it is not consumed, so
-        // the next read must show it again as itself.
-        let key = if self.collapse && !kept.partial {
-            clean::similarity_key(&kept.text)
-        } else {
-            String::new()
-        };
-        if let Some((entry, pending_key)) = &mut self.pending
-            && self.collapse
-            && !kept.partial
-            && *pending_key == key
-        {
-            entry.similar += 1;
-            entry.end = kept.end;
-            return true;
-        }
-        self.flush();
-        if self.full() {
-            self.uncollected += 1;
-            return true;
-        }
-        let text = match self.cut {
-            Some(max) => clean::cut(&kept.text, max).into_owned(),
-            None => kept.text.into_owned(),
-        };
-        let entry = Entry {
-            stream: self.stream,
-            line: kept.line,
-            text,
-            similar: 0,
-            end: kept.end,
-            partial: kept.partial,
-        };
-        self.pending = Some((entry, key));
-        self.failed.is_none()
-    }
-
-    fn flush(&mut self) {
-        let Some((entry, _)) = self.pending.take() else {
-            return;
-        };
-        if let Some(sink) = &mut self.sink {
-            if self.failed.is_none() {
-                match sink(&entry) {
-                    Ok(()) => self.streamed += 1 + entry.similar,
-                    Err(err) => self.failed = Some(err),
+    /// Takes one selected line.
+    fn push(&mut self, line: Line) {
+        self.found.matched += 1;
+        if let Some((n, lines)) = &mut self.tail {
+            if *n > 0 {
+                lines.push_back(line.entry(self.stream, self.max_chars));
+                if lines.len() > *n {
+                    lines.pop_front();
                 }
             }
             return;
         }
-        self.entries.push_back(entry);
-        if let Window::Tail(n) = self.window {
-            while self.entries.len() > n {
-                self.entries.pop_front();
+        let head_full = self.head.is_some_and(|n| self.taken >= n as u64);
+        let cap_full = self.found.entries.len() >= self.cap;
+        if head_full || cap_full {
+            self.found.stopped_by_cap |= cap_full && !head_full;
+            self.found.uncollected += 1;
+            return;
+        }
+        self.taken += 1;
+        self.add(line.entry(self.stream, self.max_chars));
+    }
+
+    /// Adds an entry (one line) to the current run of similar lines, or
+    /// starts a new run. An unfinished line never joins a run: it is not
+    /// consumed, so the next read must show it again as itself.
+    fn add(&mut self, entry: Entry) {
+        let key = (self.collapse && !entry.partial).then(|| clean::similarity_key(&entry.text));
+        if key.is_none() || key != self.run_key || self.run.is_empty() {
+            self.flush();
+            self.run_key = key;
+            self.run_len = 1;
+            self.run.push(entry);
+            return;
+        }
+        self.run_len += 1;
+        if self.run_len <= 3 {
+            self.run.push(entry);
+            return;
+        }
+        // Four or more: the first line stands for all but the last.
+        let before = self.run.pop().expect("a run has lines");
+        let middle = self.run.drain(1..).count() as u64;
+        let first = &mut self.run[0];
+        first.similar += middle + 1;
+        first.end = before.end;
+        self.run.push(entry);
+    }
+
+    fn flush(&mut self) {
+        // Drained, not taken: the run's buffer is reused for every line.
+        let Collector {
+            run,
+            out,
+            found,
+            failed,
+            ..
+        } = self;
+        for entry in run.drain(..) {
+            let Some(out) = out else {
+                found.entries.push(entry);
+                continue;
+            };
+            if failed.is_some() {
+                continue;
+            }
+            let (lines, end, partial) = (1 + entry.similar, entry.end, entry.partial);
+            match out.give(entry) {
+                Ok(()) => {
+                    found.handed += lines;
+                    found.handed_partial |= partial;
+                    if !partial {
+                        found.handed_end = Some(end);
+                    }
+                }
+                Err(err) => *failed = Some(err),
             }
         }
     }
 
-    /// Entries, matched lines, uncollected lines, streamed lines.
-    fn finish(mut self) -> Result<(Vec<Entry>, u64, u64, u64)> {
-        self.flush();
-        if let Some(err) = self.failed {
-            return Err(err.into());
+    fn finish(mut self) -> Result<Found> {
+        if let Some((_, lines)) = self.tail.take() {
+            for entry in lines {
+                self.add(entry);
+            }
         }
-        Ok((
-            self.entries.into(),
-            self.matched,
-            self.uncollected,
-            self.streamed,
-        ))
+        self.flush();
+        match self.failed {
+            Some(err) => Err(err.into()),
+            None => Ok(self.found),
+        }
     }
 }
 
-/// The last `n` selected entries, reading blocks backwards from the end.
+/// The last `n` selected lines, oldest first, reading blocks backwards from
+/// the end. A line longer than [`keep_bytes`] is not held: its start is
+/// found by scanning back, then it is read forward like any long line.
 fn tail_backward(
-    file: &mut File,
+    file: &File,
     len: u64,
     total: Pos,
     n: usize,
     stream: Stream,
     req: &Request,
 ) -> Result<Vec<Entry>> {
-    let collapse = req.clean && req.matcher.filter.is_none();
+    let keep = keep_bytes(req);
     let mut found: Vec<Entry> = Vec::new(); // newest first
-    let mut pending: Option<(Entry, String)> = None;
-    let mut offer =
-        |raw: &[u8], line: u64, end: Pos, partial: bool, found: &mut Vec<Entry>| -> bool {
-            let Some(text) = select(raw, req) else {
-                return found.len() < n;
+    let mut offer = |selected: Option<(Cow<str>, u64)>, line: u64, end: Pos, partial: bool| {
+        if let Some((text, unseen)) = selected {
+            let line = Line {
+                line,
+                text,
+                unseen,
+                end,
+                partial,
             };
-            // A partial line gets a key no line has: it never joins a run.
-            let key = if collapse && !partial {
-                clean::similarity_key(&text)
-            } else {
-                "\0".to_string()
-            };
-            let text = if req.clean {
-                clean::cut(&text, req.max_line_chars).into_owned()
-            } else {
-                text.into_owned()
-            };
-            if let Some((entry, pending_key)) = &mut pending
-                && collapse
-                && *pending_key == key
-            {
-                // Walking backwards: the earlier line becomes the one shown.
-                entry.similar += 1;
-                entry.line = line;
-                entry.text = text;
-                return true;
-            }
-            if let Some((entry, _)) = pending.take() {
-                found.push(entry);
-                if found.len() >= n {
-                    return false;
-                }
-            }
-            pending = Some((
-                Entry {
-                    stream,
-                    line,
-                    text,
-                    similar: 0,
-                    end,
-                    partial,
-                },
-                key,
-            ));
-            true
-        };
+            found.push(line.entry(stream, req.max_line_chars));
+        }
+        found.len() < n
+    };
     if n == 0 {
         return Ok(Vec::new());
     }
     let mut more = true;
     if len > total.offset && req.include_partial {
-        // A line still being written can be huge (a `\r` progress bar that
-        // never ends its line): its last MiB is what a reader needs.
-        let from = total.offset.max(len.saturating_sub(1 << 20));
-        let mut partial = vec![0; (len - from) as usize];
-        file.seek(SeekFrom::Start(from))?;
-        file.read_exact(&mut partial)?;
-        more = offer(&partial, total.line + 1, total, true, &mut found);
+        let acc = read_line(file, total.offset, len, keep, req.clean)?;
+        more = offer(acc.select(req), total.line + 1, total, true);
     }
-    // `buf` holds file bytes [buf_start, end) not yet split into lines.
+    // `buf` holds file bytes [end - buf.len(), end): the unsplit part of
+    // the window, ending just after the newline of line `line`.
     let mut end = total.offset;
     let mut line = total.line;
     let mut buf: Vec<u8> = Vec::new();
     let mut block = 64 << 10;
     while more && end > 0 {
         let buf_start = end - buf.len() as u64;
+        if buf.len() > keep && buf_start > 0 {
+            // A very long line: find its start without keeping it.
+            let line_start = newline_before(file, buf_start)?;
+            let acc = read_line(file, line_start, end - 1, keep, req.clean)?;
+            more = offer(acc.select(req), line, Pos { offset: end, line }, false);
+            end = line_start;
+            line = line.saturating_sub(1);
+            buf.clear();
+            continue;
+        }
         let read = (block as u64).min(buf_start);
         let mut fresh = vec![0; read as usize];
-        file.seek(SeekFrom::Start(buf_start - read))?;
-        file.read_exact(&mut fresh)?;
+        read_exact_at(file, &mut fresh, buf_start - read)?;
         fresh.extend_from_slice(&buf);
         buf = fresh;
-        let at_file_start = buf_start - read == 0;
-        // Split complete lines off the end of `buf`: the last byte is a newline.
+        let at_file_start = buf_start == read;
+        // Split complete lines off the end of `buf`: its last byte is a newline.
         loop {
             let body = &buf[..buf.len() - 1];
             let line_start = match memchr::memrchr(b'\n', body) {
@@ -825,97 +1050,144 @@ fn tail_backward(
                 None if at_file_start => 0,
                 None => break,
             };
-            let entry_end = Pos { offset: end, line };
-            more = offer(&body[line_start..], line, entry_end, false, &mut found);
+            let selected = select(&body[line_start..], req, keep);
+            more = offer(selected, line, Pos { offset: end, line }, false);
             end -= (buf.len() - line_start) as u64;
-            line -= 1;
+            line = line.saturating_sub(1);
             buf.truncate(line_start);
             if !more || buf.is_empty() {
                 break;
             }
         }
-        if buf.len() as u64 > block as u64 / 2 {
-            block *= 2; // a very long line: read bigger blocks, not quadratic copies
+        if buf.len() > block / 2 {
+            block *= 2; // a long line: read bigger blocks, not quadratic copies
         }
-    }
-    if let Some((entry, _)) = pending.take()
-        && found.len() < n
-    {
-        found.push(entry);
     }
     found.reverse();
     Ok(found)
 }
 
+fn read_exact_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, at)
+}
+
+/// Offset just after the last newline before `at` (0 if none).
+fn newline_before(file: &File, mut at: u64) -> Result<u64> {
+    let mut block = vec![0; 64 << 10];
+    while at > 0 {
+        let read = (block.len() as u64).min(at);
+        read_exact_at(file, &mut block[..read as usize], at - read)?;
+        if let Some(i) = memchr::memrchr(b'\n', &block[..read as usize]) {
+            return Ok(at - read + i as u64 + 1);
+        }
+        at -= read;
+    }
+    Ok(0)
+}
+
+/// Reads the line in bytes [from, to) forward, in bounded memory.
+fn read_line(file: &File, from: u64, to: u64, keep: usize, clean: bool) -> Result<LineAcc> {
+    let mut acc = LineAcc::default();
+    acc.kept.reserve_exact(keep.min((to - from) as usize));
+    let mut buf = vec![0; CHUNK.min((to - from) as usize)];
+    let mut at = from;
+    while at < to {
+        let want = buf.len().min((to - at) as usize);
+        read_exact_at(file, &mut buf[..want], at)?;
+        acc.absorb(&buf[..want], keep, clean);
+        at += want as u64;
+    }
+    Ok(acc)
+}
+
 /// Brings the line-count index (`index`, as last read from `index.json`) up
-/// to `len`: only new bytes are read.
+/// to `len`: only new bytes are read, unless the log was rewritten under
+/// it (see [`Mark::holds`]); then it is counted again.
 fn refresh_index(
     task_dir: &Path,
     stream: Stream,
-    file: &mut File,
+    file: &File,
     len: u64,
     ino: u64,
-    index: Mark,
+    index: &Mark,
 ) -> Result<Pos> {
-    let mut pos = if index.ino == ino && index.pos.offset <= len {
-        index.pos
-    } else {
-        Pos::default()
-    };
-    if pos.offset < len {
-        file.seek(SeekFrom::Start(pos.offset))?;
+    let valid = index.ino == ino && index.holds(file, len, ino);
+    let mut pos = if valid { index.pos } else { Pos::default() };
+    if pos.offset < len || !valid {
         let mut buf = vec![0; CHUNK.min((len - pos.offset) as usize)];
         let mut at = pos.offset;
         while at < len {
             let want = buf.len().min((len - at) as usize);
-            file.read_exact(&mut buf[..want])?;
+            read_exact_at(file, &mut buf[..want], at)?;
             if let Some(last) = memchr::memrchr(b'\n', &buf[..want]) {
                 pos.line += memchr::memchr_iter(b'\n', &buf[..want]).count() as u64;
                 pos.offset = at + last as u64 + 1;
             }
             at += want as u64;
         }
-        store_index(task_dir, stream, pos, ino);
+        store_index(task_dir, stream, file, len, pos, ino);
     }
     Ok(pos)
 }
 
-/// Saves an index mark if it moved forward. Best effort: a reader that
-/// cannot write the index (read-only state dir) still answers correctly.
-fn store_index(task_dir: &Path, stream: Stream, pos: Pos, ino: u64) {
-    let path = task_dir.join("index.json");
-    let Ok(lock) = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(task_dir.join("index.lock"))
-    else {
+/// Saves an index mark unless the stored one is still valid and ahead.
+/// Best effort: a reader that cannot write the index (read-only state dir)
+/// still answers correctly.
+fn store_index(task_dir: &Path, stream: Stream, file: &File, len: u64, pos: Pos, ino: u64) {
+    let Ok(lock) = open_private(&task_dir.join(crate::store::INDEX_LOCK)) else {
         return;
     };
     if lock.lock().is_err() {
         return;
     }
+    let path = task_dir.join(crate::store::INDEX);
     let mut marks = Marks::load(&path);
     let old = marks.get(stream);
-    if old.ino == ino && old.pos.offset >= pos.offset {
+    if old.ino == ino && old.pos.offset >= pos.offset && old.holds(file, len, ino) {
         return;
     }
-    marks.set(stream, Mark { pos, ino });
+    marks.set(stream, Mark::at(file, pos, ino));
     if let Ok(bytes) = serde_json::to_vec(&marks) {
         let _ = write_atomic(&path, &bytes, false);
     }
 }
 
-/// Takes the named cursor's lock, held for the whole read-modify-write.
-fn lock_cursor(task_dir: &Path, name: &str) -> Result<File> {
-    crate::store::validate_name("cursor name", name).map_err(crate::error::usage)?;
-    let dir = task_dir.join("cursors");
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let lock = OpenOptions::new()
+/// Opens (creating) a lock file: mode 0600 whatever the umask, never
+/// through a planted symlink.
+fn open_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(dir.join(format!("{name}.lock")))
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o777 != 0o600 {
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
+}
+
+/// Takes the named cursor's lock, held for the whole read-modify-write.
+fn lock_cursor(task_dir: &Path, name: &str) -> Result<File> {
+    use std::os::unix::fs::DirBuilderExt;
+    crate::store::validate_name("cursor name", name).map_err(crate::error::usage)?;
+    let dir = task_dir.join(crate::store::CURSORS);
+    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot create {}", dir.display()));
+        }
+    }
+    if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+        anyhow::bail!("refusing {}: not a directory", dir.display());
+    }
+    let lock = open_private(&dir.join(format!("{name}.lock")))
         .with_context(|| format!("cannot open the lock of cursor '{name}'"))?;
     lock.lock().context("cannot lock the cursor")?;
     Ok(lock)
@@ -925,7 +1197,7 @@ fn lock_cursor(task_dir: &Path, name: &str) -> Result<File> {
 /// the index already covers is only stat'ed, never opened (`status` of a
 /// thousand tasks stays fast); new bytes are counted and remembered.
 pub fn line_counts(task_dir: &Path) -> (u64, u64) {
-    let index = Marks::load(&task_dir.join("index.json"));
+    let index = Marks::load(&task_dir.join(crate::store::INDEX));
     let count = |stream: Stream| -> u64 {
         let path = task_dir.join(stream.file());
         let Ok(info) = fs::symlink_metadata(&path) else {
@@ -939,8 +1211,8 @@ pub fn line_counts(task_dir: &Path) -> (u64, u64) {
             return known.pos.line;
         }
         match open_log(&path) {
-            Ok(Some((mut file, len, ino))) => {
-                refresh_index(task_dir, stream, &mut file, len, ino, known).map_or(0, |p| p.line)
+            Ok(Some((file, len, ino))) => {
+                refresh_index(task_dir, stream, &file, len, ino, known).map_or(0, |p| p.line)
             }
             _ => 0,
         }
@@ -959,5 +1231,15 @@ mod tests {
         assert_eq!(share(10, &[3, 4]), vec![3, 4]);
         assert_eq!(share(1, &[5, 5]), vec![1, 0]);
         assert_eq!(share(usize::MAX, &[5, 5]), vec![5, 5]);
+    }
+
+    #[test]
+    fn a_long_line_keeps_what_follows_its_last_redraw() {
+        let mut acc = LineAcc::default();
+        for piece in [&b"10%\r"[..], b"\r50", b"% done\r"] {
+            acc.absorb(piece, 4, true);
+        }
+        assert_eq!(acc.kept, b"50% ");
+        assert_eq!(acc.unseen, 4);
     }
 }

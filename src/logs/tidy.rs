@@ -131,17 +131,28 @@ fn strip_escapes(line: &[u8]) -> Vec<u8> {
 }
 
 /// Cuts a line longer than `max` characters, saying how much was cut.
-pub fn cut(text: &str, max: usize) -> Cow<'_, str> {
-    if max == 0 || text.len() <= max {
+/// `unseen` counts characters of a very long line that were never kept in
+/// memory (the reader drops them while scanning): they are cut too.
+pub fn cut(text: &str, max: usize, unseen: u64) -> Cow<'_, str> {
+    if unseen == 0 && (max == 0 || text.len() <= max) {
         return Cow::Borrowed(text);
     }
-    match text.char_indices().nth(max) {
-        None => Cow::Borrowed(text),
+    match text.char_indices().nth(max).filter(|_| max > 0) {
         Some((at, _)) => {
-            let rest = text[at..].chars().count();
+            let rest = text[at..].chars().count() as u64 + unseen;
             Cow::Owned(format!("{}…[+{rest} chars]", &text[..at]))
         }
+        None if unseen == 0 => Cow::Borrowed(text),
+        None => Cow::Owned(format!("{text}…[+{unseen} chars]")),
     }
+}
+
+/// Characters in `bytes` as a cleaned (`clean`) or raw line would show
+/// them: UTF-8 lead bytes, less control bytes when cleaning. Counts the
+/// part of a very long line that is not kept.
+pub fn count_chars(bytes: &[u8], clean: bool) -> u64 {
+    let shown = |b: &u8| (b & 0xc0 != 0x80) & (!clean | (*b >= 0x20) | (*b == b'\t'));
+    bytes.iter().filter(|b| shown(b)).count() as u64
 }
 
 /// Lines that differ only in numbers, versions, timestamps or hex ids share a
@@ -210,8 +221,11 @@ mod tests {
 
     #[test]
     fn cuts_long_lines() {
-        assert_eq!(cut("abcdef", 4), "abcd…[+2 chars]");
-        assert_eq!(cut("abc", 4), "abc");
+        assert_eq!(cut("abcdef", 4, 0), "abcd…[+2 chars]");
+        assert_eq!(cut("abc", 4, 0), "abc");
+        assert_eq!(cut("abcdef", 4, 10), "abcd…[+12 chars]");
+        assert_eq!(cut("abc", 4, 10), "abc…[+10 chars]");
+        assert_eq!(count_chars("é\x01x".as_bytes(), true), 2);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!     .meta.json.spare       space reserved for the final record (meta.rs)
 //!     stop                   a stop request, only where there is no signalfd
 //!     index.json, index.lock line-count index and its lock (logs/read.rs)
-//!     cursors/<name>.json    persisted `--since` positions
+//!     cursors/<name>.json    persisted `--since` positions (and <name>.lock)
 //! ```
 //!
 //! A task directory is assembled under a hidden temporary name, with its
@@ -32,6 +32,9 @@ pub const LOCK: &str = "lock";
 pub const STOP: &str = "stop";
 pub const STDOUT_LOG: &str = "stdout.log";
 pub const STDERR_LOG: &str = "stderr.log";
+pub const INDEX: &str = "index.json";
+pub const INDEX_LOCK: &str = "index.lock";
+pub const CURSORS: &str = "cursors";
 
 /// The file that marks a directory as bgt's state directory. bgt only ever
 /// lists, changes or removes things inside a directory that carries it.
