@@ -77,7 +77,9 @@ impl TaskInfo {
             _ => (0, None),
         };
         let lines = match meta {
-            Some(_) => logread::line_counts(&task.dir),
+            Some(_) => task
+                .open_dir()
+                .map_or((0, 0), |dir| logread::line_counts(&dir)),
             None => (0, 0),
         };
         TaskInfo {

@@ -436,7 +436,7 @@ fn last_output(task: &Task, n: usize) -> Vec<String> {
     };
     let Ok(result) = opts
         .request()
-        .and_then(|req| logread::read(&task.dir, &req))
+        .and_then(|req| logread::read(&task.open_dir()?, &req))
     else {
         return Vec::new();
     };
@@ -592,7 +592,7 @@ fn output(p: OutputParams, ctx: &Context) -> Result<Reply> {
     let req = opts.request()?;
     let task = resolve(&p.task_id)?;
     task.meta()?;
-    let result = logread::read(&task.dir, &req)?;
+    let result = logread::read(&task.open_dir()?, &req)?;
     let info = TaskInfo::of(&task);
     let mut text = Vec::new();
     render::output_lines(&mut text, &result)?;

@@ -59,7 +59,7 @@ pub fn run(args: OutputArgs) -> Result<i32> {
         return follow(&task, req, cap);
     }
     if args.json {
-        let result = logread::read(&task.dir, &req)?;
+        let result = logread::read(&task.open_dir()?, &req)?;
         super::print_json(&render::output_json(&TaskInfo::of(&task), &result))?;
         return Ok(0);
     }
@@ -67,7 +67,7 @@ pub fn run(args: OutputArgs) -> Result<i32> {
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let marked = req.streams.len() > 1;
     let mut print = |entry: Entry| render::output_entry(&mut out, &entry, marked);
-    let result = logread::read_with(&task.dir, &req, None, &mut print)?;
+    let result = logread::read_with(&task.open_dir()?, &req, None, &mut print)?;
     out.flush()?;
     summary(&render::output_summary(
         &result,
@@ -106,7 +106,7 @@ fn follow(task: &Task, mut req: Request, cap: Option<usize>) -> Result<i32> {
             render::output_entry(&mut out, &entry, marked)
         };
         let from = req.since.is_none().then_some(&mut positions);
-        let result = logread::read_with(&task.dir, &req, from, &mut print)?;
+        let result = logread::read_with(&task.open_dir()?, &req, from, &mut print)?;
         req.reset_cursor = false; // rewind once, not on every poll
         out.flush()?;
         printed += got;

@@ -260,7 +260,7 @@ pub fn wait(tasks: &[Task], condition: &Condition, deadline: Option<Instant>) ->
             if let Condition::Line(req, _) = condition
                 && found[i].is_none()
             {
-                let result = logread::read_from(&task.dir, req, &mut positions[i])?;
+                let result = logread::read_from(&task.open_dir()?, req, &mut positions[i])?;
                 found[i] = result
                     .streams
                     .iter()
@@ -325,7 +325,7 @@ pub fn last_lines(task: &Task, n: usize) -> Option<(Stream, Vec<String>)> {
             max_lines: Some(n),
             ..Request::all(vec![stream])
         };
-        let Ok(result) = logread::read(&task.dir, &req) else {
+        let Ok(result) = task.open_dir().and_then(|dir| logread::read(&dir, &req)) else {
             continue;
         };
         let lines: Vec<String> = result

@@ -18,16 +18,14 @@
 //! the same selection ([`select`]) and the same [`Collector`].
 
 use crate::clean;
-use crate::meta::write_atomic;
+use crate::dirfd::{Access, DirFd};
 use crate::pattern::LineMatch;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 
 /// One of a task's two logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,15 +137,10 @@ impl Marks {
 
     /// Reads a cursor or index file; a missing, unreadable or planted
     /// (symlinked) one reads as "from the start".
-    fn load(path: &Path) -> Marks {
-        let mut bytes = Vec::new();
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
+    fn load(dir: &DirFd, name: &str) -> Marks {
+        dir.read(name)
             .ok()
-            .and_then(|_| serde_json::from_slice(&bytes).ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default()
     }
 }
@@ -255,13 +248,13 @@ pub type Sink<'a> = &'a mut dyn FnMut(Entry) -> std::io::Result<()>;
 
 /// Reads a task's logs as `req` says (with `since`, under the cursor's lock)
 /// and collects the entries: [`read_with`] and a sink that keeps them.
-pub fn read(task_dir: &Path, req: &Request) -> Result<ReadResult> {
+pub fn read(task_dir: &DirFd, req: &Request) -> Result<ReadResult> {
     collect(|sink| read_with(task_dir, req, None, sink))
 }
 
 /// Reads the lines after `from` (per stream) and moves `from` to where the
 /// next incremental read should start; collects the entries.
-pub fn read_from(task_dir: &Path, req: &Request, from: &mut Marks) -> Result<ReadResult> {
+pub fn read_from(task_dir: &DirFd, req: &Request, from: &mut Marks) -> Result<ReadResult> {
     collect(|sink| read_with(task_dir, req, Some(from), sink))
 }
 
@@ -283,7 +276,7 @@ fn collect(read: impl FnOnce(Sink) -> Result<ReadResult>) -> Result<ReadResult> 
 /// 1 GiB log needs no 1 GiB of memory and a closed pipe stops the scan; a
 /// capped one hands them over once the cap is shared between the streams.
 pub fn read_with(
-    task_dir: &Path,
+    task_dir: &DirFd,
     req: &Request,
     from: Option<&mut Marks>,
     sink: Sink,
@@ -294,19 +287,24 @@ pub fn read_with(
     let Some(name) = &req.since else {
         return engine(task_dir, req, &mut Marks::default(), sink);
     };
-    let _lock = lock_cursor(task_dir, name)?;
-    let path = task_dir
-        .join(crate::store::CURSORS)
-        .join(format!("{name}.json"));
+    let (cursor_dir, _lock) = lock_cursor(task_dir, name)?;
+    let file = format!("{name}.json");
     let mut cursors = if req.reset_cursor {
         Marks::default()
     } else {
-        Marks::load(&path)
+        Marks::load(&cursor_dir, &file)
     };
     let result = engine(task_dir, req, &mut cursors, sink);
     // Saved even if the sink failed part-way: the cursor only moved past
     // entries that were handed over.
-    write_atomic(&path, &serde_json::to_vec(&cursors)?, false)?;
+    cursor_dir
+        .write_atomic(&file, &serde_json::to_vec(&cursors)?, false)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot save cursor '{name}': {}",
+                crate::error::io_message(&e)
+            )
+        })?;
     result
 }
 
@@ -343,7 +341,7 @@ impl Out<'_, '_> {
     }
 }
 
-fn engine(task_dir: &Path, req: &Request, from: &mut Marks, mut sink: Sink) -> Result<ReadResult> {
+fn engine(task_dir: &DirFd, req: &Request, from: &mut Marks, mut sink: Sink) -> Result<ReadResult> {
     let mut out = Out {
         sink: &mut sink,
         handed: [None; 2],
@@ -473,12 +471,8 @@ impl Scan {
 }
 
 /// Opens a log without following a planted symlink; a missing log reads as empty.
-fn open_log(path: &Path) -> Result<Option<(File, u64, u64)>> {
-    match OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
-    {
+fn open_log(dir: &DirFd, name: &str) -> Result<Option<(File, u64, u64)>> {
+    match dir.open_file(name, Access::Read) {
         Ok(file) => {
             let info = file.metadata()?;
             Ok(Some((file, info.len(), info.ino())))
@@ -486,14 +480,14 @@ fn open_log(path: &Path) -> Result<Option<(File, u64, u64)>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(anyhow::anyhow!(
             "cannot read {}: {}",
-            path.display(),
+            dir.path().join(name).display(),
             crate::error::io_message(&e)
         )),
     }
 }
 
 fn scan_stream(
-    task_dir: &Path,
+    task_dir: &DirFd,
     stream: Stream,
     start: Mark,
     req: &Request,
@@ -509,7 +503,7 @@ fn scan_stream(
         req.window
     };
     let mut collector = Collector::new(req, stream, window, out);
-    let Some((file, len, ino)) = open_log(&task_dir.join(stream.file()))? else {
+    let Some((file, len, ino)) = open_log(task_dir, stream.file())? else {
         let reset = start.pos.offset > 0;
         return Ok(Scan::new(
             stream,
@@ -525,7 +519,7 @@ fn scan_stream(
     };
     let mut scan = if let Some(n) = plain_tail {
         // Read backwards from the end, never the whole file.
-        let index = Marks::load(&task_dir.join(crate::store::INDEX))
+        let index = Marks::load(task_dir, crate::store::INDEX)
             .get(stream)
             .clone();
         let total = refresh_index(task_dir, stream, &file, len, ino, &index)?;
@@ -1104,7 +1098,7 @@ fn read_line(file: &File, from: u64, to: u64, keep: usize, clean: bool) -> Resul
 /// to `len`: only new bytes are read, unless the log was rewritten under
 /// it (see [`Mark::holds`]); then it is counted again.
 fn refresh_index(
-    task_dir: &Path,
+    task_dir: &DirFd,
     stream: Stream,
     file: &File,
     len: u64,
@@ -1133,84 +1127,65 @@ fn refresh_index(
 /// Saves an index mark unless the stored one is still valid and ahead.
 /// Best effort: a reader that cannot write the index (read-only state dir)
 /// still answers correctly.
-fn store_index(task_dir: &Path, stream: Stream, file: &File, len: u64, pos: Pos, ino: u64) {
-    let Ok(lock) = open_private(&task_dir.join(crate::store::INDEX_LOCK)) else {
+fn store_index(task_dir: &DirFd, stream: Stream, file: &File, len: u64, pos: Pos, ino: u64) {
+    let Ok(lock) = task_dir.open_file(crate::store::INDEX_LOCK, Access::CreateOrOpen) else {
         return;
     };
     if lock.lock().is_err() {
         return;
     }
-    let path = task_dir.join(crate::store::INDEX);
-    let mut marks = Marks::load(&path);
+    let mut marks = Marks::load(task_dir, crate::store::INDEX);
     let old = marks.get(stream);
     if old.ino == ino && old.pos.offset >= pos.offset && old.holds(file, len, ino) {
         return;
     }
     marks.set(stream, Mark::at(file, pos, ino));
     if let Ok(bytes) = serde_json::to_vec(&marks) {
-        let _ = write_atomic(&path, &bytes, false);
+        let _ = task_dir.write_atomic(crate::store::INDEX, &bytes, false);
     }
 }
 
-/// Opens (creating) a lock file: mode 0600 whatever the umask, never
-/// through a planted symlink.
-fn open_private(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::PermissionsExt;
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)?;
-    if file.metadata()?.permissions().mode() & 0o777 != 0o600 {
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(file)
-}
-
-/// Takes the named cursor's lock, held for the whole read-modify-write.
-fn lock_cursor(task_dir: &Path, name: &str) -> Result<File> {
-    use std::os::unix::fs::DirBuilderExt;
+/// Takes the named cursor's lock, held for the whole read-modify-write;
+/// returns the cursors directory (created 0700, never through a symlink).
+fn lock_cursor(task_dir: &DirFd, name: &str) -> Result<(DirFd, File)> {
     crate::store::validate_name("cursor name", name).map_err(crate::error::usage)?;
-    let dir = task_dir.join(crate::store::CURSORS);
-    match fs::DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
+    let shown = || task_dir.path().join(crate::store::CURSORS);
+    match task_dir.create_dir(crate::store::CURSORS) {
+        Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => {
-            return Err(e).with_context(|| format!("cannot create {}", dir.display()));
+            return Err(e).with_context(|| format!("cannot create {}", shown().display()));
         }
     }
-    if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-        anyhow::bail!("refusing {}: not a directory", dir.display());
-    }
-    let lock = open_private(&dir.join(format!("{name}.lock")))
+    let dir = task_dir
+        .open_dir(crate::store::CURSORS)
+        .with_context(|| format!("refusing {}: not a directory", shown().display()))?;
+    let lock = dir
+        .open_file(&format!("{name}.lock"), Access::CreateOrOpen)
         .with_context(|| format!("cannot open the lock of cursor '{name}'"))?;
     lock.lock().context("cannot lock the cursor")?;
-    Ok(lock)
+    Ok((dir, lock))
 }
 
 /// Complete lines in a task's stdout and stderr logs, via the index: a log
 /// the index already covers is only stat'ed, never opened (`status` of a
 /// thousand tasks stays fast); new bytes are counted and remembered.
-pub fn line_counts(task_dir: &Path) -> (u64, u64) {
-    let index = Marks::load(&task_dir.join(crate::store::INDEX));
+pub fn line_counts(task_dir: &DirFd) -> (u64, u64) {
+    let index = Marks::load(task_dir, crate::store::INDEX);
     let count = |stream: Stream| -> u64 {
-        let path = task_dir.join(stream.file());
-        let Ok(info) = fs::symlink_metadata(&path) else {
+        let Ok(info) = task_dir.stat_at(stream.file()) else {
             return 0;
         };
         let known = index.get(stream);
-        if info.len() == 0 {
+        let (len, ino) = (info.st_size as u64, info.st_ino);
+        if len == 0 {
             return 0;
         }
-        if info.is_file() && known.ino == info.ino() && known.pos.offset == info.len() {
+        let regular = info.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG;
+        if regular && known.ino == ino && known.pos.offset == len {
             return known.pos.line;
         }
-        match open_log(&path) {
+        match open_log(task_dir, stream.file()) {
             Ok(Some((file, len, ino))) => {
                 refresh_index(task_dir, stream, &file, len, ino, known).map_or(0, |p| p.line)
             }

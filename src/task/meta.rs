@@ -147,12 +147,6 @@ impl TaskMeta {
         TaskMeta::parse(&bytes)
     }
 
-    /// Loads and validates a record by path.
-    pub fn load(path: &Path) -> Result<TaskMeta> {
-        let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        TaskMeta::parse(&bytes)
-    }
-
     fn parse(bytes: &[u8]) -> Result<TaskMeta> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             anyhow::bail!("meta.json is empty");
@@ -167,16 +161,10 @@ impl TaskMeta {
         serde_json::from_value(value).map_err(|e| anyhow::anyhow!("meta.json is malformed ({e})"))
     }
 
-    /// Writes the record atomically next to its final path. Only a final
-    /// record is fsync'd: the starting ones are rewritten within
+    /// Writes the record atomically into the task directory `dir`. Only a
+    /// final record is fsync'd: the starting ones are rewritten within
     /// milliseconds and a crash before the end makes the task `lost` anyway,
     /// so their fsync would only slow down `bgt run`.
-    pub fn store(&self, path: &Path) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self)?;
-        write_atomic(path, &json, self.state.is_final())
-    }
-
-    /// [`TaskMeta::store`] into the task directory `dir`.
     pub fn store_in(&self, dir: &DirFd) -> Result<()> {
         let json = serde_json::to_vec_pretty(self)?;
         dir.write_atomic(crate::store::META, &json, self.state.is_final())
