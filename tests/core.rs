@@ -40,12 +40,8 @@ fn one_word_with_shell_syntax_runs_through_sh() {
 fn captured_run_returns_at_once() {
     let env = Env::new();
     let started = Instant::now();
-    let out = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!("id=$({} run -- sleep 30); echo $id", crate::util::BGT),
-        ])
-        .env("BGT_HOME", env.home())
+    let out = env
+        .sh("id=$($BGT run -- sleep 30); echo $id")
         .output()
         .unwrap();
     // The task sleeps 30 s; the capture must not wait for it.
@@ -62,12 +58,8 @@ fn captured_run_returns_at_once() {
 #[test]
 fn task_survives_the_calling_shell() {
     let env = Env::new();
-    let out = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!("{} run --label keep -- sleep 30; exit 0", crate::util::BGT),
-        ])
-        .env("BGT_HOME", env.home())
+    let out = env
+        .sh("$BGT run --label keep -- sleep 30; exit 0")
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -412,16 +404,11 @@ fn the_supervisor_is_one_small_thread_holding_no_caller_fds() {
     let env = Env::new();
     // The caller leaks an fd (as a CI runner's pipe would be) to bgt run.
     let leaked = env.work().join("leaked");
-    let out = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!(
-                "exec 7>{}; {} run -- sleep 30",
-                leaked.display(),
-                crate::util::BGT
-            ),
-        ])
-        .env("BGT_HOME", env.home())
+    let out = env
+        .sh(&format!(
+            "exec 7>{}; $BGT run -- sleep 30",
+            leaked.display()
+        ))
         .output()
         .unwrap();
     let id = String::from_utf8(out.stdout).unwrap().trim().to_string();

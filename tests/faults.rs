@@ -112,44 +112,30 @@ impl Drop for Tmpfs {
     }
 }
 
-fn env_in(home: &Path) -> (Env, PathBuf) {
-    let env = Env::new();
-    let state = home.join("state");
-    (env, state)
-}
-
-fn bgt_at(state: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(crate::util::BGT)
-        .args(args)
-        .env("BGT_HOME", state)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn a_full_disk_fails_run_cleanly_and_readers_keep_working() {
     let Some(fs) = Tmpfs::mount("256k") else {
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
         return;
     };
-    let (_env, state) = env_in(fs.path());
-    let first = bgt_at(&state, &["run", "--", "echo", "kept"]);
+    let env = Env::at(fs.path().join("state"));
+    let first = env.run(&["run", "--", "echo", "kept"]);
     assert!(first.status.success());
     let id = String::from_utf8(first.stdout).unwrap().trim().to_string();
     poll_until(Duration::from_secs(5), || {
-        String::from_utf8_lossy(&bgt_at(&state, &["status", &id]).stdout).contains("exited")
+        String::from_utf8_lossy(&env.run(&["status", &id]).stdout).contains("exited")
     });
     // Fill the filesystem.
     let _ = Command::new("dd")
         .args(["if=/dev/zero", "bs=4k", "count=1000"])
         .arg(format!("of={}/fill", fs.path().display()))
         .output();
-    let out = bgt_at(&state, &["run", "--", "echo", "x"]);
+    let out = env.run(&["run", "--", "echo", "x"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("No space left on device"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    let entries: Vec<String> = std::fs::read_dir(&state)
+    let entries: Vec<String> = std::fs::read_dir(env.home())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into())
         .filter(|name: &String| !name.starts_with('.'))
@@ -159,9 +145,9 @@ fn a_full_disk_fails_run_cleanly_and_readers_keep_working() {
         std::slice::from_ref(&id),
         "no half-written task is left"
     );
-    assert!(bgt_at(&state, &["status"]).status.success());
+    assert!(env.run(&["status"]).status.success());
     assert_eq!(
-        String::from_utf8_lossy(&bgt_at(&state, &["output", &id]).stdout),
+        String::from_utf8_lossy(&env.run(&["output", &id]).stdout),
         "kept\n"
     );
 }
@@ -172,22 +158,22 @@ fn a_read_only_state_dir_fails_run_and_readers_keep_working() {
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
         return;
     };
-    let (_env, state) = env_in(fs.path());
-    let id = String::from_utf8(bgt_at(&state, &["run", "--", "echo", "kept"]).stdout)
+    let env = Env::at(fs.path().join("state"));
+    let id = String::from_utf8(env.run(&["run", "--", "echo", "kept"]).stdout)
         .unwrap()
         .trim()
         .to_string();
     poll_until(Duration::from_secs(5), || {
-        String::from_utf8_lossy(&bgt_at(&state, &["status", &id]).stdout).contains("exited")
+        String::from_utf8_lossy(&env.run(&["status", &id]).stdout).contains("exited")
     });
     fs.remount("ro");
-    let out = bgt_at(&state, &["run", "--", "echo", "x"]);
+    let out = env.run(&["run", "--", "echo", "x"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("Read-only file system"), "{err}");
-    assert!(String::from_utf8_lossy(&bgt_at(&state, &["status"]).stdout).contains("exited 0"));
+    assert!(String::from_utf8_lossy(&env.run(&["status"]).stdout).contains("exited 0"));
     assert_eq!(
-        String::from_utf8_lossy(&bgt_at(&state, &["output", &id]).stdout),
+        String::from_utf8_lossy(&env.run(&["output", &id]).stdout),
         "kept\n"
     );
     fs.remount("rw");

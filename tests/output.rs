@@ -431,15 +431,8 @@ fn reading_works_while_the_task_writes() {
 fn broken_pipe_exits_quietly() {
     let env = Env::new();
     let id = env.task_printing(numbered(100_000));
-    let out = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!(
-                "{} output {id} --max-lines 0 --raw | head -1",
-                crate::util::BGT
-            ),
-        ])
-        .env("BGT_HOME", env.home())
+    let out = env
+        .sh(&format!("$BGT output {id} --max-lines 0 --raw | head -1"))
         .output()
         .unwrap();
     assert_eq!(

@@ -5,16 +5,7 @@
 use crate::util::{Env, poll_until};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-
-fn bgt_in(home: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(crate::util::BGT)
-        .env("BGT_HOME", home)
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)
@@ -47,7 +38,7 @@ fn a_directory_that_is_not_bgts_is_refused_and_left_untouched() {
         &["cleanup", "--all"],
         &["run", "--", "true"],
     ] {
-        let out = bgt_in(project.path(), args);
+        let out = Env::at(project.path()).run(args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert_eq!(
@@ -70,13 +61,13 @@ fn a_directory_that_is_not_bgts_is_refused_and_left_untouched() {
 fn an_empty_or_new_directory_is_adopted_and_marked() {
     let parent = tempfile::tempdir().unwrap();
     let fresh = parent.path().join("a/b/state");
-    assert!(bgt_in(&fresh, &["status"]).status.success());
+    assert!(Env::at(&fresh).run(&["status"]).status.success());
     assert_eq!(mode(&fresh), 0o700, "created by bgt: private");
     assert!(fresh.join(".bgt").exists());
     let empty = parent.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o750)).unwrap();
-    assert!(bgt_in(&empty, &["status"]).status.success());
+    assert!(Env::at(&empty).run(&["status"]).status.success());
     assert!(empty.join(".bgt").exists());
     assert_eq!(mode(&empty), 0o750, "not created by bgt: mode kept");
 }
@@ -117,7 +108,7 @@ fn a_symlinked_state_dir_is_refused() {
     let link = env.work().join("link");
     std::os::unix::fs::symlink(env.home(), &link).unwrap();
     for args in [&["status"][..], &["cleanup"]] {
-        let out = bgt_in(&link, args);
+        let out = Env::at(&link).run(args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains("is a symlink"), "{err}");

@@ -12,20 +12,35 @@ pub const BGT: &str = env!("CARGO_BIN_EXE_bgt");
 
 /// One test's private state directory. Dropping it stops every task in it.
 pub struct Env {
-    pub home: tempfile::TempDir,
+    home: PathBuf,
+    /// The temporary directories this Env made (removed on drop).
+    _home_dir: Option<tempfile::TempDir>,
     pub work: tempfile::TempDir,
 }
 
 impl Env {
     pub fn new() -> Env {
+        let home = tempfile::tempdir().unwrap();
         Env {
-            home: tempfile::tempdir().unwrap(),
+            home: home.path().to_path_buf(),
+            _home_dir: Some(home),
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// An Env whose state directory is `home` (on a test filesystem, or a
+    /// directory a test prepared); it is not removed on drop, but every task
+    /// in it is still stopped.
+    pub fn at(home: impl Into<PathBuf>) -> Env {
+        Env {
+            home: home.into(),
+            _home_dir: None,
             work: tempfile::tempdir().unwrap(),
         }
     }
 
     pub fn home(&self) -> &Path {
-        self.home.path()
+        &self.home
     }
 
     /// A scratch directory for files the test's commands use.
@@ -36,6 +51,18 @@ impl Env {
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::new(BGT);
         cmd.env("BGT_HOME", self.home())
+            .env_remove("XDG_STATE_HOME")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// `sh -c script` with this Env's state directory, for the pipelines and
+    /// `$(...)` a shell user writes around bgt (`$BGT` is the binary).
+    pub fn sh(&self, script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script])
+            .env("BGT", BGT)
+            .env("BGT_HOME", self.home())
             .env_remove("XDG_STATE_HOME")
             .stdin(Stdio::null());
         cmd
