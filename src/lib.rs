@@ -81,7 +81,9 @@ fn wants_json(args: &[std::ffi::OsString]) -> bool {
 fn report_error(err: &anyhow::Error, json: bool) -> i32 {
     eprintln!("bgt: {}", error::one_line(err));
     if json && let Ok(doc) = serde_json::to_string_pretty(&error::ErrorReport::of(err)) {
-        println!("{doc}");
+        // A closed stdout is not worth a second error.
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), "{doc}");
     }
     error::exit_code(err)
 }

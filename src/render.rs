@@ -2,8 +2,7 @@
 //! Selecting lines happens in `logread`; this module only formats.
 
 use crate::info::TaskInfo;
-use crate::logread::{Entry, ReadResult, Stream, StreamResult};
-use serde_json::{Value, json};
+use crate::logread::{Entry, ReadResult, Stream};
 use std::io::{self, Write};
 use std::time::Duration;
 
@@ -160,52 +159,6 @@ pub fn task_detail(out: &mut dyn Write, t: &TaskInfo) -> io::Result<()> {
         writeln!(out, "{key:<13} {value}")?;
     }
     Ok(())
-}
-
-/// Per-stream metadata in JSON (documented schema).
-pub fn stream_meta(s: &StreamResult) -> Value {
-    json!({
-        "total_lines": s.total_lines,
-        "cursor": s.cursor.line,
-        "cursor_offset": s.cursor.offset,
-        "returned": s.returned,
-        "matched": s.matched,
-        "truncated": s.truncated,
-        "remaining": s.remaining,
-        "cursor_reset": s.cursor_reset,
-    })
-}
-
-/// The whole `bgt output --json` document.
-pub fn output_json(info: &TaskInfo, result: &ReadResult) -> Value {
-    let mut lines = Vec::new();
-    for s in &result.streams {
-        for e in &s.entries {
-            lines.push(json!({
-                "stream": e.stream.name(),
-                "line": e.line,
-                "text": e.text,
-                "similar": e.similar,
-                "partial": e.partial,
-            }));
-        }
-    }
-    let meta = |stream: Stream| {
-        result
-            .streams
-            .iter()
-            .find(|s| s.stream == stream)
-            .map(stream_meta)
-    };
-    json!({
-        "task": info.id,
-        "label": info.label,
-        "state": info.state,
-        "exit_code": info.exit_code,
-        "lines": lines,
-        "stdout_meta": meta(Stream::Stdout),
-        "stderr_meta": meta(Stream::Stderr),
-    })
 }
 
 /// The selected lines as text: stderr lines marked when both streams show,

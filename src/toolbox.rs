@@ -34,7 +34,7 @@ pub fn install(dir: &Path) -> Result<i32> {
             .with_context(|| format!("cannot write {}", path.display()))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-        println!("{}", path.display());
+        writeln!(std::io::stdout().lock(), "{}", path.display())?;
     }
     eprintln!(
         "bgt: Amp finds these tools with AMP_TOOLBOX={}",

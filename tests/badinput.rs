@@ -173,3 +173,30 @@ fn with_json_an_error_is_a_json_document_on_stdout_too() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["error"]["kind"], "label_in_use");
 }
+
+#[test]
+fn a_closed_stdout_is_never_a_panic() {
+    let env = Env::new();
+    let id = env.start(&["echo", "hi"]);
+    env.wait_done(&id);
+    for args in [
+        "status",
+        "status --json",
+        "run -- true",
+        &format!("output {id}"),
+        &format!("stop {id}"),
+        "status nope --json",
+        "output --json",
+        "cleanup",
+    ] {
+        // The reader is gone before bgt writes.
+        let out = env
+            .sh(&format!(
+                "exec 1>&-; exec 1<>/dev/null; $BGT {args} | (exec 0<&-; sleep 0.05)"
+            ))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args}: {stderr}");
+    }
+}

@@ -5,6 +5,7 @@ use crate::control;
 use crate::report::CleanupReport;
 use crate::store::Store;
 use anyhow::Result;
+use std::io::Write;
 
 pub fn run(args: CleanupArgs) -> Result<i32> {
     let store = Store::open_default()?;
@@ -14,10 +15,15 @@ pub fn run(args: CleanupArgs) -> Result<i32> {
         return Ok(0);
     }
     for task in &report.removed {
-        println!("removed {} ({})", task.task_id, task.state_text);
+        writeln!(
+            std::io::stdout().lock(),
+            "removed {} ({})",
+            task.task_id,
+            task.state_text
+        )?;
     }
     if report.removed.is_empty() {
-        println!("nothing to remove");
+        writeln!(std::io::stdout().lock(), "nothing to remove")?;
     }
     if !report.kept_running.is_empty() {
         eprintln!(

@@ -6,6 +6,7 @@ use crate::logread::{self, Entry, Marks, Request};
 use crate::logs::options::{DEFAULT_MAX_LINES, ReadOptions};
 use crate::pattern::{Case, PRESETS};
 use crate::render;
+use crate::report::OutputReport;
 use crate::store::{Store, Task};
 use anyhow::Result;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -60,7 +61,7 @@ pub fn run(args: OutputArgs) -> Result<i32> {
     }
     if args.json {
         let result = logread::read(&task.open_dir()?, &req)?;
-        super::print_json(&render::output_json(&TaskInfo::of(&task), &result))?;
+        super::print_json(&OutputReport::of(&TaskInfo::of(&task), &result))?;
         return Ok(0);
     }
     // Block-buffered: std's stdout is line-buffered, one write(2) per line.

@@ -4,6 +4,7 @@ use crate::cli::RestartArgs;
 use crate::control::{self, StartSpec};
 use crate::store::Store;
 use anyhow::Result;
+use std::io::Write;
 
 pub fn run(args: RestartArgs) -> Result<i32> {
     let store = Store::open_default()?;
@@ -33,7 +34,7 @@ pub fn run(args: RestartArgs) -> Result<i32> {
         report.replaces = Some(old.id.clone());
         super::print_json(&report)?;
     } else {
-        println!("{}", started.id);
+        writeln!(std::io::stdout().lock(), "{}", started.id)?;
     }
     Ok(0)
 }

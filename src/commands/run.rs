@@ -4,6 +4,7 @@ use crate::cli::RunArgs;
 use crate::control::{self, StartSpec};
 use crate::store::Store;
 use anyhow::Result;
+use std::io::Write;
 
 pub fn run(args: RunArgs) -> Result<i32> {
     let command = control::command_from_words(&args.command)?;
@@ -23,7 +24,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     if args.json {
         super::print_json(&started.report())?;
     } else {
-        println!("{}", started.id);
+        writeln!(std::io::stdout().lock(), "{}", started.id)?;
     }
     Ok(0)
 }

@@ -5,6 +5,7 @@ use crate::lifecycle::stopping::stop_tasks;
 use crate::report::StopResult;
 use crate::store::{Store, Task};
 use anyhow::Result;
+use std::io::Write;
 
 pub fn run(args: StopArgs) -> Result<i32> {
     let store = Store::open_default()?;
@@ -37,11 +38,11 @@ pub fn run(args: StopArgs) -> Result<i32> {
             if item.result == StopResult::Error {
                 eprintln!("bgt: {}", item.message);
             } else {
-                println!("{}", item.message);
+                writeln!(std::io::stdout().lock(), "{}", item.message)?;
             }
         }
         if targets.is_empty() {
-            println!("no running tasks to stop");
+            writeln!(std::io::stdout().lock(), "no running tasks to stop")?;
         }
     }
     Ok(if report.failed() { 1 } else { 0 })
