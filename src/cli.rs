@@ -13,7 +13,7 @@ use std::time::Duration;
     name = "bgt",
     version,
     about = "Run commands in the background and read their logs smartly - no daemon",
-    after_help = "Tasks are named by id (t-3f9a2c), unique id prefix (3f9a) or label (newest wins).\n\
+    after_help = "Tasks are named by id (t-3f9a2c), unique id prefix (3f9a) or label (its active task, else its newest).\n\
                   State lives in $BGT_HOME, else $XDG_STATE_HOME/bgt, else ~/.local/state/bgt."
 )]
 pub struct Cli {
