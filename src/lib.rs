@@ -29,6 +29,7 @@ pub mod mcp;
 pub mod render;
 pub mod report;
 pub mod task;
+pub mod term;
 
 // Short paths used across the crate while the layers settle.
 pub(crate) use lifecycle::sys;

@@ -510,7 +510,7 @@ fn status(p: StatusParams) -> Result<Reply> {
     match p.task_id {
         Some(id) => {
             let info = TaskInfo::of(&resolve(&id)?.1);
-            render::task_detail(&mut text, &info)?;
+            render::task_detail(&mut text, &info, Default::default())?;
             Ok((
                 String::from_utf8_lossy(&text).into_owned(),
                 serde_json::to_value(info)?,
@@ -522,7 +522,7 @@ fn status(p: StatusParams) -> Result<Reply> {
                 .iter()
                 .map(TaskInfo::of)
                 .collect();
-            render::task_table(&mut text, &infos)?;
+            render::task_table(&mut text, &infos, Default::default(), None)?;
             Ok((
                 String::from_utf8_lossy(&text).into_owned(),
                 json!({ "tasks": infos }),
@@ -568,7 +568,7 @@ fn output(p: OutputParams, cursor: String) -> Result<Reply> {
     let result = logread::read(&task.dir, &req)?;
     let doc = render::output_json(&TaskInfo::of(&task), &result);
     let mut text = Vec::new();
-    render::output_lines(&mut text, &result)?;
+    render::output_lines(&mut text, &result, &Default::default())?;
     let mut text = String::from_utf8_lossy(&text).into_owned();
     text.push_str(&render::output_summary(
         &result,

@@ -6,8 +6,9 @@ use crate::logread::{self, Entry, Marks, Request, Window};
 use crate::pattern::{Case, LineMatch, PRESETS};
 use crate::render;
 use crate::store::{Store, Task};
+use crate::term::{Highlight, Out, Paint, Style};
 use anyhow::Result;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::time::Duration;
 
 /// Builds a log request from the command line (also used by `wait`).
@@ -65,21 +66,19 @@ pub fn run(args: OutputArgs) -> Result<i32> {
     // Block-buffered: std's stdout is line-buffered, one write(2) per line.
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let marked = req.streams.len() > 1;
-    let mut print = |entry: &Entry| render::output_entry(&mut out, entry, marked);
+    let hl = Highlight::stdout(req.matcher.filter.as_ref());
+    let mut print = |entry: &Entry| render::output_entry(&mut out, entry, marked, &hl);
     let result = logread::read_with(&task.dir, &req, Some(&mut print))?;
-    render::output_lines(&mut out, &result)?;
+    render::output_lines(&mut out, &result, &hl)?;
     out.flush()?;
     let summary = render::output_summary(&result, args.filter.as_deref(), args.since);
-    if std::io::stderr().is_terminal() {
-        eprintln!("\x1b[2m{summary}\x1b[0m");
-    } else {
-        eprintln!("{summary}");
-    }
+    eprintln!("{}", Paint::of(Out::Stderr).paint(Style::Dim, &summary));
     Ok(0)
 }
 
 /// Prints new matching lines as they arrive until the task ends; returns its exit status.
 fn follow(task: &Task, mut req: Request) -> Result<i32> {
+    let hl = Highlight::stdout(req.matcher.filter.as_ref());
     let mut positions = Marks::default();
     let mut backoff = crate::control::Backoff::new(Duration::from_millis(50));
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout());
@@ -93,7 +92,7 @@ fn follow(task: &Task, mut req: Request) -> Result<i32> {
         };
         req.reset_cursor = false; // rewind once, not on every poll
         let got = result.streams.iter().any(|s| !s.entries.is_empty());
-        render::output_lines(&mut out, &result)?;
+        render::output_lines(&mut out, &result, &hl)?;
         out.flush()?;
         if !active {
             return Ok(TaskInfo::of(&task.reload()).exit_status());

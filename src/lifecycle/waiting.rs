@@ -235,10 +235,59 @@ fn start_ticks(task: &Task) -> Option<u64> {
 /// (a plain wait blocks on the supervisors' locks instead), so a long wait
 /// costs a few milliseconds of CPU.
 pub fn wait(tasks: &[Task], condition: &Condition, deadline: Option<Instant>) -> Result<Outcome> {
+    wait_with(tasks, condition, deadline, None)
+}
+
+/// A call a wait makes about every `every` while it goes on (between
+/// polls, never delaying them): the CLI's live line.
+pub struct Progress<'a> {
+    pub every: Duration,
+    pub tick: &'a mut dyn FnMut(),
+}
+
+impl Progress<'_> {
+    /// Sleeps until `until`, making the calls that fall due meanwhile.
+    fn sleep_until(&mut self, next: &mut Instant, until: Instant) {
+        loop {
+            let now = Instant::now();
+            if now >= *next {
+                (self.tick)();
+                *next = now + self.every;
+            }
+            if now >= until {
+                return;
+            }
+            std::thread::sleep(until.min(*next) - now);
+        }
+    }
+}
+
+/// [`wait`], calling `progress` while it goes on.
+pub fn wait_with(
+    tasks: &[Task],
+    condition: &Condition,
+    deadline: Option<Instant>,
+    mut progress: Option<Progress>,
+) -> Result<Outcome> {
+    let mut next_tick = Instant::now();
     if let Condition::Exit = condition {
         for task in tasks {
-            if !control::wait_unlocked(task, deadline) {
-                return Ok(Outcome::TimedOut { reason: None });
+            loop {
+                // Block on the lock until the next call is due, then make it.
+                let step = match (&progress, deadline) {
+                    (Some(p), Some(d)) => Some(d.min(Instant::now() + p.every)),
+                    (Some(p), None) => Some(Instant::now() + p.every),
+                    (None, d) => d,
+                };
+                if control::wait_unlocked(task, step) {
+                    break;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(Outcome::TimedOut { reason: None });
+                }
+                if let Some(p) = progress.as_mut() {
+                    (p.tick)();
+                }
             }
         }
         let code = tasks
@@ -308,14 +357,17 @@ pub fn wait(tasks: &[Task], condition: &Condition, deadline: Option<Instant>) ->
                 reason: reason(&owner),
             });
         }
-        match deadline {
-            Some(deadline) if !backoff.sleep_until(deadline) => {
-                return Ok(Outcome::TimedOut {
-                    reason: reason(&owner),
-                });
-            }
-            Some(_) => {}
-            None => std::thread::sleep(backoff.next_nap()),
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Ok(Outcome::TimedOut {
+                reason: reason(&owner),
+            });
+        }
+        let until = now + backoff.next_nap();
+        let until = deadline.map_or(until, |d| until.min(d));
+        match progress.as_mut() {
+            Some(p) => p.sleep_until(&mut next_tick, until),
+            None => std::thread::sleep(until - now),
         }
     }
 }
