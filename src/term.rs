@@ -10,6 +10,7 @@
 //! a carriage return in it. JSON is never coloured: it never passes here.
 
 use crate::logread::{self, Request, Stream, Window};
+use crate::pattern::{Case, LineMatch};
 use crate::store::{STDERR_LOG, STDOUT_LOG, Task};
 use regex::bytes::Regex;
 use std::borrow::Cow;
@@ -251,6 +252,8 @@ pub struct LiveLine {
     due: Instant,
     /// Characters now on screen (redraw mode).
     shown: usize,
+    /// The line now on screen, not written again while it stays the same.
+    drawn: String,
     paint: Paint,
 }
 
@@ -276,6 +279,7 @@ impl LiveLine {
             started,
             due: started + first,
             shown: 0,
+            drawn: String::new(),
             paint: Paint::of(Out::Stderr),
         }
     }
@@ -317,11 +321,15 @@ impl LiveLine {
                     line.push_str(" · ");
                     line.push_str(&self.paint.paint(Style::Dim, &log));
                 }
+                if line == self.drawn {
+                    return;
+                }
                 let pad = self.shown.saturating_sub(len);
                 self.shown = len;
                 let mut err = std::io::stderr().lock();
                 let _ = write!(err, "\r{line}{:pad$}", "");
                 let _ = err.flush();
+                self.drawn = line;
             }
             Mode::Periodic => {
                 self.due = now + PERIODIC_EVERY;
@@ -341,6 +349,7 @@ impl LiveLine {
             let _ = write!(err, "\r{:w$}\r", "", w = self.shown);
             let _ = err.flush();
             self.shown = 0;
+            self.drawn.clear();
         }
     }
 }
@@ -356,9 +365,19 @@ impl Drop for LiveLine {
 /// only again when it has grown, so a long wait costs next to nothing.
 pub struct LatestLine {
     logs: Vec<(std::path::PathBuf, Stream)>,
+    /// Tail(1) of the lines with something in them; a filter also keeps the
+    /// reader from folding the last line into a run of similar ones
+    /// (`line 1` standing for `line 1`..`line 400`).
+    request: Request,
     /// The log read last, its length then, and the line found.
     last: Option<(usize, u64, Option<String>)>,
+    /// Logs are looked at no more often than this.
+    next_look: Instant,
 }
+
+/// How often [`LatestLine`] looks at the logs: often enough to feel live,
+/// rarely enough that a busy log costs little to follow.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
 
 impl LatestLine {
     pub fn new(tasks: &[Task]) -> LatestLine {
@@ -371,11 +390,27 @@ impl LatestLine {
                 ]
             })
             .collect();
-        LatestLine { logs, last: None }
+        let request = Request {
+            matcher: LineMatch::build(Some("."), None, &[], Case::Smart).expect("a valid regex"),
+            window: Window::Tail(1),
+            max_lines: Some(1),
+            ..Request::all(vec![])
+        };
+        LatestLine {
+            logs,
+            request,
+            last: None,
+            next_look: Instant::now(),
+        }
     }
 
     /// The newest line, cleaned; `None` before anything was written.
     pub fn get(&mut self) -> Option<String> {
+        let now = Instant::now();
+        if now < self.next_look {
+            return self.last.as_ref().and_then(|(_, _, line)| line.clone());
+        }
+        self.next_look = now + LOOK_EVERY;
         let newest = self
             .logs
             .iter()
@@ -400,12 +435,8 @@ impl LatestLine {
             return line.clone();
         }
         let (dir, stream) = &self.logs[i];
-        let req = Request {
-            window: Window::Tail(1),
-            max_lines: Some(1),
-            ..Request::all(vec![*stream])
-        };
-        let line = logread::read(dir, &req).ok().and_then(|r| {
+        self.request.streams = vec![*stream];
+        let line = logread::read(dir, &self.request).ok().and_then(|r| {
             r.streams
                 .into_iter()
                 .flat_map(|s| s.entries)

@@ -12,5 +12,6 @@ mod mcp;
 mod output;
 mod presets;
 mod statedir;
+mod terminal;
 mod waiting;
 mod workflow;

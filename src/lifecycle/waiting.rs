@@ -12,6 +12,7 @@ use crate::store::Task;
 use anyhow::Result;
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 /// Exit status for a wait that ran out of time, like timeout(1).
@@ -269,26 +270,26 @@ pub fn wait_with(
     deadline: Option<Instant>,
     mut progress: Option<Progress>,
 ) -> Result<Outcome> {
-    let mut next_tick = Instant::now();
     if let Condition::Exit = condition {
-        for task in tasks {
-            loop {
-                // Block on the lock until the next call is due, then make it.
-                let step = match (&progress, deadline) {
-                    (Some(p), Some(d)) => Some(d.min(Instant::now() + p.every)),
-                    (Some(p), None) => Some(Instant::now() + p.every),
-                    (None, d) => d,
-                };
-                if control::wait_unlocked(task, step) {
-                    break;
+        let wait_all = || tasks.iter().all(|t| control::wait_unlocked(t, deadline));
+        let ended = match progress.as_mut() {
+            None => wait_all(),
+            // The locks are waited on as without progress (a blocking
+            // flock costs nothing); the calls are made meanwhile.
+            Some(p) => std::thread::scope(|scope| {
+                let (done, ended) = mpsc::channel();
+                scope.spawn(move || done.send(wait_all()));
+                loop {
+                    match ended.recv_timeout(p.every) {
+                        Ok(all) => break all,
+                        Err(RecvTimeoutError::Timeout) => (p.tick)(),
+                        Err(RecvTimeoutError::Disconnected) => break false,
+                    }
                 }
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Ok(Outcome::TimedOut { reason: None });
-                }
-                if let Some(p) = progress.as_mut() {
-                    (p.tick)();
-                }
-            }
+            }),
+        };
+        if !ended {
+            return Ok(Outcome::TimedOut { reason: None });
         }
         let code = tasks
             .iter()
@@ -298,6 +299,7 @@ pub fn wait_with(
             exit_code: code.unwrap_or(0),
         });
     }
+    let mut next_tick = Instant::now();
     let mut owner = PortOwner::new(condition);
     let reason = |owner: &Option<PortOwner>| owner.as_ref().and_then(PortOwner::reason);
     let mut positions: Vec<Marks> = vec![Marks::default(); tasks.len()];
