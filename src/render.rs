@@ -182,7 +182,7 @@ pub fn task_detail(out: &mut dyn Write, t: &TaskInfo, paint: Paint) -> io::Resul
             |d| {
                 let local = d.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S");
                 match (now - d).to_std() {
-                    Ok(ago) => format!("{local} ({} ago)", crate::duration::short(ago)),
+                    Ok(ago) => format!("{local} ({} ago)", term::seconds(ago)),
                     Err(_) => local.to_string(),
                 }
             },
@@ -376,6 +376,106 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(48210), "48,210");
         assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn clock_shows_the_time_today_and_the_date_before() {
+        let now = Local::now();
+        let at = |h, m| {
+            now.with_time(chrono::NaiveTime::from_hms_opt(h, m, 0).unwrap())
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let now = now.with_timezone(&Utc);
+        assert_eq!(clock(at(12, 0), now), "12:00");
+        let days = |n| now - chrono::Duration::days(n);
+        let month_day = days(10).with_timezone(&Local).format("%b %-d").to_string();
+        assert_eq!(clock(days(10), now), month_day);
+        assert!(
+            !month_day.contains("  ") && month_day.len() <= 6,
+            "{month_day}"
+        );
+        let old = days(400)
+            .with_timezone(&Local)
+            .format("%Y-%m-%d")
+            .to_string();
+        assert_eq!(clock(days(400), now), old);
+    }
+
+    #[test]
+    fn state_words_are_coloured_by_meaning() {
+        use crate::store::TaskState::*;
+        for (state, code, style) in [
+            (Running, None, Style::Good),
+            (Running, Some(1), Style::Warn),
+            (Starting, None, Style::Plain),
+            (Exited, Some(0), Style::Good),
+            (Exited, Some(2), Style::Bad),
+            (Signaled, Some(137), Style::Bad),
+            (TimedOut, Some(143), Style::Bad),
+            (Stopped, Some(143), Style::Warn),
+            (Lost, None, Style::Warn),
+        ] {
+            let mut t = seed();
+            t.state = state;
+            t.exit_code = code;
+            assert_eq!(state_style(&t), style, "{state:?} {code:?}");
+        }
+        let mut broken = seed();
+        broken.error = Some("meta.json is empty".into());
+        assert_eq!(state_style(&broken), Style::Bad);
+    }
+
+    #[test]
+    fn the_table_cuts_the_command_to_the_width_and_only_colours_with_paint() {
+        let mut t = seed();
+        t.command = Some(format!("echo {}", "x".repeat(100)));
+        t.label = Some("api".into());
+        let table = |paint, width| {
+            let mut out = Vec::new();
+            task_table(&mut out, std::slice::from_ref(&t), paint, width).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let cut = table(Paint { on: false }, Some(60));
+        for line in cut.lines() {
+            assert!(line.chars().count() <= 60, "{cut}");
+        }
+        assert!(cut.lines().nth(1).unwrap().ends_with("ec…"), "{cut}");
+        let full = table(Paint { on: false }, None);
+        assert!(full.contains(&"x".repeat(100)) && !full.contains('\x1b'));
+        let coloured = table(Paint { on: true }, Some(60));
+        assert!(coloured.contains("\x1b[32mrunning\x1b[0m"), "{coloured:?}");
+        assert!(coloured.contains("\x1b[36mapi\x1b[0m"), "{coloured:?}");
+        // Escapes do not shift the columns.
+        let strip = regex::Regex::new("\x1b\\[[0-9;]*m").unwrap();
+        assert_eq!(strip.replace_all(&coloured, ""), cut);
+    }
+
+    fn seed() -> TaskInfo {
+        TaskInfo {
+            task_id: "t-1".into(),
+            id: "t-1".into(),
+            label: None,
+            state: TaskState::Running,
+            exit_code: None,
+            signal: None,
+            descendants: 0,
+            command: None,
+            argv: None,
+            cwd: None,
+            pid: None,
+            supervisor_pid: None,
+            created: None,
+            started: None,
+            ended: None,
+            runtime_ms: None,
+            timeout_ms: None,
+            timeout_left_ms: None,
+            stdout_lines: 0,
+            stderr_lines: 0,
+            dir: "/nowhere".into(),
+            error: None,
+        }
     }
 
     #[test]
