@@ -19,6 +19,15 @@ use std::time::Duration;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Colour: auto (on a terminal, unless NO_COLOR is set or TERM=dumb), always, never
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "WHEN",
+        default_value = "auto"
+    )]
+    pub color: crate::term::ColorChoice,
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,6 +247,9 @@ pub struct WaitArgs {
     /// Log searched by --for-line
     #[arg(long, value_enum, default_value = "both")]
     pub stream: StreamChoice,
+    /// No progress on stderr: no live line, no line every 10 s, no "ready" line (failures still show)
+    #[arg(short, long)]
+    pub quiet: bool,
     /// Print JSON
     #[arg(long)]
     pub json: bool,

@@ -63,17 +63,30 @@ pub fn cutoff(age: Duration) -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now() - chrono::Duration::from_std(clamp(age)).unwrap_or(chrono::Duration::MAX)
 }
 
-/// Compact rendering for tables: `850ms`, `42s`, `3m12s`, `2h05m`, `3d04h`.
+/// The shortest clear form, for tables and messages: `850ms`, `42s`,
+/// `2m04s`, `2h05m`, `3d04h`; a zero last part is left out (`2m`, `3h`, `2d`).
 pub fn short(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs == 0 {
-        return format!("{}ms", d.as_millis());
+    let (big, small, units) = match secs {
+        0 => return format!("{}ms", d.as_millis()),
+        1..=59 => return format!("{secs}s"),
+        60..=3599 => (secs / 60, secs % 60, ("m", "s")),
+        3600..=86_399 => (secs / 3600, secs % 3600 / 60, ("h", "m")),
+        _ => (secs / 86_400, secs % 86_400 / 3600, ("d", "h")),
+    };
+    match small {
+        0 => format!("{big}{}", units.0),
+        _ => format!("{big}{}{small:02}{}", units.0, units.1),
     }
-    match secs {
-        0..=59 => format!("{secs}s"),
-        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
-        3600..=86_399 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
-        _ => format!("{}d{:02}h", secs / 86_400, secs % 86_400 / 3600),
+}
+
+/// How long something took, to a tenth of a second under a minute
+/// (`14.2s`), else as [`short`]: the final line of a wait.
+pub fn took(d: Duration) -> String {
+    if d < Duration::from_secs(60) {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        short(d)
     }
 }
 
@@ -113,5 +126,19 @@ mod tests {
         assert_eq!(short(Duration::from_millis(850)), "850ms");
         assert_eq!(short(Duration::from_secs(192)), "3m12s");
         assert_eq!(short(Duration::from_secs(7500)), "2h05m");
+        assert_eq!(short(Duration::from_secs(124)), "2m04s");
+        assert_eq!(short(Duration::from_secs(42)), "42s");
+        assert_eq!(short(Duration::from_secs(120)), "2m");
+        assert_eq!(short(Duration::from_secs(3 * 3600)), "3h");
+        assert_eq!(short(Duration::from_secs(3 * 3600 + 59)), "3h");
+        assert_eq!(short(Duration::from_secs(2 * 86_400)), "2d");
+        assert_eq!(short(Duration::from_secs(2 * 86_400 + 4 * 3600)), "2d04h");
+    }
+
+    #[test]
+    fn took_shows_tenths_under_a_minute() {
+        assert_eq!(took(Duration::from_millis(14_230)), "14.2s");
+        assert_eq!(took(Duration::from_millis(40)), "0.0s");
+        assert_eq!(took(Duration::from_secs(125)), "2m05s");
     }
 }

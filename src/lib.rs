@@ -32,6 +32,7 @@ pub mod mcp;
 pub mod render;
 pub mod report;
 pub mod task;
+pub mod term;
 pub mod toolbox;
 pub mod tools;
 

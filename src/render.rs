@@ -3,6 +3,9 @@
 
 use crate::info::TaskInfo;
 use crate::logread::{Entry, ReadResult, Stream};
+use crate::store::TaskState;
+use crate::term::{self, Highlight, Paint, Style};
+use chrono::{DateTime, Local, Utc};
 use std::io::{self, Write};
 use std::time::Duration;
 
@@ -52,74 +55,149 @@ fn ms(value: Option<u64>) -> String {
     )
 }
 
-/// The task table of `bgt status`, oldest first, columns aligned.
-pub fn task_table(out: &mut dyn Write, tasks: &[TaskInfo]) -> io::Result<()> {
+/// The style of a task's state word: green when it runs or exited 0, red
+/// when it failed, yellow when someone ended it or its end is unknown.
+pub fn state_style(t: &TaskInfo) -> Style {
+    if t.error.is_some() {
+        return Style::Bad;
+    }
+    match t.state {
+        TaskState::Starting => Style::Plain,
+        // The main process may have exited while descendants run.
+        TaskState::Running if t.exit_code.is_some_and(|c| c != 0) => Style::Warn,
+        TaskState::Running => Style::Good,
+        TaskState::Exited if t.exit_code == Some(0) => Style::Good,
+        TaskState::Exited | TaskState::Signaled | TaskState::TimedOut | TaskState::Broken => {
+            Style::Bad
+        }
+        TaskState::Stopped | TaskState::Lost => Style::Warn,
+    }
+}
+
+/// A moment as a person scans a list: `12:03` today, `Nov 24` within the
+/// last half year, `2023-11-24` before.
+pub fn clock(when: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let (local, today) = (when.with_timezone(&Local), now.with_timezone(&Local));
+    if local.date_naive() == today.date_naive() {
+        local.format("%H:%M").to_string()
+    } else if when <= now && now - when < chrono::Duration::days(183) {
+        local.format("%b %-d").to_string()
+    } else {
+        local.format("%Y-%m-%d").to_string()
+    }
+}
+
+/// The task table of `bgt status`, oldest first, columns aligned. With a
+/// `width` (a terminal's), the command is cut with `…` so no row wraps;
+/// `paint` colours state words by meaning and ids and labels steadily.
+pub fn task_table(
+    out: &mut dyn Write,
+    tasks: &[TaskInfo],
+    paint: Paint,
+    width: Option<usize>,
+) -> io::Result<()> {
     if tasks.is_empty() {
         return writeln!(out, "no tasks");
     }
-    let header = [
-        "ID", "LABEL", "STATE", "EXIT", "RUNTIME", "LEFT", "PID", "LINES", "COMMAND",
+    const HEADER: [&str; 10] = [
+        "ID", "LABEL", "STATE", "EXIT", "STARTED", "RUNTIME", "LEFT", "PID", "LINES", "COMMAND",
     ];
-    let rows: Vec<[String; 9]> = tasks
+    let now = Utc::now();
+    let rows: Vec<([String; 10], Style)> = tasks
         .iter()
         .map(|t| {
             let state = match &t.error {
                 Some(reason) => format!("broken: {}", one_line(reason)),
                 None => t.state_text(),
             };
-            [
+            let cells = [
                 t.id.clone(),
                 t.label.clone().unwrap_or_else(|| "-".into()),
                 state,
                 t.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
+                t.started.map_or_else(|| "-".into(), |s| clock(s, now)),
                 ms(t.runtime_ms),
                 ms(t.timeout_left_ms),
                 t.pid.map_or_else(|| "-".into(), |p| p.to_string()),
                 format!("{}/{}", t.stdout_lines, t.stderr_lines),
                 one_line(t.command.as_deref().unwrap_or_default()),
-            ]
+            ];
+            (cells, state_style(t))
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
+    let mut widths = HEADER.map(str::len);
+    for (cells, _) in &rows {
+        for (w, cell) in widths.iter_mut().zip(cells) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: &[String]| {
+    // LEFT says something only when some task has a timeout: without one,
+    // its room goes to the command.
+    const LEFT: usize = 6;
+    let shown = |i: usize| i != LEFT || rows.iter().any(|(cells, _)| cells[LEFT] != "-");
+    // Everything before the command, then what is left of the line for it.
+    let before: usize = (0..9).filter(|i| shown(*i)).map(|i| widths[i] + 2).sum();
+    let room = width.map(|w| w.saturating_sub(before).max(1));
+    // Styles of the first columns (id, label, state); the rest is plain.
+    let line = |cells: [&str; 10], styles: [Style; 3]| {
         let mut text = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                text.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            }
+        for (i, cell) in cells[..9].iter().enumerate().filter(|(i, _)| shown(*i)) {
+            let style = styles.get(i).copied().unwrap_or(Style::Plain);
+            text.push_str(&paint.padded(style, cell, widths[i] + 2));
         }
+        let command = match room {
+            Some(room) => term::cut(cells[9], room),
+            None => cells[9].into(),
+        };
+        text.push_str(&command);
         text.trim_end().to_string()
     };
-    writeln!(out, "{}", line(&header.map(String::from)))?;
-    for row in &rows {
-        writeln!(out, "{}", line(row))?;
+    writeln!(out, "{}", line(HEADER, [Style::Plain; 3]))?;
+    for (cells, state) in &rows {
+        let label = if cells[1] == "-" {
+            Style::Plain
+        } else {
+            Style::Label
+        };
+        writeln!(
+            out,
+            "{}",
+            line(
+                cells.each_ref().map(String::as_str),
+                [Style::Id, label, *state]
+            )
+        )?;
     }
     Ok(())
 }
 
-/// The detail view of `bgt status TASK`.
-pub fn task_detail(out: &mut dyn Write, t: &TaskInfo) -> io::Result<()> {
-    let time = |v: &Option<chrono::DateTime<chrono::Utc>>| {
+/// The detail view of `bgt status TASK`: the full command, and times in
+/// local time with how long ago they were.
+pub fn task_detail(out: &mut dyn Write, t: &TaskInfo, paint: Paint) -> io::Result<()> {
+    let now = Utc::now();
+    let time = |v: &Option<DateTime<Utc>>| {
         v.map_or_else(
             || "-".into(),
             |d| {
-                d.with_timezone(&chrono::Local)
-                    .format("%Y-%m-%d %H:%M:%S")
-                    .to_string()
+                let local = d.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S");
+                match (now - d).to_std() {
+                    Ok(ago) => format!("{local} ({} ago)", term::seconds(ago)),
+                    Err(_) => local.to_string(),
+                }
             },
         )
     };
+    let label = t
+        .label
+        .as_deref()
+        .map_or("-".into(), |l| paint.paint(Style::Label, l));
     let mut rows: Vec<(&str, String)> = vec![
-        ("id", t.id.clone()),
-        ("label", t.label.clone().unwrap_or_else(|| "-".into())),
-        ("state", t.state_text()),
+        ("id", paint.paint(Style::Id, &t.id).into_owned()),
+        ("label", label.into_owned()),
+        (
+            "state",
+            paint.paint(state_style(t), &t.state_text()).into_owned(),
+        ),
     ];
     if let Some(reason) = &t.error {
         rows.push(("error", one_line(reason)));
@@ -163,27 +241,34 @@ pub fn task_detail(out: &mut dyn Write, t: &TaskInfo) -> io::Result<()> {
 
 /// The selected lines as text: stderr lines marked when both streams show,
 /// collapsed runs followed by `… N similar lines`.
-pub fn output_lines(out: &mut dyn Write, result: &ReadResult) -> io::Result<()> {
+pub fn output_lines(out: &mut dyn Write, result: &ReadResult, hl: &Highlight) -> io::Result<()> {
     let marked = result.streams.len() > 1;
     for s in &result.streams {
         for e in &s.entries {
-            output_entry(out, e, marked)?;
+            output_entry(out, e, marked, hl)?;
         }
     }
     Ok(())
 }
 
-/// One entry as text (see [`output_lines`]).
-pub fn output_entry(out: &mut dyn Write, e: &Entry, marked: bool) -> io::Result<()> {
+/// One entry as text (see [`output_lines`]): the filter's matches
+/// highlighted and the `stderr│` marker dim when stdout takes colour.
+pub fn output_entry(
+    out: &mut dyn Write,
+    e: &Entry,
+    marked: bool,
+    hl: &Highlight,
+) -> io::Result<()> {
     let prefix = if marked && e.stream == Stream::Stderr {
-        "stderr│ "
+        hl.paint.paint(Style::Dim, "stderr│ ")
     } else {
-        ""
+        "".into()
     };
-    writeln!(out, "{prefix}{}", e.text)?;
+    writeln!(out, "{prefix}{}", hl.line(&e.text))?;
     if e.similar > 0 {
         let s = if e.similar == 1 { "" } else { "s" };
-        writeln!(out, "{prefix}  … {} similar line{s}", thousands(e.similar))?;
+        let note = format!("  … {} similar line{s}", thousands(e.similar));
+        writeln!(out, "{prefix}{}", hl.paint.paint(Style::Dim, &note))?;
     }
     Ok(())
 }
@@ -251,6 +336,106 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(48210), "48,210");
         assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn clock_shows_the_time_today_and_the_date_before() {
+        let now = Local::now();
+        let at = |h, m| {
+            now.with_time(chrono::NaiveTime::from_hms_opt(h, m, 0).unwrap())
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let now = now.with_timezone(&Utc);
+        assert_eq!(clock(at(12, 0), now), "12:00");
+        let days = |n| now - chrono::Duration::days(n);
+        let month_day = days(10).with_timezone(&Local).format("%b %-d").to_string();
+        assert_eq!(clock(days(10), now), month_day);
+        assert!(
+            !month_day.contains("  ") && month_day.len() <= 6,
+            "{month_day}"
+        );
+        let old = days(400)
+            .with_timezone(&Local)
+            .format("%Y-%m-%d")
+            .to_string();
+        assert_eq!(clock(days(400), now), old);
+    }
+
+    #[test]
+    fn state_words_are_coloured_by_meaning() {
+        use crate::store::TaskState::*;
+        for (state, code, style) in [
+            (Running, None, Style::Good),
+            (Running, Some(1), Style::Warn),
+            (Starting, None, Style::Plain),
+            (Exited, Some(0), Style::Good),
+            (Exited, Some(2), Style::Bad),
+            (Signaled, Some(137), Style::Bad),
+            (TimedOut, Some(143), Style::Bad),
+            (Stopped, Some(143), Style::Warn),
+            (Lost, None, Style::Warn),
+        ] {
+            let mut t = seed();
+            t.state = state;
+            t.exit_code = code;
+            assert_eq!(state_style(&t), style, "{state:?} {code:?}");
+        }
+        let mut broken = seed();
+        broken.error = Some("meta.json is empty".into());
+        assert_eq!(state_style(&broken), Style::Bad);
+    }
+
+    #[test]
+    fn the_table_cuts_the_command_to_the_width_and_only_colours_with_paint() {
+        let mut t = seed();
+        t.command = Some(format!("echo {}", "x".repeat(100)));
+        t.label = Some("api".into());
+        let table = |paint, width| {
+            let mut out = Vec::new();
+            task_table(&mut out, std::slice::from_ref(&t), paint, width).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let cut = table(Paint { on: false }, Some(60));
+        for line in cut.lines() {
+            assert!(line.chars().count() <= 60, "{cut}");
+        }
+        assert!(cut.lines().nth(1).unwrap().ends_with("ec…"), "{cut}");
+        let full = table(Paint { on: false }, None);
+        assert!(full.contains(&"x".repeat(100)) && !full.contains('\x1b'));
+        let coloured = table(Paint { on: true }, Some(60));
+        assert!(coloured.contains("\x1b[32mrunning\x1b[0m"), "{coloured:?}");
+        assert!(coloured.contains("\x1b[36mapi\x1b[0m"), "{coloured:?}");
+        // Escapes do not shift the columns.
+        let strip = regex::Regex::new("\x1b\\[[0-9;]*m").unwrap();
+        assert_eq!(strip.replace_all(&coloured, ""), cut);
+    }
+
+    fn seed() -> TaskInfo {
+        TaskInfo {
+            task_id: "t-1".into(),
+            id: "t-1".into(),
+            label: None,
+            state: TaskState::Running,
+            exit_code: None,
+            signal: None,
+            descendants: 0,
+            command: None,
+            argv: None,
+            cwd: None,
+            pid: None,
+            supervisor_pid: None,
+            created: None,
+            started: None,
+            ended: None,
+            runtime_ms: None,
+            timeout_ms: None,
+            timeout_left_ms: None,
+            stdout_lines: 0,
+            stderr_lines: 0,
+            dir: "/nowhere".into(),
+            error: None,
+        }
     }
 
     #[test]

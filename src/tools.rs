@@ -441,7 +441,7 @@ fn last_output(task: &Task, n: usize) -> Vec<String> {
         return Vec::new();
     };
     let mut text = Vec::new();
-    let _ = render::output_lines(&mut text, &result);
+    let _ = render::output_lines(&mut text, &result, &Default::default());
     String::from_utf8_lossy(&text)
         .lines()
         .map(String::from)
@@ -540,12 +540,12 @@ fn status(p: StatusParams) -> Result<Reply> {
     let structured = match p.task_id {
         Some(id) => {
             let info = TaskInfo::of(&resolve(&id)?);
-            render::task_detail(&mut text, &info)?;
+            render::task_detail(&mut text, &info, Default::default())?;
             to_json(&info)?
         }
         None => {
             let tasks = crate::info::all(&Store::open_default()?.list()?);
-            render::task_table(&mut text, &tasks)?;
+            render::task_table(&mut text, &tasks, Default::default(), None)?;
             to_json(&StatusReport { tasks })?
         }
     };
@@ -595,7 +595,7 @@ fn output(p: OutputParams, ctx: &Context) -> Result<Reply> {
     let result = logread::read(&task.open_dir()?, &req)?;
     let info = TaskInfo::of(&task);
     let mut text = Vec::new();
-    render::output_lines(&mut text, &result)?;
+    render::output_lines(&mut text, &result, &Default::default())?;
     let mut text = String::from_utf8_lossy(&text).into_owned();
     let filtered = opts.filter.is_some() || opts.exclude.is_some() || !opts.presets.is_empty();
     text.push_str(&read_summary(&result, &info, opts.since, filtered));

@@ -14,6 +14,7 @@ mod output;
 mod presets;
 mod reader;
 mod statedir;
+mod terminal;
 mod toolbox;
 mod waiting;
 mod workflow;

@@ -15,6 +15,7 @@ use std::io::Write;
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn dispatch(cli: Cli) -> Result<i32> {
+    crate::term::set_choice(cli.color);
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Status(args) => status::run(args),

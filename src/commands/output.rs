@@ -8,8 +8,9 @@ use crate::pattern::{Case, PRESETS};
 use crate::render;
 use crate::report::OutputReport;
 use crate::store::{Store, Task};
+use crate::term::{Highlight, Out, Paint, Style};
 use anyhow::Result;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::time::Duration;
 
 /// The command line's read options (the agent tools build the same type).
@@ -67,7 +68,8 @@ pub fn run(args: OutputArgs) -> Result<i32> {
     // Block-buffered: std's stdout is line-buffered, one write(2) per line.
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let marked = req.streams.len() > 1;
-    let mut print = |entry: Entry| render::output_entry(&mut out, &entry, marked);
+    let hl = Highlight::stdout(req.matcher.filter.as_ref());
+    let mut print = |entry: Entry| render::output_entry(&mut out, &entry, marked, &hl);
     let result = logread::read_with(&task.open_dir()?, &req, None, &mut print)?;
     out.flush()?;
     summary(&render::output_summary(
@@ -78,19 +80,16 @@ pub fn run(args: OutputArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// The summary line on stderr, dimmed on a terminal.
+/// The summary line on stderr, dimmed where stderr takes colour.
 fn summary(text: &str) {
-    if std::io::stderr().is_terminal() {
-        eprintln!("\x1b[2m{text}\x1b[0m");
-    } else {
-        eprintln!("{text}");
-    }
+    eprintln!("{}", Paint::of(Out::Stderr).paint(Style::Dim, text));
 }
 
 /// Prints new matching lines as they arrive until the task ends and its
 /// last byte is read; returns its exit status. With `cap`, stops after that
 /// many entries and says so.
 fn follow(task: &Task, mut req: Request, cap: Option<usize>) -> Result<i32> {
+    let hl = Highlight::stdout(req.matcher.filter.as_ref());
     let mut positions = Marks::default();
     let mut backoff = crate::control::Backoff::new(Duration::from_millis(50));
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout());
@@ -104,7 +103,7 @@ fn follow(task: &Task, mut req: Request, cap: Option<usize>) -> Result<i32> {
         let mut got = 0;
         let mut print = |entry: Entry| {
             got += 1;
-            render::output_entry(&mut out, &entry, marked)
+            render::output_entry(&mut out, &entry, marked, &hl)
         };
         let from = req.since.is_none().then_some(&mut positions);
         let result = logread::read_with(&task.open_dir()?, &req, from, &mut print)?;

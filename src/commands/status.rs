@@ -5,6 +5,7 @@ use crate::info::TaskInfo;
 use crate::render;
 use crate::report::StatusReport;
 use crate::store::Store;
+use crate::term::{self, Out, Paint};
 use anyhow::Result;
 use std::io::Write;
 
@@ -17,7 +18,7 @@ pub fn run(args: StatusArgs) -> Result<i32> {
             if args.json {
                 super::print_json(&info)?;
             } else {
-                render::task_detail(&mut out, &info)?;
+                render::task_detail(&mut out, &info, Paint::of(Out::Stdout))?;
             }
         }
         None => {
@@ -25,7 +26,12 @@ pub fn run(args: StatusArgs) -> Result<i32> {
             if args.json {
                 super::print_json(&StatusReport { tasks: infos })?;
             } else {
-                render::task_table(&mut out, &infos)?;
+                render::task_table(
+                    &mut out,
+                    &infos,
+                    Paint::of(Out::Stdout),
+                    term::width(Out::Stdout),
+                )?;
             }
         }
     }

@@ -2,10 +2,13 @@
 
 use crate::cli::StopArgs;
 use crate::lifecycle::stopping::stop_tasks;
-use crate::report::StopResult;
+use crate::report::{StopReport, StopResult};
 use crate::store::{Store, Task};
-use anyhow::Result;
+use crate::term::{self, LatestLine, LiveLine};
+use anyhow::{Result, anyhow};
 use std::io::Write;
+use std::sync::mpsc;
+use std::time::Duration;
 
 pub fn run(args: StopArgs) -> Result<i32> {
     let store = Store::open_default()?;
@@ -30,7 +33,7 @@ pub fn run(args: StopArgs) -> Result<i32> {
         }
         found
     };
-    let report = stop_tasks(&targets, args.signal, args.grace);
+    let report = stop_showing_progress(&targets, &args)?;
     if args.json {
         super::print_json(&report)?;
     } else {
@@ -46,4 +49,52 @@ pub fn run(args: StopArgs) -> Result<i32> {
         }
     }
     Ok(if report.failed() { 1 } else { 0 })
+}
+
+/// Stops `targets`; when that runs long (a task that ignores the signal
+/// and waits out its grace period), a live line says what is going on, as
+/// `wait` does: `stopping api · 3s of 5s grace · <its latest log line>`.
+fn stop_showing_progress(targets: &[Task], args: &StopArgs) -> Result<StopReport> {
+    let (done, report) = mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let _ = done.send(stop_tasks(targets, args.signal, args.grace));
+        });
+        let mut live = LiveLine::new(false, Duration::from_secs(1));
+        let mut latest = LatestLine::new(targets);
+        let grace = crate::duration::short(args.grace);
+        let every = live.every().unwrap_or(Duration::MAX);
+        loop {
+            match report.recv_timeout(every) {
+                Ok(report) => return Ok(report),
+                Err(mpsc::RecvTimeoutError::Timeout) => live.tick(|elapsed| {
+                    let name = |t: Task| match t.meta.ok().and_then(|m| m.label) {
+                        Some(label) => label,
+                        None => t.id,
+                    };
+                    let mut left: Vec<String> = targets
+                        .iter()
+                        .map(Task::reload)
+                        .filter(|t| t.phase().is_active())
+                        .map(name)
+                        .collect();
+                    if left.is_empty() {
+                        left = targets.iter().map(|t| name(t.reload())).collect();
+                    }
+                    let time = term::seconds(elapsed);
+                    let time = match elapsed < args.grace {
+                        true => format!("{time} of {grace} grace"),
+                        false => format!("{time}, SIGKILL sent"),
+                    };
+                    (
+                        format!("stopping {} · {time}", left.join(", ")),
+                        latest.get(),
+                    )
+                }),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(anyhow!("stopping failed unexpectedly"));
+                }
+            }
+        }
+    })
 }

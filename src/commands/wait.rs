@@ -3,10 +3,11 @@
 use crate::cli::WaitArgs;
 use crate::info::TaskInfo;
 use crate::store::{Store, Task};
-use crate::waiting::{self, Condition, Outcome, TIMED_OUT};
+use crate::term::{self, LatestLine, LiveLine};
+use crate::waiting::{self, Condition, Outcome, Progress, TIMED_OUT};
 use anyhow::Result;
 use serde_json::json;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub fn run(args: WaitArgs) -> Result<i32> {
     let store = Store::open_default()?;
@@ -26,18 +27,58 @@ pub fn run(args: WaitArgs) -> Result<i32> {
     let timeout = crate::duration::limit(args.timeout);
     let deadline = timeout.map(|t| Instant::now() + t);
     let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
-    let (code, doc) = match waiting::wait(&tasks, &condition, deadline)? {
+    let names = names(&tasks);
+    let mut live = LiveLine::new(args.quiet, Duration::from_millis(250));
+    let outcome = {
+        let what = format!("waiting for {names} {}", goal(&condition));
+        let limit = timeout.map(crate::duration::short);
+        let mut latest = LatestLine::new(&tasks);
+        let every = live.every();
+        let mut tick = || {
+            live.tick(|elapsed| {
+                let time = term::seconds(elapsed);
+                let time = match &limit {
+                    Some(limit) => format!("{time} of {limit}"),
+                    None => time,
+                };
+                (format!("{what} · {time}"), latest.get())
+            })
+        };
+        let progress = every.map(|every| Progress {
+            every,
+            tick: &mut tick,
+        });
+        waiting::wait_with(&tasks, &condition, deadline, progress)?
+    };
+    live.clear();
+    let took = crate::duration::took(live.elapsed());
+    let quiet = args.quiet || args.json;
+    let (code, doc) = match outcome {
         Outcome::Ended { exit_code } => {
             let infos: Vec<TaskInfo> = tasks.iter().map(|t| TaskInfo::of(&t.reload())).collect();
+            if !quiet {
+                let states: Vec<String> = infos
+                    .iter()
+                    .map(|i| format!("{} {}", name(i), i.state_text()))
+                    .collect();
+                eprintln!("bgt: {} after {took}", states.join(", "));
+            }
             (
                 exit_code,
                 json!({ "result": "ended", "exit_code": exit_code, "tasks": infos }),
             )
         }
         Outcome::Ready { lines } => {
-            if !args.json {
-                for (task, line) in tasks.iter().zip(&lines) {
-                    eprintln!("bgt: {} ready: {line}", task.id);
+            if !quiet {
+                match lines.is_empty() {
+                    true => eprintln!("bgt: {names} ready after {took}"),
+                    false => {
+                        for (task, line) in tasks.iter().zip(&lines) {
+                            let info = TaskInfo::of(task);
+                            let name = name(&info);
+                            eprintln!("bgt: {name} ready after {took}: {line}");
+                        }
+                    }
                 }
             }
             (
@@ -103,5 +144,27 @@ fn show_last_lines(task: &Task) {
         for line in lines {
             eprintln!("{line}");
         }
+    }
+}
+
+/// A task as people call it: its label, else its id.
+fn name(info: &TaskInfo) -> &str {
+    info.label.as_deref().unwrap_or(&info.id)
+}
+
+/// The tasks waited for, by name: `api`, `api, web`.
+fn names(tasks: &[Task]) -> String {
+    let infos: Vec<TaskInfo> = tasks.iter().map(TaskInfo::of).collect();
+    let names: Vec<&str> = infos.iter().map(name).collect();
+    names.join(", ")
+}
+
+/// What the live line says is awaited: `waiting for api <goal>`.
+fn goal(condition: &Condition) -> String {
+    match condition {
+        Condition::Exit => "to end".into(),
+        Condition::Line(_, pattern) => format!("to print a line matching '{pattern}'"),
+        Condition::Port(_, port) => format!("to listen on :{port}"),
+        Condition::Http(_, url, _) => format!("to answer {url}"),
     }
 }

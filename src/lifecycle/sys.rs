@@ -1,5 +1,6 @@
 //! The one place with `unsafe`: closing file descriptors we do not own,
-//! resetting signal dispositions, and `sigqueue` (which nix does not wrap).
+//! resetting signal dispositions, `sigqueue` (which nix does not wrap), and
+//! asking a terminal for its size.
 //!
 //! The supervisor is exec'd by `bgt run` and inherits every descriptor that
 //! `bgt run`'s own caller leaked to it without close-on-exec (a CI runner's
@@ -139,4 +140,26 @@ pub fn unblock_signals_in_child(command: &mut std::process::Command) {
                 .map_err(std::io::Error::from)
         });
     }
+}
+
+/// The width in columns of the terminal on `fd`, if it is one and knows.
+/// std has no call for it; `stty size` would cost a process per question.
+pub fn terminal_columns(fd: &impl std::os::fd::AsFd) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut size = nix::libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ only writes one `winsize` into `size`, which lives
+    // for the call; the descriptor is borrowed, so it is open throughout.
+    let rc = unsafe {
+        nix::libc::ioctl(
+            fd.as_fd().as_raw_fd(),
+            nix::libc::TIOCGWINSZ,
+            &mut size as *mut nix::libc::winsize,
+        )
+    };
+    (rc == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
 }

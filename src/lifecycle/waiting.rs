@@ -12,6 +12,7 @@ use crate::store::Task;
 use anyhow::Result;
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 /// Exit status for a wait that ran out of time, like timeout(1).
@@ -234,11 +235,60 @@ fn start_ticks(task: &Task) -> Option<u64> {
 /// (a plain wait blocks on the supervisors' locks instead), so a long wait
 /// costs a few milliseconds of CPU.
 pub fn wait(tasks: &[Task], condition: &Condition, deadline: Option<Instant>) -> Result<Outcome> {
-    if let Condition::Exit = condition {
-        for task in tasks {
-            if !control::wait_unlocked(task, deadline) {
-                return Ok(Outcome::TimedOut { reason: None });
+    wait_with(tasks, condition, deadline, None)
+}
+
+/// A call a wait makes about every `every` while it goes on (between
+/// polls, never delaying them): the CLI's live line.
+pub struct Progress<'a> {
+    pub every: Duration,
+    pub tick: &'a mut dyn FnMut(),
+}
+
+impl Progress<'_> {
+    /// Sleeps until `until`, making the calls that fall due meanwhile.
+    fn sleep_until(&mut self, next: &mut Instant, until: Instant) {
+        loop {
+            let now = Instant::now();
+            if now >= *next {
+                (self.tick)();
+                *next = now + self.every;
             }
+            if now >= until {
+                return;
+            }
+            std::thread::sleep(until.min(*next) - now);
+        }
+    }
+}
+
+/// [`wait`], calling `progress` while it goes on.
+pub fn wait_with(
+    tasks: &[Task],
+    condition: &Condition,
+    deadline: Option<Instant>,
+    mut progress: Option<Progress>,
+) -> Result<Outcome> {
+    if let Condition::Exit = condition {
+        let wait_all = || tasks.iter().all(|t| control::wait_unlocked(t, deadline));
+        let ended = match progress.as_mut() {
+            None => wait_all(),
+            // The locks are waited on as without progress (a blocking
+            // flock costs nothing); the calls are made meanwhile.
+            Some(p) => std::thread::scope(|scope| {
+                let (done, ended) = mpsc::channel();
+                scope.spawn(move || done.send(wait_all()));
+                loop {
+                    match ended.recv_timeout(p.every) {
+                        Ok(all) => break all,
+                        Err(RecvTimeoutError::Timeout) => (p.tick)(),
+                        Err(RecvTimeoutError::Disconnected) => break false,
+                    }
+                }
+            }),
+        };
+        if !ended {
+            return Ok(Outcome::TimedOut { reason: None });
         }
         let code = tasks
             .iter()
@@ -248,6 +298,7 @@ pub fn wait(tasks: &[Task], condition: &Condition, deadline: Option<Instant>) ->
             exit_code: code.unwrap_or(0),
         });
     }
+    let mut next_tick = Instant::now();
     let mut owner = PortOwner::new(condition);
     let reason = |owner: &Option<PortOwner>| owner.as_ref().and_then(PortOwner::reason);
     let mut positions: Vec<Marks> = vec![Marks::default(); tasks.len()];
@@ -304,14 +355,17 @@ pub fn wait(tasks: &[Task], condition: &Condition, deadline: Option<Instant>) ->
                 reason: reason(&owner),
             });
         }
-        match deadline {
-            Some(deadline) if !backoff.sleep_until(deadline) => {
-                return Ok(Outcome::TimedOut {
-                    reason: reason(&owner),
-                });
-            }
-            Some(_) => {}
-            None => std::thread::sleep(backoff.next_nap()),
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Ok(Outcome::TimedOut {
+                reason: reason(&owner),
+            });
+        }
+        let until = now + backoff.next_nap();
+        let until = deadline.map_or(until, |d| until.min(d));
+        match progress.as_mut() {
+            Some(p) => p.sleep_until(&mut next_tick, until),
+            None => std::thread::sleep(until - now),
         }
     }
 }

@@ -43,7 +43,8 @@ impl Stream {
         }
     }
 
-    fn file(self) -> &'static str {
+    /// The log's file name in the task directory.
+    pub fn file(self) -> &'static str {
         match self {
             Stream::Stdout => crate::store::STDOUT_LOG,
             Stream::Stderr => crate::store::STDERR_LOG,
