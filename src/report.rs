@@ -280,3 +280,36 @@ pub struct WaitReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_lines: Option<LastLines>,
 }
+
+/// The tasks of a `bgt wait --json` document: their full descriptions once
+/// they ended, their ids otherwise (the shapes the CLI has always printed).
+#[derive(Serialize, Debug, Clone)]
+#[cfg_attr(feature = "mcp", derive(JsonSchema))]
+#[serde(untagged)]
+pub enum WaitTasks {
+    Ended(Vec<TaskInfo>),
+    Ids(Vec<String>),
+}
+
+/// `bgt wait --json`: how a wait on one or more tasks ended.
+#[derive(Serialize, Debug, Clone)]
+#[cfg_attr(feature = "mcp", derive(JsonSchema))]
+pub struct WaitAllReport {
+    pub result: WaitResult,
+    /// The exit status `bgt wait` exits with.
+    pub exit_code: i32,
+    /// Every task waited for.
+    pub task_ids: Vec<String>,
+    /// Absent when one task ended before the condition held (see `task`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<WaitTasks>,
+    /// `ready` with `--for-line`: the first matching line of each task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<Vec<String>>,
+    /// `task-ended`: the task that ended first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskInfo>,
+    /// Why a port that answered did not count (`task-ended`, `timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}

@@ -2,11 +2,11 @@
 
 use crate::cli::WaitArgs;
 use crate::info::TaskInfo;
+use crate::report::{WaitAllReport, WaitResult, WaitTasks};
 use crate::store::{Store, Task};
 use crate::term::{self, LatestLine, LiveLine};
 use crate::waiting::{self, Condition, Outcome, Progress, TIMED_OUT};
 use anyhow::Result;
-use serde_json::json;
 use std::time::{Duration, Instant};
 
 pub fn run(args: WaitArgs) -> Result<i32> {
@@ -26,7 +26,16 @@ pub fn run(args: WaitArgs) -> Result<i32> {
     };
     let timeout = crate::duration::limit(args.timeout);
     let deadline = timeout.map(|t| Instant::now() + t);
-    let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+    let report = |result, exit_code| WaitAllReport {
+        result,
+        exit_code,
+        task_ids: ids.clone(),
+        tasks: None,
+        lines: None,
+        task: None,
+        reason: None,
+    };
     let names = names(&tasks);
     let mut live = LiveLine::new(args.quiet, Duration::from_millis(250));
     let outcome = {
@@ -65,7 +74,10 @@ pub fn run(args: WaitArgs) -> Result<i32> {
             }
             (
                 exit_code,
-                json!({ "result": "ended", "exit_code": exit_code, "tasks": infos }),
+                WaitAllReport {
+                    tasks: Some(WaitTasks::Ended(infos)),
+                    ..report(WaitResult::Ended, exit_code)
+                },
             )
         }
         Outcome::Ready { lines } => {
@@ -83,7 +95,11 @@ pub fn run(args: WaitArgs) -> Result<i32> {
             }
             (
                 0,
-                json!({ "result": "ready", "exit_code": 0, "tasks": ids, "lines": lines }),
+                WaitAllReport {
+                    tasks: Some(WaitTasks::Ids(ids.clone())),
+                    lines: Some(lines),
+                    ..report(WaitResult::Ready, 0)
+                },
             )
         }
         Outcome::TaskEnded {
@@ -105,7 +121,11 @@ pub fn run(args: WaitArgs) -> Result<i32> {
             show_last_lines(&tasks[task]);
             (
                 exit_code,
-                json!({ "result": "task-ended", "exit_code": exit_code, "task": info, "reason": reason }),
+                WaitAllReport {
+                    task: Some(info),
+                    reason,
+                    ..report(WaitResult::TaskEnded, exit_code)
+                },
             )
         }
         Outcome::TimedOut { reason } => {
@@ -123,7 +143,11 @@ pub fn run(args: WaitArgs) -> Result<i32> {
             }
             (
                 TIMED_OUT,
-                json!({ "result": "timeout", "exit_code": TIMED_OUT, "tasks": ids, "reason": reason }),
+                WaitAllReport {
+                    tasks: Some(WaitTasks::Ids(ids.clone())),
+                    reason,
+                    ..report(WaitResult::Timeout, TIMED_OUT)
+                },
             )
         }
     };
