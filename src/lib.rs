@@ -1,24 +1,41 @@
 //! bgt runs commands in the background and reads their logs smartly, with
-//! no server process.
+//! no server: each task has a tiny supervisor of its own, and every other
+//! command only reads and writes files under the state directory, with
+//! locks and persisted cursors. README "How it works" tells the story; this
+//! is the map.
 //!
-//! `bgt run` creates a task directory (under a temporary name, renamed into
-//! place once complete) holding `meta.json` and a `lock` file that it locks,
-//! then re-execs itself as a tiny supervisor and hands the locked file over
-//! as its stdin. The supervisor detaches (setsid, closes inherited fds),
-//! spawns the child in its own process group with stdout/stderr opened
-//! straight onto `stdout.log`/`stderr.log`, reports success or the start
-//! error back over a pipe, then waits. On Linux it is a child subreaper, so
-//! it reaps (and can kill) every descendant; it ends when the last one is
-//! gone, writing the final state to `meta.json` atomically.
+//! The task as stored (`task/`):
+//! - `task::dirfd`   directories held open; every file operation relative to them, never through a symlink
+//! - `task::store`   the state directory (marker, adoption), task ids, names and labels, the file names, `Task` and its `Phase`
+//! - `task::meta`    `meta.json`: the record, written atomically, with a spare for a full disk
 //!
-//! bgt runs with umask 077 (its files are private whatever the caller's);
-//! the child gets the caller's umask back.
+//! A task's life (`lifecycle/`):
+//! - `lifecycle::control`    starting (label claim, start handshake), stopping one task, cleanup
+//! - `lifecycle::supervisor` the per-task supervisor: spawns the child, reaps everything, records the end
+//! - `lifecycle::stopping`   stopping many tasks and reporting each
+//! - `lifecycle::waiting`    waiting for an end, a line, a port or a URL; the polling back-off
+//! - `lifecycle::listeners`  who listens on a port (`/proc/net/tcp*`), so a stale server is not "ready"
+//! - `lifecycle::process`    signals, the process table, a task's processes and proof of their identity
+//! - `lifecycle::sys`        the one module with `unsafe` (closing inherited fds, signal actions, sigqueue, ioctl)
 //!
-//! Liveness is the lock, never a pid: a reader that can take the lock knows
-//! the supervisor is gone; if the record is not final then, the task is
-//! `lost`. Every other command only reads and writes files under the state
-//! directory: `logread` keeps byte+line cursors and a line-count index so
-//! incremental reads cost only the new bytes.
+//! Reading logs (`logs/`):
+//! - `logs::read`     the read engine: ranges, cursors, the line index, tail, caps, collapsing, one sink
+//! - `logs::options`  what a read asks for, in the words every face shares
+//! - `logs::pattern`  filters, excludes and presets, with a literal fast path
+//! - `logs::tidy`     cleaning a line (escapes, `\r` redraws, pnpm paths, long lines)
+//! - `logs::blocks`   stack traces and compiler errors as blocks; library frames folded
+//!
+//! What every face shows:
+//! - `info`    a task as a reader sees it now (`TaskInfo`)
+//! - `report`  typed results of every operation, serialized as-is by every face
+//! - `error`   error kinds and exit codes
+//! - `duration` parsing and showing durations
+//!
+//! The faces:
+//! - `cli` + `commands/`  the command line (one file per subcommand), printed by `render` and `term`
+//! - `tools`              the bg_* tools, shared by the agent faces
+//! - `mcp`                the tools over MCP (stdio); the only module with an async runtime
+//! - `toolbox`            the tools as Amp toolbox executables
 
 pub mod cli;
 pub mod commands;
