@@ -20,8 +20,8 @@ pub struct RunReport {
     /// Same as `task_id` (the name used before `task_id`).
     pub id: String,
     pub label: Option<String>,
-    /// The command's process id.
-    pub pid: u32,
+    /// The command's process id (null while the task is queued).
+    pub pid: Option<u32>,
     /// The task's directory (logs, record).
     pub dir: PathBuf,
     /// For `restart`: the task this one replaces.
@@ -279,4 +279,61 @@ pub struct WaitReport {
     /// The task's last stderr (else stdout) lines, when it failed or timed out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_lines: Option<LastLines>,
+}
+
+/// `queue`, `pause --queue`, `resume --queue`: how a queue stands.
+#[derive(Serialize, Debug, Clone)]
+#[cfg_attr(feature = "mcp", derive(JsonSchema))]
+pub struct QueueReport {
+    pub queue: String,
+    /// How many of its tasks may run at once.
+    pub slots: usize,
+    /// Its tasks running now (held slots).
+    pub running: usize,
+    /// Its tasks waiting for a slot, in line.
+    pub waiting: usize,
+    /// True while new starts are held (`bgt pause --queue`).
+    pub paused: bool,
+}
+
+impl QueueReport {
+    pub fn of(queue: &crate::queue::Queue) -> QueueReport {
+        let state = queue.state();
+        QueueReport {
+            queue: queue.name.clone(),
+            slots: state.slots,
+            running: state.running,
+            waiting: state.waiting,
+            paused: state.paused,
+        }
+    }
+
+    /// `queue build: 2/3 running, 5 waiting, paused`
+    pub fn text(&self) -> String {
+        let paused = if self.paused { ", paused" } else { "" };
+        format!(
+            "queue {}: {}/{} running, {} waiting{paused}",
+            self.queue, self.running, self.slots, self.waiting
+        )
+    }
+}
+
+/// `pause` / `resume` of tasks: one item per task.
+#[derive(Serialize, Debug, Clone)]
+#[cfg_attr(feature = "mcp", derive(JsonSchema))]
+pub struct PauseReport {
+    pub tasks: Vec<PauseItem>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+#[cfg_attr(feature = "mcp", derive(JsonSchema))]
+pub struct PauseItem {
+    pub task_id: String,
+    /// The task's state afterwards.
+    pub state: TaskState,
+    /// Time spent paused so far.
+    pub paused_ms: u64,
+    /// Set when it could not be paused or resumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

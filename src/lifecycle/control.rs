@@ -12,7 +12,7 @@ use crate::error::{io_message, usage};
 use crate::meta::{CommandSpec, State, TaskMeta};
 use crate::process::{self, ProcInfo, ProcTable, TaskMark};
 use crate::store::{Phase, Store, Task};
-use crate::supervisor::{self, REPORT_ERR, REPORT_OK, StopRequest};
+use crate::supervisor::{self, REPORT_ERR, REPORT_OK, REPORT_QUEUED, StopRequest};
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use nix::sys::signal::Signal;
@@ -32,6 +32,35 @@ pub struct StartSpec {
     pub timeout: Option<Duration>,
     /// Stop the active task holding `label` first, instead of refusing.
     pub replace: bool,
+    /// Start once these tasks (ids) have ended...
+    pub after: Vec<String>,
+    /// ...and only if they all exited 0 (else the task ends `skipped`).
+    pub after_ok: bool,
+    /// Run in this queue, at most its slot limit at once, in order.
+    pub queue: Option<String>,
+    /// Set the queue's slot limit first.
+    pub slots: Option<usize>,
+    /// Per-stream log size kept on disk; `None` = unlimited.
+    pub max_log_size: Option<u64>,
+}
+
+impl StartSpec {
+    /// A spec with no ordering and the default log limit.
+    pub fn new(command: CommandSpec, cwd: PathBuf) -> StartSpec {
+        StartSpec {
+            command,
+            label: None,
+            cwd,
+            env: BTreeMap::new(),
+            timeout: None,
+            replace: false,
+            after: Vec::new(),
+            after_ok: false,
+            queue: None,
+            slots: None,
+            max_log_size: Some(crate::logs::bounded::DEFAULT_MAX_LOG_SIZE),
+        }
+    }
 }
 
 /// A task that is running under its supervisor.
@@ -39,7 +68,8 @@ pub struct StartSpec {
 pub struct Started {
     pub id: String,
     pub label: Option<String>,
-    pub pid: u32,
+    /// The command's pid; `None` while the task is queued.
+    pub pid: Option<u32>,
     pub dir: PathBuf,
     /// The supervisor process. A short-lived CLI just drops it (the
     /// supervisor is re-parented); a long-lived caller should `wait()` on it
@@ -156,6 +186,9 @@ fn utf8_dir(dir: PathBuf, what: &str) -> Result<PathBuf> {
 /// next check sees it), which makes concurrent `run --label`/`--replace`
 /// calls leave exactly one task running.
 pub fn start(store: &Store, spec: StartSpec) -> Result<Started> {
+    if let (Some(name), Some(slots)) = (&spec.queue, spec.slots) {
+        set_slots(store, name, slots)?;
+    }
     let _label_lock = match &spec.label {
         Some(label) => {
             let lock = store.lock_label(label)?;
@@ -216,6 +249,11 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
         exit: None,
         stdout_log: PathBuf::new(),
         stderr_log: PathBuf::new(),
+        after: spec.after,
+        after_ok: spec.after_ok,
+        queue: spec.queue,
+        paused_ms: 0,
+        max_log_size: spec.max_log_size.filter(|n| *n > 0),
     };
     let (task, lock) = store.create(&mut meta)?;
     let exe = std::env::current_exe().context("cannot find the bgt executable")?;
@@ -254,9 +292,12 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
         .trim_end()
         .split_once(' ')
         .unwrap_or((line.trim_end(), ""));
-    if word == REPORT_OK
-        && let Ok(pid) = rest.parse()
-    {
+    let pid = match word {
+        REPORT_OK => rest.parse().ok().map(Some),
+        REPORT_QUEUED => Some(None),
+        _ => None,
+    };
+    if let Some(pid) = pid {
         return Ok(Started {
             id: task.id,
             label: spec.label,
@@ -319,7 +360,7 @@ pub fn stop(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
         }
     }
     match phase {
-        Phase::Running { .. } => {}
+        Phase::Running { .. } | Phase::Queued | Phase::Paused => {}
         Phase::Lost => return stop_lost(task, sig, grace),
         Phase::Starting => bail!("task {} is still starting; try again", task.id),
         Phase::Broken(reason) if task.is_locked() => {
@@ -564,6 +605,77 @@ impl Backoff {
         }
         std::thread::sleep(self.next_nap().min(deadline - now));
         true
+    }
+}
+
+/// Sets the slot limit of queue `name` (creating the queue).
+pub fn set_slots(store: &Store, name: &str, slots: usize) -> Result<()> {
+    if !(1..=crate::queue::MAX_SLOTS).contains(&slots) {
+        return Err(usage(format!(
+            "invalid --slots {slots}: use 1 to {}",
+            crate::queue::MAX_SLOTS
+        )));
+    }
+    crate::queue::Queue::open(store.dir(), name)
+        .and_then(|q| q.set_slots(slots))
+        .map_err(|e| anyhow::anyhow!("cannot set the slots of queue '{name}': {}", io_message(&e)))
+}
+
+/// Resolves `--after` names to task ids (each must exist now).
+pub fn resolve_after(store: &Store, names: &[String]) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for name in names {
+        let id = store.resolve(name)?.id;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// Pauses (SIGSTOP) or resumes (SIGCONT) every process of a running task,
+/// through its supervisor, which records `paused` and keeps paused time out
+/// of `--timeout`. Returns once the record shows the new state.
+pub fn pause(task: &Task, pause: bool) -> Result<()> {
+    use crate::supervisor::PauseRequest;
+    let phase = task.phase();
+    let matches_wanted = |p: &Phase| match (p, pause) {
+        (Phase::Paused, true) => true,
+        (Phase::Running { .. }, false) => true,
+        _ => false,
+    };
+    if matches_wanted(&phase) {
+        return Ok(());
+    }
+    match phase {
+        Phase::Running { .. } | Phase::Paused => {}
+        Phase::Queued => bail!(
+            "task {} is queued, not running; `bgt pause --queue NAME` holds a queue's next starts",
+            task.id
+        ),
+        other => bail!("task {} is not running ({})", task.id, other.name()),
+    }
+    let meta = task.meta()?;
+    let supervisor = meta.supervisor_pid.context("running task has no supervisor pid")?;
+    // The lock is held: the supervisor lives and the pid is its own.
+    if !task.is_locked() {
+        bail!("task {} has ended", task.id);
+    }
+    let request = if pause { PauseRequest::Pause } else { PauseRequest::Resume };
+    request.send(supervisor)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut backoff = Backoff::new(Duration::from_millis(1));
+    loop {
+        let now = task.reload().phase();
+        if matches_wanted(&now) {
+            return Ok(());
+        }
+        if !now.is_active() {
+            bail!("task {} ended ({})", task.id, now.name());
+        }
+        if !backoff.sleep_until(deadline) {
+            bail!("task {}'s supervisor did not answer", task.id);
+        }
     }
 }
 
