@@ -49,6 +49,8 @@ pub enum StopResult {
     Lost,
     /// It could not be stopped (see `message`); exit 1.
     Error,
+    /// `--dry-run`: it would be stopped; nothing was signalled.
+    WouldStop,
 }
 
 /// One task in a [`StopReport`].
@@ -108,6 +110,12 @@ impl TaskBrief {
 pub struct CleanupReport {
     pub removed: Vec<TaskBrief>,
     pub kept_running: Vec<TaskBrief>,
+    /// Tasks stopped first (`cleanup --all`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stopped: Vec<TaskBrief>,
+    /// True for `--dry-run`: nothing was changed, the lists say what would be.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 impl From<&crate::control::Cleanup> for CleanupReport {
@@ -115,6 +123,8 @@ impl From<&crate::control::Cleanup> for CleanupReport {
         CleanupReport {
             removed: done.removed.iter().map(TaskBrief::of).collect(),
             kept_running: done.kept_running.iter().map(TaskBrief::of).collect(),
+            stopped: done.stopped.iter().map(TaskBrief::of).collect(),
+            dry_run: done.dry_run,
         }
     }
 }

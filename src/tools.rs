@@ -797,6 +797,7 @@ fn cleanup_one(store: &Store, id: &str) -> Result<CleanupReport> {
         vec![task],
         None,
         false,
+        false,
     )?))
 }
 

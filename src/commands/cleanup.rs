@@ -8,13 +8,26 @@ use anyhow::Result;
 
 pub fn run(args: CleanupArgs) -> Result<i32> {
     let store = Store::open_default()?;
-    let report = CleanupReport::from(&control::cleanup(&store, args.older_than, args.all)?);
+    let done = if args.dry_run {
+        control::cleanup_dry_run(&store, args.older_than, args.all)?
+    } else {
+        control::cleanup(&store, args.older_than, args.all)?
+    };
+    let report = CleanupReport::from(&done);
     if args.json {
         super::print_json(&report)?;
         return Ok(0);
     }
+    let (stop_word, remove_word) = if args.dry_run {
+        ("would stop", "would remove")
+    } else {
+        ("stopped", "removed")
+    };
+    for task in &report.stopped {
+        println!("{stop_word} {} ({})", task.task_id, task.state_text);
+    }
     for task in &report.removed {
-        println!("removed {} ({})", task.task_id, task.state_text);
+        println!("{remove_word} {} ({})", task.task_id, task.state_text);
     }
     if report.removed.is_empty() {
         println!("nothing to remove");

@@ -724,6 +724,10 @@ pub struct Cleanup {
     pub removed: Vec<crate::info::TaskInfo>,
     /// Tasks left alone because their supervisor or a process of theirs still runs.
     pub kept_running: Vec<crate::info::TaskInfo>,
+    /// Tasks stopped first (`--all`), as they were before.
+    pub stopped: Vec<crate::info::TaskInfo>,
+    /// Nothing was changed: the lists say what would have happened.
+    pub dry_run: bool,
 }
 
 /// Removes finished (and broken) tasks that ended longer ago than
@@ -732,7 +736,16 @@ pub struct Cleanup {
 /// `stop_running` stops such tasks first (lost ones included).
 pub fn cleanup(store: &Store, older_than: Option<Duration>, stop_running: bool) -> Result<Cleanup> {
     remove_stale_temp_dirs(store);
-    cleanup_tasks(store.list()?, older_than, stop_running)
+    cleanup_tasks(store.list()?, older_than, stop_running, false)
+}
+
+/// What [`cleanup`] would do, changing nothing.
+pub fn cleanup_dry_run(
+    store: &Store,
+    older_than: Option<Duration>,
+    stop_running: bool,
+) -> Result<Cleanup> {
+    cleanup_tasks(store.list()?, older_than, stop_running, true)
 }
 
 /// [`cleanup`] of the given tasks only (`bg_stop action=cleanup task_id=...`).
@@ -740,15 +753,27 @@ pub fn cleanup_tasks(
     tasks: Vec<Task>,
     older_than: Option<Duration>,
     stop_running: bool,
+    dry_run: bool,
 ) -> Result<Cleanup> {
     let cutoff = older_than.map(crate::duration::cutoff);
-    let mut report = Cleanup::default();
+    let mut report = Cleanup {
+        dry_run,
+        ..Cleanup::default()
+    };
     let mut table = ProcTable::read();
     for task in tasks {
         let phase = task.phase();
         if stop_running
             && (phase.is_active() || (phase == Phase::Lost && has_processes(&table, &task)))
         {
+            report.stopped.push(crate::info::TaskInfo::of(&task));
+            if dry_run {
+                // Stopped now, it would have ended now: removed only without a cutoff.
+                if cutoff.is_none() {
+                    report.removed.push(crate::info::TaskInfo::of(&task));
+                }
+                continue;
+            }
             stop(&task, Signal::SIGTERM, supervisor::DEFAULT_GRACE)?;
             table = ProcTable::read();
         }
@@ -763,7 +788,9 @@ pub fn cleanup_tasks(
         {
             continue;
         }
-        task.remove()?;
+        if !dry_run {
+            task.remove()?;
+        }
         report.removed.push(info);
     }
     Ok(report)
