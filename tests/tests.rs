@@ -12,6 +12,7 @@ mod lifecycle;
 mod mcp;
 mod output;
 mod presets;
+mod queues;
 mod statedir;
 mod toolbox;
 mod waiting;

@@ -198,13 +198,18 @@ impl Queue {
     }
 
     /// Waits for a free slot while this is the oldest ticket; returns the
-    /// held slot lock (keep it for the task's life) and gives up the ticket.
-    pub fn wait(&self, ticket: Ticket) -> io::Result<File> {
-        self.wait_for_turn(&ticket)?;
-        let slot = self.take_slot()?;
+    /// held slot lock (keep it for the task's life). Keep the ticket until
+    /// the task has started, then [`Queue::leave`]: the next waiter moves
+    /// up only then, so tasks start in queue order, not just take slots in it.
+    pub fn wait(&self, ticket: &Ticket) -> io::Result<File> {
+        self.wait_for_turn(ticket)?;
+        self.take_slot()
+    }
+
+    /// Gives up a place in line (the task started, or will never).
+    pub fn leave(&self, ticket: Ticket) {
         let _ = self.dir.remove_file(&ticket_name(ticket.number));
         drop(ticket);
-        Ok(slot)
     }
 
     /// Blocks in inotify until a slot under the limit is free and the queue is not paused.

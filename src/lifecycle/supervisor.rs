@@ -30,6 +30,7 @@
 use crate::dirfd::{Access, DirFd};
 use crate::meta::{Exit, State, TaskMeta};
 use crate::process;
+use crate::queue::{Queue, Ticket};
 use crate::store::{STDERR_LOG, STDOUT_LOG};
 use anyhow::{Context, Result};
 use chrono::Utc;
@@ -231,8 +232,9 @@ fn end_unstarted(dir: &DirFd, meta: &mut TaskMeta, state: State) {
 
 /// How waiting for the task's turn ended.
 enum Turn {
-    /// Start now, holding this queue slot (if in a queue) until the end.
-    Go(Option<File>),
+    /// Start now, holding this queue slot (if in a queue) until the end;
+    /// leave the line once started.
+    Go(Option<(File, Queue, Ticket)>),
     Skip(String),
     Stop,
 }
@@ -246,7 +248,6 @@ fn wait_turn(
     report: &mut Option<File>,
     signals: &mut Signals,
 ) -> Result<Turn> {
-    use crate::queue::{self, Queue};
     let state_dir = dir
         .open_dir("..")
         .map_err(|e| anyhow::anyhow!("cannot open the state directory: {e}"))?;
@@ -278,18 +279,19 @@ fn wait_turn(
     let (after, ok) = (meta.after.clone(), meta.after_ok);
     std::thread::spawn(move || {
         let turn = (|| {
-            if let Err(reason) = queue::wait_after(&state_dir, &after, ok) {
+            if let Err(reason) = crate::queue::wait_after(&state_dir, &after, ok) {
                 return Turn::Skip(reason);
             }
             let Some(queue) = queue else {
                 return Turn::Go(None);
             };
             let waited = match ticket {
-                Some(ticket) => queue.wait(ticket),
-                None => queue.take_ticket().and_then(|t| queue.wait(t)),
-            };
+                Some(ticket) => Ok(ticket),
+                None => queue.take_ticket(),
+            }
+            .and_then(|ticket| Ok((queue.wait(&ticket)?, ticket)));
             match waited {
-                Ok(slot) => Turn::Go(Some(slot)),
+                Ok((slot, ticket)) => Turn::Go(Some((slot, queue, ticket))),
                 Err(e) => Turn::Skip(format!("cannot wait in queue '{}': {e}", queue.name)),
             }
         })();
@@ -318,9 +320,14 @@ fn supervise(dir: &DirFd, report: &mut Option<File>) -> Result<()> {
     let mut signals = Signals::new(dir.path());
     // A queue slot, held until this process exits (kill -9 frees it too).
     let mut _slot = None;
+    let mut line = None;
     if meta.waits() {
         match wait_turn(dir, &mut meta, report, &mut signals)? {
-            Turn::Go(slot) => _slot = slot,
+            Turn::Go(Some((slot, queue, ticket))) => {
+                _slot = Some(slot);
+                line = Some((queue, ticket));
+            }
+            Turn::Go(None) => {}
             Turn::Skip(reason) => {
                 end_unstarted(dir, &mut meta, State::Skipped { reason });
                 return Ok(());
@@ -395,6 +402,9 @@ fn supervise(dir: &DirFd, report: &mut Option<File>) -> Result<()> {
     if let Some(mut pipe) = report.take() {
         // And closing the pipe lets `bgt run` return.
         let _ = writeln!(pipe, "{REPORT_OK} {pid}");
+    }
+    if let Some((queue, ticket)) = line.take() {
+        queue.leave(ticket); // started: the next in line moves up
     }
 
     let ending = watch(dir, &mut meta, pid, &mut signals);
