@@ -87,7 +87,12 @@ pub struct RunArgs {
     #[arg(long, requires = "label")]
     pub replace: bool,
     /// Start when these tasks have ended (comma-separated or repeated); `queued` until then
-    #[arg(long, value_name = "TASK", value_delimiter = ',', conflicts_with = "after_ok")]
+    #[arg(
+        long,
+        value_name = "TASK",
+        value_delimiter = ',',
+        conflicts_with = "after_ok"
+    )]
     pub after: Vec<String>,
     /// Start when these tasks have ended, only if all exited 0 (else the task ends `skipped`)
     #[arg(long, value_name = "TASK", value_delimiter = ',')]
@@ -329,7 +334,10 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 fn parse_state(text: &str) -> Result<crate::store::TaskState, String> {
     crate::store::TaskState::from_name(text.trim()).ok_or_else(|| {
-        let names: Vec<&str> = crate::store::TaskState::ALL.iter().map(|s| s.name()).collect();
+        let names: Vec<&str> = crate::store::TaskState::ALL
+            .iter()
+            .map(|s| s.name())
+            .collect();
         format!("unknown state '{text}' (use {})", names.join(", "))
     })
 }

@@ -31,10 +31,7 @@ fn a_chain_of_after_tasks_runs_in_order() {
     let c = env.start_with(&["--after", &b], &[&format!("echo c >> {log}")]);
     assert_eq!(env.state(&c), "queued");
     assert!(
-        env.status(&c)["waiting_for"]
-            .as_str()
-            .unwrap()
-            .contains(&b),
+        env.status(&c)["waiting_for"].as_str().unwrap().contains(&b),
         "a queued task says what it waits for"
     );
     // `wait` on a queued task works: it returns when the task has run.
@@ -63,11 +60,17 @@ fn after_ok_skips_after_a_failure() {
     assert_eq!(status["exit_code"], Value::Null, "skipped has no exit code");
     assert_eq!(status["pid"], Value::Null);
     assert!(
-        status["reason"].as_str().unwrap().contains(&format!("{a} exited 3")),
+        status["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{a} exited 3")),
         "{status}"
     );
     assert!(!marker.exists(), "a skipped task never runs");
-    assert!(env.ok(&["status"]).contains(&format!("skipped: {a} exited 3")));
+    assert!(
+        env.ok(&["status"])
+            .contains(&format!("skipped: {a} exited 3"))
+    );
     env.wait_done(&c);
     assert_eq!(env.state(&c), "exited");
 }
@@ -90,7 +93,12 @@ fn a_queue_with_three_slots_never_runs_more_and_keeps_order() {
     assert!(max_running >= 2, "slots were used in parallel");
     let mut by_start: Vec<(String, String)> = ids
         .iter()
-        .map(|id| (env.status(id)["started"].as_str().unwrap().to_string(), id.clone()))
+        .map(|id| {
+            (
+                env.status(id)["started"].as_str().unwrap().to_string(),
+                id.clone(),
+            )
+        })
         .collect();
     by_start.sort();
     let order: Vec<String> = by_start.into_iter().map(|(_, id)| id).collect();
@@ -145,7 +153,10 @@ fn slots_raised_later_start_waiting_tasks_and_paused_queues_hold_them() {
     // Held: no new start while paused.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(env.state(&ids[1]), "queued");
-    assert!(env.ok(&["queue", "q"]).contains("1/2 running, 2 waiting, paused"));
+    assert!(
+        env.ok(&["queue", "q"])
+            .contains("1/2 running, 2 waiting, paused")
+    );
     env.ok(&["resume", "--queue", "q"]);
     wait_state(&env, &ids[1], "running");
     env.ok(&["queue", "q", "--slots", "3"]);
@@ -167,7 +178,9 @@ fn pause_stops_a_counter_and_resume_continues_it() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(stdout_lines(&env, &t), before, "no new line while paused");
     env.ok(&["resume", &t]);
-    poll_until(Duration::from_secs(10), || stdout_lines(&env, &t) > before + 2);
+    poll_until(Duration::from_secs(10), || {
+        stdout_lines(&env, &t) > before + 2
+    });
     assert!(env.status(&t)["paused_ms"].as_u64().unwrap() >= 1000);
     // Stop of a paused task works (continue, then terminate).
     env.ok(&["pause", &t]);
@@ -207,7 +220,11 @@ fn a_bounded_log_keeps_about_its_limit_on_disk() {
     let dropped = done["stdout_dropped_bytes"].as_u64().unwrap();
     let lines = done["stdout_dropped_lines"].as_u64().unwrap();
     assert!(dropped >= 48_000_000, "{done}");
-    assert_eq!(lines, dropped / 100, "whole lines of 100 bytes were dropped");
+    assert_eq!(
+        lines,
+        dropped / 100,
+        "whole lines of 100 bytes were dropped"
+    );
     let tail = env.output_json(&[&t, "--tail", "2", "--raw"]);
     assert_eq!(Env::texts(&tail), vec!["x".repeat(99), "x".repeat(99)]);
 }
@@ -263,7 +280,10 @@ fn status_filters_by_state_label_and_queue() {
             .collect()
     };
     assert_eq!(ids(&["--state", "queued"]), vec![d.clone()]);
-    assert_eq!(ids(&["--state", "running,queued"]), vec![a.clone(), c.clone(), d.clone()]);
+    assert_eq!(
+        ids(&["--state", "running,queued"]),
+        vec![a.clone(), c.clone(), d.clone()]
+    );
     assert_eq!(ids(&["--label", "web"]), vec![a]);
     assert_eq!(ids(&["--queue", "q"]), vec![c, d]);
     assert_eq!(ids(&["--state", "exited"]), vec![b]);

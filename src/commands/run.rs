@@ -10,7 +10,11 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let cwd = control::resolve_cwd(args.cwd.as_deref())?;
     let store = Store::open_default()?;
     let after_ok = !args.after_ok.is_empty();
-    let after = if after_ok { &args.after_ok } else { &args.after };
+    let after = if after_ok {
+        &args.after_ok
+    } else {
+        &args.after
+    };
     let after = control::resolve_after(&store, after)?;
     let started = control::start(
         &store,

@@ -639,10 +639,11 @@ pub fn resolve_after(store: &Store, names: &[String]) -> Result<Vec<String>> {
 pub fn pause(task: &Task, pause: bool) -> Result<()> {
     use crate::supervisor::PauseRequest;
     let phase = task.phase();
-    let matches_wanted = |p: &Phase| match (p, pause) {
-        (Phase::Paused, true) => true,
-        (Phase::Running { .. }, false) => true,
-        _ => false,
+    let matches_wanted = |p: &Phase| {
+        matches!(
+            (p, pause),
+            (Phase::Paused, true) | (Phase::Running { .. }, false)
+        )
     };
     if matches_wanted(&phase) {
         return Ok(());
@@ -656,12 +657,18 @@ pub fn pause(task: &Task, pause: bool) -> Result<()> {
         other => bail!("task {} is not running ({})", task.id, other.name()),
     }
     let meta = task.meta()?;
-    let supervisor = meta.supervisor_pid.context("running task has no supervisor pid")?;
+    let supervisor = meta
+        .supervisor_pid
+        .context("running task has no supervisor pid")?;
     // The lock is held: the supervisor lives and the pid is its own.
     if !task.is_locked() {
         bail!("task {} has ended", task.id);
     }
-    let request = if pause { PauseRequest::Pause } else { PauseRequest::Resume };
+    let request = if pause {
+        PauseRequest::Pause
+    } else {
+        PauseRequest::Resume
+    };
     request.send(supervisor)?;
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut backoff = Backoff::new(Duration::from_millis(1));

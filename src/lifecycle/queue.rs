@@ -240,7 +240,10 @@ impl Queue {
     }
 
     /// One look: a free slot under the limit, if the running count allows it.
-    fn try_slot(&self, open: &mut std::collections::BTreeMap<usize, File>) -> io::Result<Option<File>> {
+    fn try_slot(
+        &self,
+        open: &mut std::collections::BTreeMap<usize, File>,
+    ) -> io::Result<Option<File>> {
         let limit = self.slots();
         let mut indices: Vec<usize> = self
             .dir
@@ -255,20 +258,20 @@ impl Queue {
         let mut held = 0;
         let mut free = Vec::new();
         for i in indices {
-            if !open.contains_key(&i) {
-                let access = if i < limit {
-                    Access::CreateOrOpen
-                } else {
-                    Access::ReadWrite
-                };
-                match self.dir.open_file(&format!("{SLOT_PREFIX}{i}"), access) {
-                    Ok(file) => {
-                        open.insert(i, file);
+            let file = match open.entry(i) {
+                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    let access = if i < limit {
+                        Access::CreateOrOpen
+                    } else {
+                        Access::ReadWrite
+                    };
+                    match self.dir.open_file(&format!("{SLOT_PREFIX}{i}"), access) {
+                        Ok(file) => entry.insert(file),
+                        Err(_) => continue,
                     }
-                    Err(_) => continue,
                 }
-            }
-            let file = &open[&i];
+            };
             match file.try_lock() {
                 Ok(()) => free.push(i),
                 Err(TryLockError::WouldBlock) => held += 1,

@@ -277,7 +277,7 @@ fn wait_turn(
     let (wake_read, wake_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (tx, rx) = std::sync::mpsc::channel();
     let (after, ok) = (meta.after.clone(), meta.after_ok);
-    std::thread::spawn(move || {
+    let helper = std::thread::spawn(move || {
         let turn = (|| {
             if let Err(reason) = crate::queue::wait_after(&state_dir, &after, ok) {
                 return Turn::Skip(reason);
@@ -301,6 +301,8 @@ fn wait_turn(
     let me = std::process::id();
     loop {
         if let Ok(turn) = rx.try_recv() {
+            // Single-threaded again before the child is spawned (umask swap).
+            let _ = helper.join();
             return Ok(turn);
         }
         if signals.drain(me, &HashSet::new()).stop.is_some() {

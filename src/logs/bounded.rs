@@ -88,7 +88,9 @@ pub fn dropped(dir: &DirFd, stream: Stream) -> Dropped {
 /// (K/M/G/T are powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let bad = || {
-        format!("invalid size '{text}': use a number of bytes or K, M, G, T (e.g. 256M; 0 = unlimited)")
+        format!(
+            "invalid size '{text}': use a number of bytes or K, M, G, T (e.g. 256M; 0 = unlimited)"
+        )
     };
     let t = text.trim();
     let split = t
@@ -105,7 +107,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         _ => return Err(bad()),
     };
     let bytes = number * (1u64 << shift) as f64;
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 || (unit.is_empty() && number.fract() != 0.0) {
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 || (unit.is_empty() && number.fract() != 0.0)
+    {
         return Err(bad());
     }
     Ok(bytes as u64)
@@ -114,8 +117,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// The limit from `BGT_MAX_LOG_SIZE`, else the default; a mistyped value is a usage error.
 pub fn max_from_env() -> anyhow::Result<u64> {
     match std::env::var("BGT_MAX_LOG_SIZE") {
-        Ok(text) if !text.is_empty() => parse_size(&text)
-            .map_err(|e| crate::error::usage(format!("BGT_MAX_LOG_SIZE: {e}"))),
+        Ok(text) if !text.is_empty() => {
+            parse_size(&text).map_err(|e| crate::error::usage(format!("BGT_MAX_LOG_SIZE: {e}")))
+        }
         _ => Ok(DEFAULT_MAX_LOG_SIZE),
     }
 }
@@ -223,7 +227,9 @@ impl Limiter {
                 *self.record.get_mut(stream) = before;
                 if matches!(
                     e,
-                    nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOSYS | nix::errno::Errno::EINVAL
+                    nix::errno::Errno::EOPNOTSUPP
+                        | nix::errno::Errno::ENOSYS
+                        | nix::errno::Errno::EINVAL
                 ) {
                     self.record.unsupported = true;
                 }
