@@ -46,10 +46,10 @@ pub struct TaskInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
     /// Tasks it starts after (`run --after`/`--after-ok`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
     /// True when it starts only if every `after` task exited 0.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub after_ok: bool,
     /// What a queued task waits for, e.g. `t-3f9a2c to end`, `a slot in queue build (2/2 running)`.
     #[serde(skip_serializing_if = "Option::is_none")]

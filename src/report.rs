@@ -111,10 +111,10 @@ pub struct CleanupReport {
     pub removed: Vec<TaskBrief>,
     pub kept_running: Vec<TaskBrief>,
     /// Tasks stopped first (`cleanup --all`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stopped: Vec<TaskBrief>,
     /// True for `--dry-run`: nothing was changed, the lists say what would be.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
 
