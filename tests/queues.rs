@@ -301,3 +301,45 @@ fn a_queued_command_that_cannot_start_ends_with_127() {
     assert!(Env::texts(&out).iter().any(|l| l.contains("cannot start")));
     assert!(alive(std::process::id() as i32));
 }
+
+/// `bg_run` through the toolbox face (the same tools layer MCP uses).
+fn bg_run(env: &Env, args: Value) -> Value {
+    use std::io::Write;
+    let mut child = env
+        .cmd()
+        .args(["toolbox", "bg_run"])
+        .env("TOOLBOX_ACTION", "execute")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(args.to_string().as_bytes());
+    let out = child.wait_with_output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn agents_queue_and_chain_tasks_through_bg_run() {
+    let env = Env::new();
+    let first = env.start_with(&["--queue", "ci"], &["sleep", "0.5"]);
+    let doc = bg_run(
+        &env,
+        serde_json::json!({"command": "echo second", "queue": "ci", "slots": "1", "label": "two"}),
+    );
+    assert!(doc.to_string().contains("queued"), "{doc}");
+    let doc = bg_run(
+        &env,
+        serde_json::json!({"command": "echo third", "after_ok": "two"}),
+    );
+    assert!(doc.to_string().contains("queued"), "{doc}");
+    env.ok(&["wait", &first, "two", "--timeout", "20s"]);
+    let all = tasks(&env, &[]);
+    let third = all.last().unwrap()["id"].as_str().unwrap().to_string();
+    env.wait_done(&third);
+    assert_eq!(env.state(&third), "exited");
+    assert_eq!(Env::texts(&env.output_json(&[&third])), vec!["third"]);
+}
