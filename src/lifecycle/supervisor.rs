@@ -320,13 +320,13 @@ fn supervise(dir: &DirFd, report: &mut Option<File>) -> Result<()> {
     // Now, while nothing runs yet: the final record must not need free space.
     meta.reserve_spare(dir)?;
     let mut signals = Signals::new(dir.path());
-    // A queue slot, held until this process exits (kill -9 frees it too).
-    let mut _slot = None;
+    // A queue slot, held until nothing of the task is left (kill -9 frees it too).
+    let mut slot = None;
     let mut line = None;
     if meta.waits() {
         match wait_turn(dir, &mut meta, report, &mut signals)? {
-            Turn::Go(Some((slot, queue, ticket))) => {
-                _slot = Some(slot);
+            Turn::Go(Some((held, queue, ticket))) => {
+                slot = Some(held);
                 line = Some((queue, ticket));
             }
             Turn::Go(None) => {}
@@ -410,6 +410,9 @@ fn supervise(dir: &DirFd, report: &mut Option<File>) -> Result<()> {
     }
 
     let ending = watch(dir, &mut meta, pid, &mut signals);
+    // Every process of the task is gone: the next in the queue may start
+    // now, not after the final record's fsync.
+    drop(slot);
     meta.state = match (ending, &meta.exit) {
         (Some(Ending::Stop), _) => State::Stopped,
         (Some(Ending::Timeout), _) => State::TimedOut,
