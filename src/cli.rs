@@ -46,6 +46,12 @@ pub enum Command {
     Wait(WaitArgs),
     /// Run a task's command again (same cwd, env and label) as a new task
     Restart(RestartArgs),
+    /// Show a queue, or change how many of its tasks run at once
+    Queue(QueueArgs),
+    /// Stop (SIGSTOP) every process of tasks, or hold a queue's next starts
+    Pause(PauseArgs),
+    /// Continue paused tasks (SIGCONT), or let a paused queue start tasks again
+    Resume(PauseArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions { shell: clap_complete::Shell },
     /// Serve the bg_* tools over the Model Context Protocol on stdio
@@ -89,6 +95,27 @@ pub struct RunArgs {
     /// Stop the active task with the same --label first (without it, a label in use is an error)
     #[arg(long, requires = "label")]
     pub replace: bool,
+    /// Start when these tasks have ended (comma-separated or repeated); `queued` until then
+    #[arg(
+        long,
+        value_name = "TASK",
+        value_delimiter = ',',
+        conflicts_with = "after_ok"
+    )]
+    pub after: Vec<String>,
+    /// Start when these tasks have ended, only if all exited 0 (else the task ends `skipped`)
+    #[arg(long, value_name = "TASK", value_delimiter = ',')]
+    pub after_ok: Vec<String>,
+    /// Run in queue NAME: at most --slots of its tasks at once, in the order they were queued
+    #[arg(long, value_name = "NAME", value_parser = parse_queue)]
+    pub queue: Option<String>,
+    /// Set the queue's limit of tasks running at once (default 1)
+    #[arg(long, value_name = "N", requires = "queue")]
+    pub slots: Option<usize>,
+    /// Keep at most SIZE of each log on disk, freeing the oldest blocks (K, M, G; 0 = unlimited)
+    #[arg(long, value_name = "SIZE", env = "BGT_MAX_LOG_SIZE", default_value = "256M",
+          value_parser = parse_size, hide_env_values = true)]
+    pub max_log_size: u64,
     /// Print {"id","label","pid","dir"} as JSON
     #[arg(long)]
     pub json: bool,
@@ -102,6 +129,16 @@ pub struct RunArgs {
 pub struct StatusArgs {
     /// Show one task in detail
     pub task: Option<String>,
+    /// Only tasks in these states (comma-separated: running,queued,paused,exited,...)
+    #[arg(long, value_name = "STATE", value_delimiter = ',', value_parser = parse_state,
+          conflicts_with = "task")]
+    pub state: Vec<crate::store::TaskState>,
+    /// Only tasks with this label
+    #[arg(long, value_name = "LABEL", conflicts_with = "task")]
+    pub label: Option<String>,
+    /// Only tasks of this queue
+    #[arg(long, value_name = "NAME", conflicts_with = "task")]
+    pub queue: Option<String>,
     /// Print JSON ({"tasks": [...]}, or one task object with TASK)
     #[arg(long)]
     pub json: bool,
@@ -206,6 +243,9 @@ pub struct StopArgs {
     /// Time between the signal and SIGKILL
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = crate::duration::parse)]
     pub grace: Duration,
+    /// Print what would be stopped; stop nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -219,6 +259,9 @@ pub struct CleanupArgs {
     /// Also stop running tasks first, then remove them
     #[arg(long)]
     pub all: bool,
+    /// Print what would be removed (and stopped); change nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -265,6 +308,50 @@ pub struct RestartArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct QueueArgs {
+    /// The queue
+    #[arg(value_parser = parse_queue)]
+    pub name: String,
+    /// How many of its tasks may run at once (for tasks not yet started)
+    #[arg(long, value_name = "N")]
+    pub slots: Option<usize>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PauseArgs {
+    /// Tasks (id, prefix or label)
+    #[arg(required_unless_present = "queue", conflicts_with = "queue")]
+    pub tasks: Vec<String>,
+    /// A queue instead: hold (or allow again) its next starts; running tasks are not touched
+    #[arg(long, value_name = "NAME", value_parser = parse_queue)]
+    pub queue: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_queue(text: &str) -> Result<String, String> {
+    crate::queue::validate(text).map(|_| text.to_string())
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    crate::logs::bounded::parse_size(text)
+}
+
+fn parse_state(text: &str) -> Result<crate::store::TaskState, String> {
+    crate::store::TaskState::from_name(text.trim()).ok_or_else(|| {
+        let names: Vec<&str> = crate::store::TaskState::ALL
+            .iter()
+            .map(|s| s.name())
+            .collect();
+        format!("unknown state '{text}' (use {})", names.join(", "))
+    })
 }
 
 fn parse_label(text: &str) -> Result<String, String> {

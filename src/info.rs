@@ -42,6 +42,34 @@ pub struct TaskInfo {
     pub dir: PathBuf,
     /// Why a broken task cannot be read.
     pub error: Option<String>,
+    /// The queue the task runs in (`run --queue`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Tasks it starts after (`run --after`/`--after-ok`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// True when it starts only if every `after` task exited 0.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_ok: bool,
+    /// What a queued task waits for, e.g. `t-3f9a2c to end`, `a slot in queue build (2/2 running)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+    /// Why a skipped task did not start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Time spent paused (the current pause included).
+    pub paused_ms: u64,
+    /// Per-stream log size kept on disk; null = unlimited.
+    pub max_log_size: Option<u64>,
+    /// Bytes of the oldest stdout freed to keep the limit (reads start there).
+    pub stdout_dropped_bytes: u64,
+    pub stderr_dropped_bytes: u64,
+    /// Lines those dropped bytes held.
+    pub stdout_dropped_lines: u64,
+    pub stderr_dropped_lines: u64,
+    /// Set when the limit cannot be kept (the filesystem cannot punch holes; logs are never truncated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_limit_note: Option<String>,
 }
 
 impl TaskInfo {
@@ -82,6 +110,21 @@ impl TaskInfo {
                 .map_or((0, 0), |dir| logread::line_counts(&dir)),
             None => (0, 0),
         };
+        let dropped = match meta {
+            Some(m) if m.max_log_size.is_some() => task
+                .open_dir()
+                .map(|d| crate::logs::bounded::Record::load(&d))
+                .unwrap_or_default(),
+            _ => Default::default(),
+        };
+        let waiting_for = match (&phase, meta) {
+            (Phase::Queued, Some(m)) => Some(waiting_for(task, m)),
+            _ => None,
+        };
+        let reason = match meta.map(|m| &m.state) {
+            Some(crate::meta::State::Skipped { reason }) => Some(reason.clone()),
+            _ => None,
+        };
         TaskInfo {
             task_id: task.id.clone(),
             id: task.id.clone(),
@@ -105,12 +148,31 @@ impl TaskInfo {
             stderr_lines: lines.1,
             dir: task.dir.clone(),
             error,
+            queue: meta.and_then(|m| m.queue.clone()),
+            after: meta.map(|m| m.after.clone()).unwrap_or_default(),
+            after_ok: meta.is_some_and(|m| m.after_ok),
+            waiting_for,
+            reason,
+            paused_ms: meta.map_or(0, |m| m.paused_total_ms(now)),
+            max_log_size: meta.and_then(|m| m.max_log_size),
+            stdout_dropped_bytes: dropped.stdout.bytes,
+            stderr_dropped_bytes: dropped.stderr.bytes,
+            stdout_dropped_lines: dropped.stdout.lines,
+            stderr_dropped_lines: dropped.stderr.lines,
+            log_limit_note: dropped.unsupported.then(|| {
+                "log size limit not kept: this filesystem cannot punch holes (logs are never truncated)"
+                    .to_string()
+            }),
         }
     }
 
-    /// `running`, `exited 0`, `exited 0 (+2 descendants running)`, `signaled SIGKILL`, ...
+    /// `running`, `exited 0`, `exited 0 (+2 descendants running)`, `signaled SIGKILL`,
+    /// `queued: t-3f9a2c to end`, `skipped: t-3f9a2c exited 1`, ...
     pub fn state_text(&self) -> String {
         let mut text = self.state.to_string();
+        if let Some(why) = self.waiting_for.as_ref().or(self.reason.as_ref()) {
+            text = format!("{text}: {why}");
+        }
         match (self.state, &self.signal, self.exit_code) {
             (TaskState::Exited, _, Some(code)) => text = format!("exited {code}"),
             (TaskState::Signaled, Some(sig), _) => text = format!("signaled {sig}"),
@@ -135,6 +197,42 @@ impl TaskInfo {
             TaskState::Lost | TaskState::Broken => 1,
             _ => self.exit_code.unwrap_or(0),
         }
+    }
+}
+
+/// What a queued task waits for: the `after` tasks still active, else a
+/// slot in its queue.
+fn waiting_for(task: &Task, meta: &crate::meta::TaskMeta) -> String {
+    let state = task.state_dir();
+    let active: Vec<&str> = meta
+        .after
+        .iter()
+        .filter(|id| {
+            state
+                .open_dir(id)
+                .and_then(|d| d.open_file(crate::store::LOCK, crate::dirfd::Access::Read))
+                .is_ok_and(|f| {
+                    matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+                })
+        })
+        .map(String::as_str)
+        .collect();
+    if !active.is_empty() {
+        return format!("{} to end", active.join(", "));
+    }
+    match meta.queue.as_deref() {
+        Some(name) => match crate::queue::Queue::existing(state, name) {
+            Some(queue) => {
+                let q = queue.state();
+                let paused = if q.paused { ", queue paused" } else { "" };
+                format!(
+                    "a slot in queue {name} ({}/{} running{paused})",
+                    q.running, q.slots
+                )
+            }
+            None => format!("a slot in queue {name}"),
+        },
+        None => "its turn".into(),
     }
 }
 

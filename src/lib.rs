@@ -55,7 +55,7 @@ pub mod tools;
 
 // Short paths used across the crate while the layers settle.
 pub(crate) use lifecycle::sys;
-pub use lifecycle::{control, listeners, process, supervisor, waiting};
+pub use lifecycle::{control, listeners, process, queue, supervisor, waiting};
 pub use logs::{blocks, pattern, read as logread, tidy as clean};
 pub use task::{dirfd, meta, store};
 

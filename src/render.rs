@@ -62,7 +62,8 @@ pub fn state_style(t: &TaskInfo) -> Style {
         return Style::Bad;
     }
     match t.state {
-        TaskState::Starting => Style::Plain,
+        TaskState::Starting | TaskState::Queued => Style::Plain,
+        TaskState::Paused | TaskState::Skipped => Style::Warn,
         // The main process may have exited while descendants run.
         TaskState::Running if t.exit_code.is_some_and(|c| c != 0) => Style::Warn,
         TaskState::Running => Style::Good,
@@ -435,6 +436,18 @@ mod tests {
             stderr_lines: 0,
             dir: "/nowhere".into(),
             error: None,
+            queue: None,
+            after: Vec::new(),
+            after_ok: false,
+            waiting_for: None,
+            reason: None,
+            paused_ms: 0,
+            max_log_size: None,
+            stdout_dropped_bytes: 0,
+            stderr_dropped_bytes: 0,
+            stdout_dropped_lines: 0,
+            stderr_dropped_lines: 0,
+            log_limit_note: None,
         }
     }
 

@@ -20,8 +20,8 @@ pub struct RunReport {
     /// Same as `task_id` (the name used before `task_id`).
     pub id: String,
     pub label: Option<String>,
-    /// The command's process id.
-    pub pid: u32,
+    /// The command's process id (null while the task is queued).
+    pub pid: Option<u32>,
     /// The task's directory (logs, record).
     pub dir: PathBuf,
     /// For `restart`: the task this one replaces.
@@ -49,6 +49,8 @@ pub enum StopResult {
     Lost,
     /// It could not be stopped (see `message`); exit 1.
     Error,
+    /// `--dry-run`: it would be stopped; nothing was signalled.
+    WouldStop,
 }
 
 /// One task in a [`StopReport`].
@@ -108,6 +110,12 @@ impl TaskBrief {
 pub struct CleanupReport {
     pub removed: Vec<TaskBrief>,
     pub kept_running: Vec<TaskBrief>,
+    /// Tasks stopped first (`cleanup --all`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopped: Vec<TaskBrief>,
+    /// True for `--dry-run`: nothing was changed, the lists say what would be.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 impl From<&crate::control::Cleanup> for CleanupReport {
@@ -115,6 +123,8 @@ impl From<&crate::control::Cleanup> for CleanupReport {
         CleanupReport {
             removed: done.removed.iter().map(TaskBrief::of).collect(),
             kept_running: done.kept_running.iter().map(TaskBrief::of).collect(),
+            stopped: done.stopped.iter().map(TaskBrief::of).collect(),
+            dry_run: done.dry_run,
         }
     }
 }
@@ -312,4 +322,61 @@ pub struct WaitAllReport {
     /// Why a port that answered did not count (`task-ended`, `timeout`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// `queue`, `pause --queue`, `resume --queue`: how a queue stands.
+#[derive(Serialize, Debug, Clone)]
+#[cfg_attr(feature = "mcp", derive(JsonSchema))]
+pub struct QueueReport {
+    pub queue: String,
+    /// How many of its tasks may run at once.
+    pub slots: usize,
+    /// Its tasks running now (held slots).
+    pub running: usize,
+    /// Its tasks waiting for a slot, in line.
+    pub waiting: usize,
+    /// True while new starts are held (`bgt pause --queue`).
+    pub paused: bool,
+}
+
+impl QueueReport {
+    pub fn of(queue: &crate::queue::Queue) -> QueueReport {
+        let state = queue.state();
+        QueueReport {
+            queue: queue.name.clone(),
+            slots: state.slots,
+            running: state.running,
+            waiting: state.waiting,
+            paused: state.paused,
+        }
+    }
+
+    /// `queue build: 2/3 running, 5 waiting, paused`
+    pub fn text(&self) -> String {
+        let paused = if self.paused { ", paused" } else { "" };
+        format!(
+            "queue {}: {}/{} running, {} waiting{paused}",
+            self.queue, self.running, self.slots, self.waiting
+        )
+    }
+}
+
+/// `pause` / `resume` of tasks: one item per task.
+#[derive(Serialize, Debug, Clone)]
+#[cfg_attr(feature = "mcp", derive(JsonSchema))]
+pub struct PauseReport {
+    pub tasks: Vec<PauseItem>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+#[cfg_attr(feature = "mcp", derive(JsonSchema))]
+pub struct PauseItem {
+    pub task_id: String,
+    /// The task's state afterwards.
+    pub state: TaskState,
+    /// Time spent paused so far.
+    pub paused_ms: u64,
+    /// Set when it could not be paused or resumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

@@ -103,6 +103,15 @@ pub struct RunParams {
     /// Stop the task after this many minutes (default 120; 0 = never).
     #[serde(default, deserialize_with = "lenient::uint")]
     pub timeout: Option<u64>,
+    /// Start only when these tasks have ended (ids or labels, comma-separated); the task is `queued` until then.
+    pub after: Option<String>,
+    /// Like `after`, but start only if they all exited 0; otherwise the task ends `skipped`.
+    pub after_ok: Option<String>,
+    /// Run in this named queue: at most `slots` of its tasks at once, in the order they were queued.
+    pub queue: Option<String>,
+    /// How many tasks of `queue` may run at once (default 1; changes the queue's limit).
+    #[serde(default, deserialize_with = "lenient::uint")]
+    pub slots: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -240,7 +249,8 @@ pub const TOOLS: [Tool; 5] = [
 descriptive label. The task survives this session; it is stopped after `timeout` minutes (default \
 120, 0 = never) so a forgotten dev server does not run overnight. bg_run watches the command for \
 200 ms: a command that fails at once is reported as an error with its stderr, one that finishes \
-at once with its output.",
+at once with its output. To order work: `after`/`after_ok` (start when other tasks end; \
+after_ok skips it unless they exited 0) and `queue` with `slots` (at most N at once, in order).",
         read_only: false,
         destructive: false,
         idempotent: false,
@@ -250,9 +260,9 @@ at once with its output.",
     },
     Tool {
         name: "bg_status",
-        description: "List all background tasks, or show one: id, label, state (running, exited, \
-signaled, stopped, timed-out, lost), exit code, runtime and stdout/stderr line counts. Check line \
-counts before reading output.",
+        description: "List all background tasks, or show one: id, label, state (queued, running, \
+paused, exited, signaled, stopped, timed-out, skipped, lost), what a queued task waits for, exit \
+code, runtime and stdout/stderr line counts. Check line counts before reading output.",
         read_only: true,
         destructive: false,
         idempotent: true,
@@ -463,20 +473,47 @@ fn run(p: RunParams) -> Result<Reply> {
     {
         return Err(usage(format!("invalid env variable name {key:?}")));
     }
+    if p.after.is_some() && p.after_ok.is_some() {
+        return Err(usage("give after or after_ok, not both"));
+    }
+    if let Some(queue) = &p.queue {
+        crate::queue::validate(queue).map_err(usage)?;
+    }
+    if p.slots.is_some() && p.queue.is_none() {
+        return Err(usage("slots needs a queue"));
+    }
+    let slots = p.slots.map(|n| n.min(usize::MAX as u64) as usize);
+    let max_log_size = crate::logs::bounded::max_from_env()?;
     let store = Store::open_default()?;
     let cwd = control::resolve_cwd(p.cwd.as_deref().map(Path::new))?;
+    let after_ok = p.after_ok.is_some();
+    let names: Vec<String> = p
+        .after
+        .as_deref()
+        .or(p.after_ok.as_deref())
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect();
+    let after = control::resolve_after(&store, &names)?;
     let minutes = p.timeout.unwrap_or(DEFAULT_TIMEOUT_MINUTES);
     let started = control::start(
         &store,
         StartSpec {
-            command: control::shell_command(&p.command)?,
             label: p.label,
-            cwd,
             env,
             timeout: crate::duration::limit(Some(crate::duration::clamp(Duration::from_secs(
                 minutes.saturating_mul(60),
             )))),
             replace,
+            after,
+            after_ok,
+            queue: p.queue,
+            slots,
+            max_log_size: Some(max_log_size),
+            ..StartSpec::new(control::shell_command(&p.command)?, cwd)
         },
     )?;
     let run = started.report();
@@ -485,14 +522,33 @@ fn run(p: RunParams) -> Result<Reply> {
     let mut supervisor = started.supervisor;
     std::thread::spawn(move || supervisor.wait());
     let task = store.task(run.task_id.clone());
+    let label = run.label.clone().unwrap_or_else(|| "none".into());
+    if run.pid.is_none() {
+        let info = TaskInfo::of(&task);
+        let text = format!(
+            "task {} queued (label {label}): waits for {}",
+            run.task_id,
+            info.waiting_for.as_deref().unwrap_or("its turn")
+        );
+        let report = StartReport {
+            run,
+            state: info.state,
+            exit_code: None,
+            output: None,
+        };
+        return Ok(Reply {
+            text,
+            structured: to_json(&report)?,
+        });
+    }
     let ended = control::wait_unlocked(&task, Some(Instant::now() + START_WINDOW));
     let task = task.reload();
     let info = TaskInfo::of(&task);
-    let label = run.label.clone().unwrap_or_else(|| "none".into());
     if !ended || task.phase().is_active() {
         let text = format!(
             "task {} started (label {label}, pid {})",
-            run.task_id, run.pid
+            run.task_id,
+            run.pid.unwrap_or_default()
         );
         let report = StartReport {
             run,
@@ -740,6 +796,7 @@ fn cleanup_one(store: &Store, id: &str) -> Result<CleanupReport> {
     Ok(CleanupReport::from(&control::cleanup_tasks(
         vec![task],
         None,
+        false,
         false,
     )?))
 }

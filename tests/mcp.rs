@@ -94,7 +94,10 @@ async fn the_seed_monorepo_flow_over_mcp() {
     };
     assert_eq!(
         props("bg_run"),
-        ["command", "cwd", "env", "label", "replace", "timeout"]
+        [
+            "after", "after_ok", "command", "cwd", "env", "label", "queue", "replace", "slots",
+            "timeout"
+        ]
     );
     assert_eq!(props("bg_status"), ["task_id"]);
     assert_eq!(

@@ -12,6 +12,7 @@ mod lifecycle;
 mod mcp;
 mod output;
 mod presets;
+mod queues;
 mod reader;
 mod statedir;
 mod terminal;

@@ -9,15 +9,33 @@ use std::io::Write;
 
 pub fn run(args: CleanupArgs) -> Result<i32> {
     let store = Store::open_default()?;
-    let report = CleanupReport::from(&control::cleanup(&store, args.older_than, args.all)?);
+    let done = if args.dry_run {
+        control::cleanup_dry_run(&store, args.older_than, args.all)?
+    } else {
+        control::cleanup(&store, args.older_than, args.all)?
+    };
+    let report = CleanupReport::from(&done);
     if args.json {
         super::print_json(&report)?;
         return Ok(0);
     }
+    let (stop_word, remove_word) = if args.dry_run {
+        ("would stop", "would remove")
+    } else {
+        ("stopped", "removed")
+    };
+    for task in &report.stopped {
+        writeln!(
+            std::io::stdout().lock(),
+            "{stop_word} {} ({})",
+            task.task_id,
+            task.state_text
+        )?;
+    }
     for task in &report.removed {
         writeln!(
             std::io::stdout().lock(),
-            "removed {} ({})",
+            "{remove_word} {} ({})",
             task.task_id,
             task.state_text
         )?;

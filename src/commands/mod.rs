@@ -3,6 +3,8 @@
 
 mod cleanup;
 pub(crate) mod output;
+mod pause;
+mod queue;
 mod restart;
 mod run;
 mod status;
@@ -24,6 +26,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Cleanup(args) => cleanup::run(args),
         Command::Wait(args) => wait::run(args),
         Command::Restart(args) => restart::run(args),
+        Command::Queue(args) => queue::run(args),
+        Command::Pause(args) => pause::run(args, true),
+        Command::Resume(args) => pause::run(args, false),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "bgt", &mut std::io::stdout());

@@ -21,12 +21,13 @@ pub fn run(args: RestartArgs) -> Result<i32> {
     let started = control::start(
         &store,
         StartSpec {
-            command: meta.command,
             label: meta.label,
-            cwd: meta.cwd,
             env: meta.env,
             timeout: meta.timeout_ms.map(std::time::Duration::from_millis),
-            replace: false,
+            // Same queue, same log limit; its `--after` tasks have ended.
+            queue: meta.queue,
+            max_log_size: meta.max_log_size,
+            ..StartSpec::new(meta.command, meta.cwd)
         },
     )?;
     if args.json {

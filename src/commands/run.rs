@@ -10,15 +10,26 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let command = control::command_from_words(&args.command)?;
     let cwd = control::resolve_cwd(args.cwd.as_deref())?;
     let store = Store::open_default()?;
+    let after_ok = !args.after_ok.is_empty();
+    let after = if after_ok {
+        &args.after_ok
+    } else {
+        &args.after
+    };
+    let after = control::resolve_after(&store, after)?;
     let started = control::start(
         &store,
         StartSpec {
-            command,
             label: args.label,
-            cwd,
             env: args.env.into_iter().collect(),
             timeout: crate::duration::limit(args.timeout),
             replace: args.replace,
+            after,
+            after_ok,
+            queue: args.queue,
+            slots: args.slots,
+            max_log_size: Some(args.max_log_size),
+            ..StartSpec::new(command, cwd)
         },
     )?;
     if args.json {

@@ -22,7 +22,22 @@ pub fn run(args: StatusArgs) -> Result<i32> {
             }
         }
         None => {
-            let infos = crate::info::all(&store.list()?);
+            let mut tasks = store.list()?;
+            // Filters on the record first, so unread tasks cost nothing more.
+            if let Some(label) = &args.label {
+                tasks.retain(|t| t.label() == Some(label.as_str()));
+            }
+            if let Some(queue) = &args.queue {
+                tasks.retain(|t| {
+                    t.meta
+                        .as_ref()
+                        .is_ok_and(|m| m.queue.as_deref() == Some(queue.as_str()))
+                });
+            }
+            let mut infos = crate::info::all(&tasks);
+            if !args.state.is_empty() {
+                infos.retain(|i| args.state.contains(&i.state));
+            }
             if args.json {
                 super::print_json(&StatusReport { tasks: infos })?;
             } else {

@@ -33,6 +33,9 @@ pub fn run(args: StopArgs) -> Result<i32> {
         }
         found
     };
+    if args.dry_run {
+        return dry_run(&targets, args.json);
+    }
     let report = stop_showing_progress(&targets, &args)?;
     if args.json {
         super::print_json(&report)?;
@@ -97,4 +100,47 @@ fn stop_showing_progress(targets: &[Task], args: &StopArgs) -> Result<StopReport
             }
         }
     })
+}
+
+/// `stop --dry-run`: what would be stopped; nothing is signalled.
+fn dry_run(targets: &[Task], json: bool) -> Result<i32> {
+    use crate::info::TaskInfo;
+    use crate::report::{StopItem, StopReport};
+    let tasks = targets
+        .iter()
+        .map(|task| {
+            let info = TaskInfo::of(task);
+            let active = task.phase().is_active();
+            let (result, message) = if active {
+                (
+                    StopResult::WouldStop,
+                    format!("would stop {} ({})", task.id, info.state_text()),
+                )
+            } else {
+                (
+                    StopResult::AlreadyEnded,
+                    format!("{} already ended ({})", task.id, info.state_text()),
+                )
+            };
+            StopItem {
+                task_id: task.id.clone(),
+                id: task.id.clone(),
+                result,
+                state: info.state,
+                message,
+            }
+        })
+        .collect();
+    let report = StopReport { tasks };
+    if json {
+        super::print_json(&report)?;
+    } else {
+        for item in &report.tasks {
+            writeln!(std::io::stdout().lock(), "{}", item.message)?;
+        }
+        if targets.is_empty() {
+            writeln!(std::io::stdout().lock(), "no running tasks to stop")?;
+        }
+    }
+    Ok(0)
 }

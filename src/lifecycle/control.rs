@@ -12,7 +12,7 @@ use crate::error::{io_message, usage};
 use crate::meta::{CommandSpec, State, TaskMeta};
 use crate::process::{self, ProcInfo, ProcTable, TaskMark};
 use crate::store::{Phase, Store, Task};
-use crate::supervisor::{self, REPORT_ERR, REPORT_OK, StopRequest};
+use crate::supervisor::{self, REPORT_ERR, REPORT_OK, REPORT_QUEUED, StopRequest};
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use nix::sys::signal::Signal;
@@ -32,6 +32,35 @@ pub struct StartSpec {
     pub timeout: Option<Duration>,
     /// Stop the active task holding `label` first, instead of refusing.
     pub replace: bool,
+    /// Start once these tasks (ids) have ended...
+    pub after: Vec<String>,
+    /// ...and only if they all exited 0 (else the task ends `skipped`).
+    pub after_ok: bool,
+    /// Run in this queue, at most its slot limit at once, in order.
+    pub queue: Option<String>,
+    /// Set the queue's slot limit first.
+    pub slots: Option<usize>,
+    /// Per-stream log size kept on disk; `None` = unlimited.
+    pub max_log_size: Option<u64>,
+}
+
+impl StartSpec {
+    /// A spec with no ordering and the default log limit.
+    pub fn new(command: CommandSpec, cwd: PathBuf) -> StartSpec {
+        StartSpec {
+            command,
+            label: None,
+            cwd,
+            env: BTreeMap::new(),
+            timeout: None,
+            replace: false,
+            after: Vec::new(),
+            after_ok: false,
+            queue: None,
+            slots: None,
+            max_log_size: Some(crate::logs::bounded::DEFAULT_MAX_LOG_SIZE),
+        }
+    }
 }
 
 /// A task that is running under its supervisor.
@@ -39,7 +68,8 @@ pub struct StartSpec {
 pub struct Started {
     pub id: String,
     pub label: Option<String>,
-    pub pid: u32,
+    /// The command's pid; `None` while the task is queued.
+    pub pid: Option<u32>,
     pub dir: PathBuf,
     /// The supervisor process. A short-lived CLI just drops it (the
     /// supervisor is re-parented); a long-lived caller should `wait()` on it
@@ -156,6 +186,9 @@ fn utf8_dir(dir: PathBuf, what: &str) -> Result<PathBuf> {
 /// next check sees it), which makes concurrent `run --label`/`--replace`
 /// calls leave exactly one task running.
 pub fn start(store: &Store, spec: StartSpec) -> Result<Started> {
+    if let (Some(name), Some(slots)) = (&spec.queue, spec.slots) {
+        set_slots(store, name, slots)?;
+    }
     let _label_lock = match &spec.label {
         Some(label) => {
             let lock = store.lock_label(label)?;
@@ -216,6 +249,11 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
         exit: None,
         stdout_log: PathBuf::new(),
         stderr_log: PathBuf::new(),
+        after: spec.after,
+        after_ok: spec.after_ok,
+        queue: spec.queue,
+        paused_ms: 0,
+        max_log_size: spec.max_log_size.filter(|n| *n > 0),
     };
     let (task, lock) = store.create(&mut meta)?;
     let exe = std::env::current_exe().context("cannot find the bgt executable")?;
@@ -254,9 +292,12 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
         .trim_end()
         .split_once(' ')
         .unwrap_or((line.trim_end(), ""));
-    if word == REPORT_OK
-        && let Ok(pid) = rest.parse()
-    {
+    let pid = match word {
+        REPORT_OK => rest.parse().ok().map(Some),
+        REPORT_QUEUED => Some(None),
+        _ => None,
+    };
+    if let Some(pid) = pid {
         return Ok(Started {
             id: task.id,
             label: spec.label,
@@ -319,7 +360,7 @@ pub fn stop(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
         }
     }
     match phase {
-        Phase::Running { .. } => {}
+        Phase::Running { .. } | Phase::Queued | Phase::Paused => {}
         Phase::Lost => return stop_lost(task, sig, grace),
         Phase::Starting => bail!("task {} is still starting; try again", task.id),
         Phase::Broken(reason) if task.is_locked() => {
@@ -567,6 +608,84 @@ impl Backoff {
     }
 }
 
+/// Sets the slot limit of queue `name` (creating the queue).
+pub fn set_slots(store: &Store, name: &str, slots: usize) -> Result<()> {
+    if !(1..=crate::queue::MAX_SLOTS).contains(&slots) {
+        return Err(usage(format!(
+            "invalid --slots {slots}: use 1 to {}",
+            crate::queue::MAX_SLOTS
+        )));
+    }
+    crate::queue::Queue::open(store.dir(), name)
+        .and_then(|q| q.set_slots(slots))
+        .map_err(|e| anyhow::anyhow!("cannot set the slots of queue '{name}': {}", io_message(&e)))
+}
+
+/// Resolves `--after` names to task ids (each must exist now).
+pub fn resolve_after(store: &Store, names: &[String]) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for name in names {
+        let id = store.resolve(name)?.id;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// Pauses (SIGSTOP) or resumes (SIGCONT) every process of a running task,
+/// through its supervisor, which records `paused` and keeps paused time out
+/// of `--timeout`. Returns once the record shows the new state.
+pub fn pause(task: &Task, pause: bool) -> Result<()> {
+    use crate::supervisor::PauseRequest;
+    let phase = task.phase();
+    let matches_wanted = |p: &Phase| {
+        matches!(
+            (p, pause),
+            (Phase::Paused, true) | (Phase::Running { .. }, false)
+        )
+    };
+    if matches_wanted(&phase) {
+        return Ok(());
+    }
+    match phase {
+        Phase::Running { .. } | Phase::Paused => {}
+        Phase::Queued => bail!(
+            "task {} is queued, not running; `bgt pause --queue NAME` holds a queue's next starts",
+            task.id
+        ),
+        other => bail!("task {} is not running ({})", task.id, other.name()),
+    }
+    let meta = task.meta()?;
+    let supervisor = meta
+        .supervisor_pid
+        .context("running task has no supervisor pid")?;
+    // The lock is held: the supervisor lives and the pid is its own.
+    if !task.is_locked() {
+        bail!("task {} has ended", task.id);
+    }
+    let request = if pause {
+        PauseRequest::Pause
+    } else {
+        PauseRequest::Resume
+    };
+    request.send(supervisor)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut backoff = Backoff::new(Duration::from_millis(1));
+    loop {
+        let now = task.reload().phase();
+        if matches_wanted(&now) {
+            return Ok(());
+        }
+        if !now.is_active() {
+            bail!("task {} ended ({})", task.id, now.name());
+        }
+        if !backoff.sleep_until(deadline) {
+            bail!("task {}'s supervisor did not answer", task.id);
+        }
+    }
+}
+
 /// Stops every active task with `label` (for `run --replace`).
 fn stop_label(store: &Store, label: &str) -> Result<usize> {
     let running: Vec<Task> = store
@@ -612,6 +731,10 @@ pub struct Cleanup {
     pub removed: Vec<crate::info::TaskInfo>,
     /// Tasks left alone because their supervisor or a process of theirs still runs.
     pub kept_running: Vec<crate::info::TaskInfo>,
+    /// Tasks stopped first (`--all`), as they were before.
+    pub stopped: Vec<crate::info::TaskInfo>,
+    /// Nothing was changed: the lists say what would have happened.
+    pub dry_run: bool,
 }
 
 /// Removes finished (and broken) tasks that ended longer ago than
@@ -620,7 +743,16 @@ pub struct Cleanup {
 /// `stop_running` stops such tasks first (lost ones included).
 pub fn cleanup(store: &Store, older_than: Option<Duration>, stop_running: bool) -> Result<Cleanup> {
     remove_stale_temp_dirs(store);
-    cleanup_tasks(store.list()?, older_than, stop_running)
+    cleanup_tasks(store.list()?, older_than, stop_running, false)
+}
+
+/// What [`cleanup`] would do, changing nothing.
+pub fn cleanup_dry_run(
+    store: &Store,
+    older_than: Option<Duration>,
+    stop_running: bool,
+) -> Result<Cleanup> {
+    cleanup_tasks(store.list()?, older_than, stop_running, true)
 }
 
 /// [`cleanup`] of the given tasks only (`bg_stop action=cleanup task_id=...`).
@@ -628,15 +760,27 @@ pub fn cleanup_tasks(
     tasks: Vec<Task>,
     older_than: Option<Duration>,
     stop_running: bool,
+    dry_run: bool,
 ) -> Result<Cleanup> {
     let cutoff = older_than.map(crate::duration::cutoff);
-    let mut report = Cleanup::default();
+    let mut report = Cleanup {
+        dry_run,
+        ..Cleanup::default()
+    };
     let mut table = ProcTable::read();
     for task in tasks {
         let phase = task.phase();
         if stop_running
             && (phase.is_active() || (phase == Phase::Lost && has_processes(&table, &task)))
         {
+            report.stopped.push(crate::info::TaskInfo::of(&task));
+            if dry_run {
+                // Stopped now, it would have ended now: removed only without a cutoff.
+                if cutoff.is_none() {
+                    report.removed.push(crate::info::TaskInfo::of(&task));
+                }
+                continue;
+            }
             stop(&task, Signal::SIGTERM, supervisor::DEFAULT_GRACE)?;
             table = ProcTable::read();
         }
@@ -651,7 +795,9 @@ pub fn cleanup_tasks(
         {
             continue;
         }
-        task.remove()?;
+        if !dry_run {
+            task.remove()?;
+        }
         report.removed.push(info);
     }
     Ok(report)

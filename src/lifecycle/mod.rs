@@ -4,6 +4,7 @@
 pub mod control;
 pub mod listeners;
 pub mod process;
+pub mod queue;
 pub mod stopping;
 pub mod supervisor;
 pub(crate) mod sys;

@@ -30,6 +30,7 @@
 use crate::dirfd::{Access, DirFd};
 use crate::meta::{Exit, State, TaskMeta};
 use crate::process;
+use crate::queue::{Queue, Ticket};
 use crate::store::{STDERR_LOG, STDOUT_LOG};
 use anyhow::{Context, Result};
 use chrono::Utc;
@@ -54,8 +55,11 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// The start handshake, one line from the supervisor to `bgt run`:
 /// `ok <child pid>` once the child runs and is recorded...
 pub const REPORT_OK: &str = "ok";
-/// ...or `err <message>` when it could not start (the task is removed).
+/// ...or `err <message>` when it could not start (the task is removed)...
 pub const REPORT_ERR: &str = "err";
+/// ...or `queued` once a task that waits for its turn is recorded as such
+/// (and, in a queue, holds its ticket: FIFO follows the order of `bgt run`s).
+pub const REPORT_QUEUED: &str = "queued";
 
 /// How `bgt stop` asks the supervisor to end the task. It travels as the
 /// value of a sigqueue'd SIGTERM: 16 bits of tag, 8 of signal number, 40 of
@@ -104,6 +108,53 @@ impl StopRequest {
             Ok(())
         }
     }
+}
+
+/// How `bgt pause` / `bgt resume` ask the supervisor to stop or continue
+/// the tree: a sigqueue'd SIGUSR1 (which a supervisor of an older bgt
+/// ignores, unlike SIGTERM) whose value carries a tag and the wish. Only
+/// honoured from outside the task, so a task process cannot forge it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PauseRequest {
+    Pause,
+    Resume,
+}
+
+const PAUSE_TAG: u64 = 0xb680;
+
+impl PauseRequest {
+    pub fn encode(self) -> u64 {
+        (PAUSE_TAG << 48) | matches!(self, PauseRequest::Pause) as u64
+    }
+
+    pub fn decode(value: u64) -> Option<PauseRequest> {
+        match (value >> 48 == PAUSE_TAG, value & 0xff) {
+            (true, 1) => Some(PauseRequest::Pause),
+            (true, 0) => Some(PauseRequest::Resume),
+            _ => None,
+        }
+    }
+
+    /// Delivers the request to a live supervisor (Linux only: it rides in the signal).
+    pub fn send(self, supervisor: u32) -> Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            crate::sys::sigqueue(supervisor, Signal::SIGUSR1, self.encode())
+                .map_err(|e| anyhow::anyhow!("cannot signal the supervisor: {e}"))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = supervisor;
+            anyhow::bail!("pause and resume need Linux")
+        }
+    }
+}
+
+/// What the supervisor was asked since it last looked.
+#[derive(Default)]
+struct Requests {
+    stop: Option<StopRequest>,
+    pause: Option<PauseRequest>,
 }
 
 /// Why the supervisor is ending the tree.
@@ -162,6 +213,105 @@ pub fn main(dir: &Path) -> i32 {
     }
 }
 
+/// Records who supervises the task (pid, start time, session).
+fn record_supervisor(meta: &mut TaskMeta) {
+    let me = std::process::id();
+    meta.supervisor_pid = Some(me);
+    meta.supervisor_start = process::start_ticks(me);
+    meta.sid = nix::unistd::getsid(None)
+        .ok()
+        .map(|sid| sid.as_raw() as u32);
+}
+
+/// Writes a final record for a task that never started.
+fn end_unstarted(dir: &DirFd, meta: &mut TaskMeta, state: State) {
+    meta.state = state;
+    meta.ended = Some(Utc::now());
+    let _ = meta.store_final(dir);
+}
+
+/// How waiting for the task's turn ended.
+enum Turn {
+    /// Start now, holding this queue slot (if in a queue) until the end;
+    /// leave the line once started.
+    Go(Option<(File, Queue, Ticket)>),
+    Skip(String),
+    Stop,
+}
+
+/// Records the task as queued, lets `bgt run` return, and waits for its
+/// turn in a helper thread (blocked on locks or inotify) while this thread
+/// keeps answering `bgt stop`.
+fn wait_turn(
+    dir: &DirFd,
+    meta: &mut TaskMeta,
+    report: &mut Option<File>,
+    signals: &mut Signals,
+) -> Result<Turn> {
+    let state_dir = dir
+        .open_dir("..")
+        .map_err(|e| anyhow::anyhow!("cannot open the state directory: {e}"))?;
+    let queue = match &meta.queue {
+        Some(name) => Some(
+            Queue::open(&state_dir, name)
+                .map_err(|e| anyhow::anyhow!("cannot use queue '{name}': {e}"))?,
+        ),
+        None => None,
+    };
+    // Nothing else to wait for: take the place in line before `bgt run`
+    // returns, so tasks queued one after another start in that order.
+    let ticket = match (&queue, meta.after.is_empty()) {
+        (Some(q), true) => Some(
+            q.take_ticket()
+                .map_err(|e| anyhow::anyhow!("cannot queue in '{}': {e}", q.name))?,
+        ),
+        _ => None,
+    };
+    meta.state = State::Queued;
+    record_supervisor(meta);
+    meta.store_in(dir)?;
+    if let Some(mut pipe) = report.take() {
+        let _ = writeln!(pipe, "{REPORT_QUEUED}");
+    }
+
+    let (wake_read, wake_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (after, ok) = (meta.after.clone(), meta.after_ok);
+    let helper = std::thread::spawn(move || {
+        let turn = (|| {
+            if let Err(reason) = crate::queue::wait_after(&state_dir, &after, ok) {
+                return Turn::Skip(reason);
+            }
+            let Some(queue) = queue else {
+                return Turn::Go(None);
+            };
+            let waited = match ticket {
+                Some(ticket) => Ok(ticket),
+                None => queue.take_ticket(),
+            }
+            .and_then(|ticket| Ok((queue.wait(&ticket)?, ticket)));
+            match waited {
+                Ok((slot, ticket)) => Turn::Go(Some((slot, queue, ticket))),
+                Err(e) => Turn::Skip(format!("cannot wait in queue '{}': {e}", queue.name)),
+            }
+        })();
+        let _ = tx.send(turn);
+        let _ = nix::unistd::write(&wake_write, b"x");
+    });
+    let me = std::process::id();
+    loop {
+        if let Ok(turn) = rx.try_recv() {
+            // Single-threaded again before the child is spawned (umask swap).
+            let _ = helper.join();
+            return Ok(turn);
+        }
+        if signals.drain(me, &HashSet::new()).stop.is_some() {
+            return Ok(Turn::Stop);
+        }
+        signals.wait(None, Some(wake_read.as_fd()));
+    }
+}
+
 fn supervise(dir: &DirFd, report: &mut Option<File>) -> Result<()> {
     let mut meta = TaskMeta::load_in(dir)?;
 
@@ -169,6 +319,27 @@ fn supervise(dir: &DirFd, report: &mut Option<File>) -> Result<()> {
     let _ = nix::sys::prctl::set_child_subreaper(true);
     // Now, while nothing runs yet: the final record must not need free space.
     meta.reserve_spare(dir)?;
+    let mut signals = Signals::new(dir.path());
+    // A queue slot, held until nothing of the task is left (kill -9 frees it too).
+    let mut slot = None;
+    let mut line = None;
+    if meta.waits() {
+        match wait_turn(dir, &mut meta, report, &mut signals)? {
+            Turn::Go(Some((held, queue, ticket))) => {
+                slot = Some(held);
+                line = Some((queue, ticket));
+            }
+            Turn::Go(None) => {}
+            Turn::Skip(reason) => {
+                end_unstarted(dir, &mut meta, State::Skipped { reason });
+                return Ok(());
+            }
+            Turn::Stop => {
+                end_unstarted(dir, &mut meta, State::Stopped);
+                return Ok(());
+            }
+        }
+    }
 
     let open_log = |name: &str| {
         dir.open_file(name, Access::Append).map_err(|e| {
@@ -198,20 +369,30 @@ fn supervise(dir: &DirFd, report: &mut Option<File>) -> Result<()> {
     if let Some(ours) = ours {
         process::set_umask(ours);
     }
-    let child = spawned.map_err(|e| {
-        anyhow::anyhow!("cannot start '{program}': {}", crate::error::io_message(&e))
-    })?;
+    let child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            let message = format!("cannot start '{program}': {}", crate::error::io_message(&e));
+            if report.is_some() {
+                return Err(anyhow::anyhow!(message));
+            }
+            // Queued: `bgt run` has returned long ago. Say it where the
+            // task's errors go and end like a shell would (127).
+            if let Ok(mut log) = dir.open_file(STDERR_LOG, Access::Append) {
+                let _ = writeln!(log, "bgt: {message}");
+            }
+            meta.exit = Some(Exit::Code(127));
+            end_unstarted(dir, &mut meta, State::Exited);
+            return Ok(());
+        }
+    };
     drop(command); // closes our copies of the log descriptors
 
     let me = std::process::id();
     let pid = child.id();
     meta.state = State::Running;
     meta.started = Some(Utc::now());
-    meta.supervisor_pid = Some(me);
-    meta.supervisor_start = process::start_ticks(me);
-    meta.sid = nix::unistd::getsid(None)
-        .ok()
-        .map(|sid| sid.as_raw() as u32);
+    record_supervisor(&mut meta);
     meta.pid = Some(pid);
     meta.pgid = Some(pid);
     meta.pid_start = process::start_ticks(pid);
@@ -224,8 +405,14 @@ fn supervise(dir: &DirFd, report: &mut Option<File>) -> Result<()> {
         // And closing the pipe lets `bgt run` return.
         let _ = writeln!(pipe, "{REPORT_OK} {pid}");
     }
+    if let Some((queue, ticket)) = line.take() {
+        queue.leave(ticket); // started: the next in line moves up
+    }
 
-    let ending = watch(dir, &mut meta, pid);
+    let ending = watch(dir, &mut meta, pid, &mut signals);
+    // Every process of the task is gone: the next in the queue may start
+    // now, not after the final record's fsync.
+    drop(slot);
     meta.state = match (ending, &meta.exit) {
         (Some(Ending::Stop), _) => State::Stopped,
         (Some(Ending::Timeout), _) => State::TimedOut,
@@ -238,23 +425,31 @@ fn supervise(dir: &DirFd, report: &mut Option<File>) -> Result<()> {
     Ok(())
 }
 
-/// Reaps until no child is left, ending the tree on timeout or request.
-/// Returns why it was ended early, if it was.
-fn watch(dir: &DirFd, meta: &mut TaskMeta, pid: u32) -> Option<Ending> {
+/// Reaps until no child is left, ending the tree on timeout or request,
+/// pausing and continuing it when asked, and keeping the logs within
+/// `max_log_size`. Returns why it was ended early, if it was.
+fn watch(dir: &DirFd, meta: &mut TaskMeta, pid: u32, signals: &mut Signals) -> Option<Ending> {
     let me = std::process::id();
     let pgid = meta.pgid;
-    let timeout_at = meta
+    let mut timeout_at = meta
         .timeout_ms
         .map(|ms| Instant::now() + Duration::from_millis(ms));
     let mut ending: Option<Ending> = None;
     let mut kill_at: Option<Instant> = None;
-    let mut signals = Signals::new(dir.path());
+    let mut paused_at: Option<Instant> = None;
     let mut reaped = HashSet::new();
+    let mut logs = meta
+        .max_log_size
+        .and_then(|max| crate::logs::bounded::Limiter::new(dir, max));
+    // Log sizes are looked at when the logs change, at most this often.
+    const LOG_CHECK_GAP: Duration = Duration::from_millis(10);
+    let mut log_checked = Instant::now();
+    let mut log_check_at: Option<Instant> = None;
 
     loop {
         // Signals first, reaping second: a task process that signalled us
         // and exited is then still visible (a zombie, or in `reaped`).
-        let request = signals.drain(me, &reaped);
+        let requests = signals.drain(me, &reaped);
         reaped.clear();
         let (main_exit, children_left) = reap(pid, &mut reaped);
         if let Some(exit) = main_exit {
@@ -264,25 +459,62 @@ fn watch(dir: &DirFd, meta: &mut TaskMeta, pid: u32) -> Option<Ending> {
                 let _ = meta.store_in(dir);
             }
         }
+        let now = Instant::now();
+        if let Some(logs) = &mut logs {
+            if logs.changed() && log_check_at.is_none() {
+                log_check_at = Some(log_checked + LOG_CHECK_GAP);
+            }
+            if !children_left || log_check_at.is_some_and(|at| now >= at) {
+                logs.enforce(dir);
+                log_checked = now;
+                log_check_at = None;
+            }
+        }
         if !children_left {
+            if let Some(at) = paused_at {
+                meta.paused_ms += at.elapsed().as_millis() as u64;
+            }
             return ending;
         }
 
-        let now = Instant::now();
+        match requests.pause {
+            Some(PauseRequest::Pause) if paused_at.is_none() && ending.is_none() => {
+                process::signal_tree(me, pgid, Signal::SIGSTOP);
+                paused_at = Some(now);
+                meta.state = State::Paused {
+                    paused_since: Utc::now(),
+                };
+                let _ = meta.store_in(dir);
+            }
+            Some(PauseRequest::Resume) if paused_at.is_some() => {
+                process::signal_tree(me, pgid, Signal::SIGCONT);
+                let paused = paused_at.take().map(|at| at.elapsed()).unwrap_or_default();
+                // Paused time does not count against --timeout.
+                timeout_at = timeout_at.map(|at| at + paused);
+                meta.paused_ms += paused.as_millis() as u64;
+                meta.state = State::Running;
+                let _ = meta.store_in(dir);
+            }
+            _ => {}
+        }
         let mut begin = |why: Ending, sig: Signal, grace: Duration| {
             if ending.is_none() {
                 ending = Some(why);
                 process::signal_tree(me, pgid, sig);
+                if paused_at.is_some() {
+                    // A stopped process acts on the signal once continued.
+                    process::signal_tree(me, pgid, Signal::SIGCONT);
+                }
                 kill_at = Some(now + grace);
             }
         };
-        if let Some(request) = request {
+        if let Some(request) = requests.stop {
             begin(Ending::Stop, request.signal, request.grace);
         }
-        if timeout_at.is_some_and(|at| now >= at) {
+        if paused_at.is_none() && timeout_at.is_some_and(|at| now >= at) {
             begin(Ending::Timeout, Signal::SIGTERM, DEFAULT_GRACE);
         }
-        let mut next = timeout_at.filter(|_| ending.is_none());
+        let mut next = timeout_at.filter(|_| ending.is_none() && paused_at.is_none());
         if let Some(at) = kill_at {
             if now >= at {
                 // Past the grace period: SIGKILL, and again every half second
@@ -293,7 +525,18 @@ fn watch(dir: &DirFd, meta: &mut TaskMeta, pid: u32) -> Option<Ending> {
             }
             next = kill_at;
         }
-        signals.wait(next.map(|at| at.saturating_duration_since(Instant::now())));
+        if let Some(at) = log_check_at {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        // While a log check is already due, log changes need not wake us.
+        let log_fd = logs
+            .as_ref()
+            .filter(|_| log_check_at.is_none())
+            .and_then(|l| l.fd());
+        signals.wait(
+            next.map(|at| at.saturating_duration_since(Instant::now())),
+            log_fd,
+        );
     }
 }
 
@@ -351,47 +594,62 @@ impl Signals {
         }
     }
 
-    /// Reads every pending signal; returns the stop request among them, if
-    /// any. SIGCHLD only wakes us to reap; anything but TERM and INT is
-    /// ignored; TERM or INT from a task process (`reaped` holds children
-    /// reaped since the last drain) is ignored too.
+    /// Reads every pending signal; returns the stop and pause requests
+    /// among them. SIGCHLD only wakes us to reap; anything but TERM, INT and
+    /// a queued USR1 is ignored; TERM or INT from a task process (`reaped`
+    /// holds children reaped since the last drain) is ignored too, and so
+    /// is a pause request from one.
     #[cfg(target_os = "linux")]
-    fn drain(&mut self, me: u32, reaped: &HashSet<i32>) -> Option<StopRequest> {
-        let fd = self.fd.as_ref()?;
-        let mut request = None;
+    fn drain(&mut self, me: u32, reaped: &HashSet<i32>) -> Requests {
+        let mut requests = Requests::default();
+        let Some(fd) = self.fd.as_ref() else {
+            return requests;
+        };
         while let Ok(Some(info)) = fd.read_signal() {
-            let Ok(Signal::SIGTERM | Signal::SIGINT) = Signal::try_from(info.ssi_signo as i32)
-            else {
-                continue;
-            };
+            let sender = info.ssi_pid as i32;
+            let from_task =
+                || sender > 0 && (reaped.contains(&sender) || process::is_task_process(sender, me));
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGTERM | Signal::SIGINT) => {}
+                Ok(Signal::SIGUSR1) if info.ssi_code == nix::libc::SI_QUEUE => {
+                    if let Some(asked) = PauseRequest::decode(info.ssi_ptr)
+                        && !from_task()
+                    {
+                        requests.pause = Some(asked);
+                    }
+                    continue;
+                }
+                _ => continue,
+            }
             if info.ssi_code == nix::libc::SI_QUEUE
                 && let Some(asked) = StopRequest::decode(info.ssi_ptr)
             {
                 // From `bgt stop` (wherever it runs, even inside the task).
-                request = Some(asked);
+                requests.stop = Some(asked);
                 continue;
             }
-            let sender = info.ssi_pid as i32;
-            if sender > 0 && (reaped.contains(&sender) || process::is_task_process(sender, me)) {
+            if from_task() {
                 continue;
             }
-            request.get_or_insert(StopRequest {
+            requests.stop.get_or_insert(StopRequest {
                 signal: Signal::SIGTERM,
                 grace: DEFAULT_GRACE,
             });
         }
-        request
+        requests
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn drain(&mut self, _me: u32, _reaped: &HashSet<i32>) -> Option<StopRequest> {
-        let text = std::fs::read_to_string(self.dir.join(crate::store::STOP)).ok()?;
-        StopRequest::decode(text.trim().parse().ok()?)
+    fn drain(&mut self, _me: u32, _reaped: &HashSet<i32>) -> Requests {
+        let stop = std::fs::read_to_string(self.dir.join(crate::store::STOP))
+            .ok()
+            .and_then(|text| StopRequest::decode(text.trim().parse().ok()?));
+        Requests { stop, pause: None }
     }
 
-    /// Sleeps until a signal arrives or the timeout passes.
+    /// Sleeps until a signal arrives, `extra` is readable or the timeout passes.
     #[cfg(target_os = "linux")]
-    fn wait(&mut self, timeout: Option<Duration>) {
+    fn wait(&mut self, timeout: Option<Duration>, extra: Option<std::os::fd::BorrowedFd<'_>>) {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         let Some(fd) = &self.fd else {
             std::thread::sleep(
@@ -406,12 +664,15 @@ impl Signals {
             Some(d) => PollTimeout::try_from(d.as_millis() as u64 + 1).unwrap_or(PollTimeout::MAX),
             None => PollTimeout::NONE,
         };
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        if let Some(extra) = extra {
+            fds.push(PollFd::new(extra, PollFlags::POLLIN));
+        }
         let _ = poll(&mut fds, timeout);
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn wait(&mut self, timeout: Option<Duration>) {
+    fn wait(&mut self, timeout: Option<Duration>, _extra: Option<std::os::fd::BorrowedFd<'_>>) {
         let nap = Duration::from_millis(50);
         std::thread::sleep(timeout.map_or(nap, |t| t.min(nap)));
     }

@@ -3,6 +3,7 @@
 //! (`pattern`), line tidying (`tidy`) and stack-trace blocks (`blocks`).
 
 pub mod blocks;
+pub mod bounded;
 pub mod options;
 pub mod pattern;
 pub mod read;

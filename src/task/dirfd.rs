@@ -58,6 +58,12 @@ impl From<DirFd> for OwnedFd {
     }
 }
 
+impl AsFd for DirFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl DirFd {
     /// Opens a directory by path, refusing a symlink as its last component.
     pub fn open(path: &Path) -> io::Result<DirFd> {

@@ -74,9 +74,14 @@ impl std::fmt::Display for Exit {
 pub enum State {
     /// Created by `bgt run`; the supervisor has not started the child yet.
     Starting,
+    /// The supervisor waits for the task's turn (`--after`, `--queue`):
+    /// no child exists yet.
+    Queued,
     /// The supervisor is watching the task (the main process may have ended
     /// while descendants live on; see `TaskMeta::exit`).
     Running,
+    /// Every process of the task was stopped (SIGSTOP) by `bgt pause` at `paused_since`.
+    Paused { paused_since: DateTime<Utc> },
     /// The main process exited normally and no descendant is left.
     Exited,
     /// The main process was killed by a signal nobody in bgt sent.
@@ -85,12 +90,17 @@ pub enum State {
     Stopped,
     /// Ended by the supervisor because `--timeout` passed.
     TimedOut,
+    /// Never started: a task it ran `--after-ok` did not succeed (no exit code).
+    Skipped { reason: String },
 }
 
 impl State {
     /// True once the supervisor has written its final record.
     pub fn is_final(&self) -> bool {
-        !matches!(self, State::Starting | State::Running)
+        !matches!(
+            self,
+            State::Starting | State::Queued | State::Running | State::Paused { .. }
+        )
     }
 }
 
@@ -135,6 +145,43 @@ pub struct TaskMeta {
     pub exit: Option<Exit>,
     pub stdout_log: PathBuf,
     pub stderr_log: PathBuf,
+    /// Task ids this one starts after (`--after`, `--after-ok`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// Start only if every task in `after` exited 0; else end `skipped`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_ok: bool,
+    /// The queue whose slots limit how many of its tasks run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Time spent paused in finished pauses (the current one is in `State::Paused`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub paused_ms: u64,
+    /// Per-stream log size kept on disk (oldest blocks are freed); none = unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_log_size: Option<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl TaskMeta {
+    /// Whether the task waits for its turn before it starts.
+    pub fn waits(&self) -> bool {
+        !self.after.is_empty() || self.queue.is_some()
+    }
+
+    /// Total time paused, the current pause included.
+    pub fn paused_total_ms(&self, now: DateTime<Utc>) -> u64 {
+        let current = match &self.state {
+            State::Paused { paused_since } => {
+                (now - *paused_since).num_milliseconds().max(0) as u64
+            }
+            _ => 0,
+        };
+        self.paused_ms + current
+    }
 }
 
 impl TaskMeta {
@@ -274,5 +321,13 @@ mod tests {
         assert_eq!(json, serde_json::json!({"state": "timed-out"}));
         let exit = serde_json::to_value(Exit::Signal("SIGKILL".into())).unwrap();
         assert_eq!(exit, serde_json::json!({"signal": "SIGKILL"}));
+        let skipped = State::Skipped {
+            reason: "t-1 exited 1".into(),
+        };
+        let json = serde_json::to_value(&skipped).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"state": "skipped", "reason": "t-1 exited 1"})
+        );
     }
 }

@@ -393,6 +393,7 @@ fn adopt(dir: &DirFd) -> Result<()> {
                 || name.starts_with(NEW_PREFIX)
                 || name.starts_with(LABEL_LOCK_PREFIX)
                 || name.starts_with(LABEL_INDEX_PREFIX)
+                || name == crate::queue::QUEUES_DIR
                 // another bgt marking it right now (`.bgt` and its temp file)
                 || name.starts_with(MARKER)
                 || name.starts_with(&format!(".{MARKER}"))
@@ -512,6 +513,10 @@ pub struct Task {
 pub enum Phase {
     /// Created; the supervisor is starting the child.
     Starting,
+    /// The supervisor lives and waits for the task's turn (no child yet).
+    Queued,
+    /// Every process of the task is stopped by `bgt pause`.
+    Paused,
     /// Supervised and running. `exit` is set when the main process has ended
     /// but `descendants` of it still run.
     Running {
@@ -529,19 +534,27 @@ pub enum Phase {
 impl Phase {
     /// Whether the task may still be doing something.
     pub fn is_active(&self) -> bool {
-        matches!(self, Phase::Starting | Phase::Running { .. })
+        matches!(
+            self,
+            Phase::Starting | Phase::Queued | Phase::Paused | Phase::Running { .. }
+        )
     }
 
     /// The state word shown in tables and JSON.
     pub fn state(&self) -> TaskState {
         match self {
             Phase::Starting => TaskState::Starting,
+            Phase::Queued => TaskState::Queued,
+            Phase::Paused => TaskState::Paused,
             Phase::Running { .. } => TaskState::Running,
             Phase::Done(State::Exited) => TaskState::Exited,
             Phase::Done(State::Signaled) => TaskState::Signaled,
             Phase::Done(State::Stopped) => TaskState::Stopped,
             Phase::Done(State::TimedOut) => TaskState::TimedOut,
-            Phase::Done(State::Starting | State::Running) => TaskState::Lost,
+            Phase::Done(State::Skipped { .. }) => TaskState::Skipped,
+            Phase::Done(
+                State::Starting | State::Queued | State::Running | State::Paused { .. },
+            ) => TaskState::Lost,
             Phase::Lost => TaskState::Lost,
             Phase::Broken(_) => TaskState::Broken,
         }
@@ -560,6 +573,10 @@ impl Phase {
 pub enum TaskState {
     /// Created; the supervisor is starting the child.
     Starting,
+    /// Waiting for `--after` tasks to end or a `--queue` slot; no process but its supervisor.
+    Queued,
+    /// Stopped with SIGSTOP by `bgt pause` until `bgt resume`.
+    Paused,
     /// Supervised and running (the main process may have exited while descendants run).
     Running,
     /// The main process exited by itself and nothing of the task is left.
@@ -570,6 +587,8 @@ pub enum TaskState {
     Stopped,
     /// Ended by the supervisor because `--timeout` passed.
     TimedOut,
+    /// Never started: a task it ran `--after-ok` did not succeed.
+    Skipped,
     /// The supervisor vanished without recording an end (kill -9, OOM, reboot).
     Lost,
     /// The task's record cannot be read.
@@ -577,15 +596,38 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Every state, in lifecycle order (for `status --state` and its help).
+    pub const ALL: [TaskState; 11] = [
+        TaskState::Starting,
+        TaskState::Queued,
+        TaskState::Running,
+        TaskState::Paused,
+        TaskState::Exited,
+        TaskState::Signaled,
+        TaskState::Stopped,
+        TaskState::TimedOut,
+        TaskState::Skipped,
+        TaskState::Lost,
+        TaskState::Broken,
+    ];
+
+    /// The state named `word` (as serialized).
+    pub fn from_name(word: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|s| s.name() == word)
+    }
+
     /// The word, as serialized.
     pub fn name(self) -> &'static str {
         match self {
             TaskState::Starting => "starting",
+            TaskState::Queued => "queued",
+            TaskState::Paused => "paused",
             TaskState::Running => "running",
             TaskState::Exited => "exited",
             TaskState::Signaled => "signaled",
             TaskState::Stopped => "stopped",
             TaskState::TimedOut => "timed-out",
+            TaskState::Skipped => "skipped",
             TaskState::Lost => "lost",
             TaskState::Broken => "broken",
         }
@@ -624,6 +666,11 @@ impl Task {
         self.root
             .open_dir(&self.id)
             .map_err(|e| anyhow::anyhow!("cannot open task {}: {}", self.id, io_message(&e)))
+    }
+
+    /// The state directory the task lives in (queues and other tasks are reached from it).
+    pub fn state_dir(&self) -> &DirFd {
+        &self.root
     }
 
     /// Re-reads the record (after waiting or stopping).
@@ -712,6 +759,8 @@ impl Task {
         }
         match meta.state {
             State::Starting => Phase::Starting,
+            State::Queued => Phase::Queued,
+            State::Paused { .. } => Phase::Paused,
             _ => Phase::Running {
                 exit: meta.exit.clone(),
                 descendants: match (&meta.exit, meta.supervisor_pid) {

@@ -117,7 +117,10 @@ impl Env {
     /// Polls until the task is no longer running; returns its final status.
     pub fn wait_done(&self, task: &str) -> Value {
         poll_until(Duration::from_secs(20), || {
-            !matches!(self.state(task).as_str(), "running" | "starting")
+            !matches!(
+                self.state(task).as_str(),
+                "running" | "starting" | "queued" | "paused"
+            )
         });
         self.status(task)
     }
@@ -179,7 +182,7 @@ impl Drop for Env {
         for task in doc["tasks"].as_array().into_iter().flatten() {
             if matches!(
                 task["state"].as_str(),
-                Some("running" | "starting" | "lost")
+                Some("running" | "starting" | "queued" | "paused" | "lost")
             ) {
                 let id = task["id"].as_str().unwrap_or_default();
                 let _ = self.cmd().args(["stop", id, "--grace", "200ms"]).output();
