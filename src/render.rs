@@ -181,13 +181,18 @@ pub fn output_json(info: &TaskInfo, result: &ReadResult) -> Value {
     let mut lines = Vec::new();
     for s in &result.streams {
         for e in &s.entries {
-            lines.push(json!({
+            let mut line = json!({
                 "stream": e.stream.name(),
                 "line": e.line,
                 "text": e.text,
                 "similar": e.similar,
                 "partial": e.partial,
-            }));
+                "context": e.context,
+            });
+            if e.folded > 0 {
+                line["folded"] = json!(e.folded);
+            }
+            lines.push(line);
         }
     }
     let meta = |stream: Stream| {
@@ -209,7 +214,8 @@ pub fn output_json(info: &TaskInfo, result: &ReadResult) -> Value {
 }
 
 /// The selected lines as text: stderr lines marked when both streams show,
-/// collapsed runs followed by `… N similar lines`.
+/// collapsed runs followed by `… N similar lines`, `--` between groups of
+/// lines around matches (markers such as `… 6 library frames` are text).
 pub fn output_lines(out: &mut dyn Write, result: &ReadResult) -> io::Result<()> {
     let marked = result.streams.len() > 1;
     for s in &result.streams {
@@ -227,6 +233,9 @@ pub fn output_entry(out: &mut dyn Write, e: &Entry, marked: bool) -> io::Result<
     } else {
         ""
     };
+    if e.gap {
+        writeln!(out, "{prefix}--")?;
+    }
     writeln!(out, "{prefix}{}", e.text)?;
     if e.similar > 0 {
         let s = if e.similar == 1 { "" } else { "s" };
