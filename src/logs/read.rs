@@ -405,7 +405,10 @@ fn engine(task_dir: &DirFd, req: &Request, from: &mut Marks, mut sink: Sink) -> 
     }
     // Share the cap between streams: each gets half, and what one does not
     // use goes to the other.
-    let wants: Vec<usize> = scans.iter().map(|s| s.found.entries.len()).collect();
+    let wants: Vec<usize> = scans
+        .iter()
+        .map(|s| s.found.entries.len().saturating_sub(s.found.again))
+        .collect();
     let budgets = share(req.max_lines.unwrap_or(usize::MAX), &wants);
     let mut results = Vec::new();
     for (scan, budget) in scans.into_iter().zip(budgets) {
@@ -473,6 +476,7 @@ impl Scan {
     /// hand over, and where the next read of this stream starts.
     fn finish(self, budget: usize, req: &Request) -> (StreamResult, Vec<Entry>, Mark) {
         let found = self.found;
+        let budget = budget.saturating_add(found.again);
         let mut entries = found.entries;
         let truncated = entries.len() > budget;
         let cut = entries.len().saturating_sub(budget);
@@ -586,7 +590,11 @@ fn scan_stream(
             let mut finder = Collector::new(&plain, stream, Window::Tail(n), None);
             let (scanned, _) = scan_forward(&file, &start, len, &plain, &mut finder)?;
             let found = finder.finish()?;
-            (found.entries.into_iter().next(), Some(found.matched), scanned)
+            (
+                found.entries.into_iter().next(),
+                Some(found.matched),
+                scanned,
+            )
         };
         let from = match &first {
             Some(e) if e.partial => e.end,
@@ -929,6 +937,9 @@ struct Found {
     uncollected: u64,
     /// The cap (not `--head`) stopped the collection.
     stopped_by_cap: bool,
+    /// Entries for lines before the range, shown again as context: not
+    /// counted against the cap.
+    again: usize,
     /// Log lines handed straight to the sink, the end of the last complete
     /// one, and whether an unfinished line was among them.
     handed: u64,
@@ -1061,8 +1072,12 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
     }
 
     /// Takes an entry from [`Around`]: a match or a line shown around one.
-    fn give(&mut self, entry: Entry) {
-        if self.found.entries.len() >= self.cap {
+    /// Lines from before the range (`again`) do not count against the cap,
+    /// so a page always makes progress.
+    fn give(&mut self, entry: Entry, again: bool) {
+        if again {
+            self.found.again += 1;
+        } else if self.found.entries.len().saturating_sub(self.found.again) >= self.cap {
             self.found.stopped_by_cap = true;
             self.found.uncollected += u64::from(!entry.context);
             return;
@@ -1541,7 +1556,15 @@ impl Around {
                     let (line, meta) = (&lines[i], metas[i]);
                     if shown_ok(line.n) {
                         let context = !meta.matched || line.n < first;
-                        self.emit(c, line.n, line.n, line.text.as_str().into(), meta, context, 0);
+                        self.emit(
+                            c,
+                            line.n,
+                            line.n,
+                            line.text.as_str().into(),
+                            meta,
+                            context,
+                            0,
+                        );
                     }
                 }
                 Shown::Library { from, to, .. } => {
@@ -1628,7 +1651,7 @@ impl Around {
         entry.context = context;
         entry.gap = gap;
         entry.folded = folded;
-        c.give(entry);
+        c.give(entry, n < self.first);
     }
 }
 
