@@ -167,7 +167,9 @@ impl StreamChoice {
 -> --tail/--head -> cap at --max-lines.\n\
 Regexes use Rust syntax; grep-style `\\|` also means alternation, a literal pipe is `[|]`.\n\
 --filter ignores case by default; --exclude and presets do not.\n\
---since with --tail N returns the last N new matching lines and moves the cursor to the end of what was scanned."
+--since with --tail N returns the last N new matching lines and moves the cursor to the end of what was scanned.\n\
+With --filter, a match inside a stack trace or compiler error brings the whole event, library frames folded \
+(--no-blocks: plain grep; --raw: unfolded); -A/-B/-C add the log lines grep would show, `--` between groups."
 )]
 pub struct OutputArgs {
     /// Task id, id prefix or label
@@ -206,9 +208,21 @@ pub struct OutputArgs {
     /// Cut lines longer than this many characters (0: never)
     #[arg(long, value_name = "N", default_value_t = crate::clean::DEFAULT_MAX_LINE_CHARS)]
     pub max_line_chars: usize,
-    /// No cleaning: keep escapes, `\r`, blank lines; no collapsing
+    /// No cleaning: keep escapes, `\r`, blank lines; no collapsing; no folding in blocks
     #[arg(long)]
     pub raw: bool,
+    /// Show N lines of the log after each match, as grep -A
+    #[arg(short = 'A', long, value_name = "N")]
+    pub after_context: Option<usize>,
+    /// Show N lines of the log before each match, as grep -B
+    #[arg(short = 'B', long, value_name = "N")]
+    pub before_context: Option<usize>,
+    /// Show N lines of the log before and after each match, as grep -C
+    #[arg(short = 'C', long, value_name = "N")]
+    pub context: Option<usize>,
+    /// Plain grep: a match in a stack trace or compiler error does not bring the whole event
+    #[arg(long)]
+    pub no_blocks: bool,
     /// All patterns match case-sensitively
     #[arg(long, conflicts_with = "ignore_case")]
     pub case_sensitive: bool,

@@ -241,7 +241,8 @@ pub fn task_detail(out: &mut dyn Write, t: &TaskInfo, paint: Paint) -> io::Resul
 }
 
 /// The selected lines as text: stderr lines marked when both streams show,
-/// collapsed runs followed by `… N similar lines`.
+/// collapsed runs followed by `… N similar lines`, `--` between groups of
+/// lines around matches (markers such as `… 6 library frames` are text).
 pub fn output_lines(out: &mut dyn Write, result: &ReadResult, hl: &Highlight) -> io::Result<()> {
     let marked = result.streams.len() > 1;
     for s in &result.streams {
@@ -265,6 +266,9 @@ pub fn output_entry(
     } else {
         "".into()
     };
+    if e.gap {
+        writeln!(out, "{prefix}--")?;
+    }
     writeln!(out, "{prefix}{}", hl.line(&e.text))?;
     if e.similar > 0 {
         let s = if e.similar == 1 { "" } else { "s" };

@@ -159,6 +159,11 @@ pub struct LineReport {
     pub similar: u64,
     /// A last line without its newline yet.
     pub partial: bool,
+    /// Shown as part of a match's stack trace or context, not as a match.
+    pub context: bool,
+    /// A marker (`… 6 library frames`) standing for this many log lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folded: Option<u64>,
 }
 
 /// What a read found in one log (`stdout_meta` / `stderr_meta`).
@@ -227,6 +232,8 @@ impl OutputReport {
                 text: e.text.clone(),
                 similar: e.similar,
                 partial: e.partial,
+                context: e.context,
+                folded: (e.folded > 0).then_some(e.folded),
             })
             .collect();
         let meta = |stream: Stream| {

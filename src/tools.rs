@@ -138,8 +138,6 @@ impl StreamParam {
     }
 }
 
-// Room is left for context parameters (lines around a match) next to
-// filter/exclude: they map onto `ReadOptions` like the others.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct OutputParams {
     /// Task id, id prefix or label.
@@ -172,9 +170,21 @@ pub struct OutputParams {
     pub max_lines: Option<u64>,
     /// "stdout", "stderr" or "both" (default both).
     pub stream: Option<StreamParam>,
-    /// Return lines exactly as written (no ANSI stripping, collapsing or cutting).
+    /// Return lines exactly as written (no ANSI stripping, collapsing or cutting; stack traces unfolded).
     #[serde(default, deserialize_with = "lenient::flag")]
     pub raw: Option<bool>,
+    /// With filter: a match inside a stack trace or compiler error brings the whole trace, library frames folded (default true; false = plain grep).
+    #[serde(default, deserialize_with = "lenient::flag")]
+    pub blocks: Option<bool>,
+    /// With filter: N log lines before and after each match (grep -C).
+    #[serde(default, deserialize_with = "lenient::uint")]
+    pub context: Option<u64>,
+    /// With filter: N log lines before each match (grep -B; overrides context).
+    #[serde(default, deserialize_with = "lenient::uint")]
+    pub before_context: Option<u64>,
+    /// With filter: N log lines after each match (grep -A; overrides context).
+    #[serde(default, deserialize_with = "lenient::uint")]
+    pub after_context: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, JsonSchema)]
@@ -643,6 +653,9 @@ fn output(p: OutputParams, ctx: &Context) -> Result<Reply> {
         head: size(p.head),
         max_lines: size(p.max_lines).unwrap_or(DEFAULT_MAX_LINES),
         raw: p.raw.unwrap_or(false),
+        blocks: p.blocks.unwrap_or(true),
+        before: size(p.before_context.or(p.context)).unwrap_or(0),
+        after: size(p.after_context.or(p.context)).unwrap_or(0),
         ..ReadOptions::default()
     };
     let req = opts.request()?;

@@ -103,7 +103,11 @@ async fn the_seed_monorepo_flow_over_mcp() {
     assert_eq!(
         props("bg_output"),
         [
+            "after_context",
+            "before_context",
+            "blocks",
             "case_sensitive",
+            "context",
             "cursor",
             "exclude",
             "filter",

@@ -352,36 +352,65 @@ fn planted_symlinks_are_never_followed() {
 
 // The engine's paths agree: one request through every read path.
 
-/// An entry as JSON shows it: line, text, similar, partial.
-type Seen = (u64, String, u64, bool);
+/// An entry as JSON shows it: line, text, similar, partial, context (a
+/// block or context line, not a match), folded (a marker's log lines).
+#[derive(Clone, Debug, PartialEq)]
+struct Seen {
+    line: u64,
+    text: String,
+    similar: u64,
+    partial: bool,
+    context: bool,
+    folded: u64,
+}
+
+impl Seen {
+    /// Log lines the entry accounts for.
+    fn lines(&self) -> u64 {
+        if self.folded > 0 {
+            self.folded
+        } else {
+            1 + self.similar
+        }
+    }
+}
 
 fn entries(doc: &serde_json::Value) -> Vec<Seen> {
     doc["lines"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| {
-            (
-                l["line"].as_u64().unwrap(),
-                l["text"].as_str().unwrap().to_string(),
-                l["similar"].as_u64().unwrap(),
-                l["partial"].as_bool().unwrap(),
-            )
+        .map(|l| Seen {
+            line: l["line"].as_u64().unwrap(),
+            text: l["text"].as_str().unwrap().to_string(),
+            similar: l["similar"].as_u64().unwrap(),
+            partial: l["partial"].as_bool().unwrap(),
+            context: l["context"].as_bool().unwrap(),
+            folded: l["folded"].as_u64().unwrap_or(0),
         })
         .collect()
 }
 
-/// What the text output of `seen` is (one stream, so no markers).
+/// What the text output of `seen` is (one stream, so no markers), without
+/// the `--` lines between groups.
 fn as_text(seen: &[Seen]) -> String {
     let mut text = String::new();
-    for (_, line, similar, _) in seen {
-        text.push_str(&format!("{line}\n"));
-        if *similar > 0 {
-            let s = if *similar == 1 { "" } else { "s" };
-            text.push_str(&format!("  … {similar} similar line{s}\n"));
+    for e in seen {
+        text.push_str(&format!("{}\n", e.text));
+        if e.similar > 0 {
+            let s = if e.similar == 1 { "" } else { "s" };
+            text.push_str(&format!("  … {} similar line{s}\n", e.similar));
         }
     }
     text
+}
+
+/// Text output without the `--` lines between groups.
+fn ungrouped(text: String) -> String {
+    text.lines()
+        .filter(|l| *l != "--")
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// In the spirit of ripgrep's `SearcherTester`: runs the read `args` asks
@@ -405,7 +434,7 @@ fn paths_agree(content: &[u8], args: &[&str]) {
     let text = |extra: &[&str]| {
         let mut all = vec!["output".to_string()];
         all.extend(run(extra));
-        env.ok(&all.iter().map(String::as_str).collect::<Vec<_>>())
+        ungrouped(env.ok(&all.iter().map(String::as_str).collect::<Vec<_>>()))
     };
     let whole_doc = json(&["--max-lines", "0"]);
     let whole = entries(&whole_doc);
@@ -444,27 +473,31 @@ fn paths_agree(content: &[u8], args: &[&str]) {
             "--tail {k} vs --since --tail {k}: {case}"
         );
     }
-    // Paged by a cap: every complete line once, in order, none invented.
+    // Paged by a cap: every complete line once, in order, none invented;
+    // lines before a page's cursor come again only as context.
     let mut paged = Vec::new();
     let mut returned = 0;
-    for _ in 0..100 {
+    let mut cursor = 0;
+    for _ in 0..200 {
         let page = json(&["--since", "--cursor", "paged", "--max-lines", "2"]);
         let meta = &page["stdout_meta"];
-        returned += meta["returned"].as_u64().unwrap();
-        paged.extend(entries(&page).into_iter().filter(|e| !e.3));
-        returned -= u64::from(
-            page["lines"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|l| l["partial"] == true),
-        );
+        for e in entries(&page) {
+            assert!(
+                e.line > cursor || e.context,
+                "{e:?} again as a match: {case}"
+            );
+            if e.line > cursor && !e.partial {
+                returned += e.lines();
+                paged.push(e);
+            }
+        }
+        cursor = meta["cursor"].as_u64().unwrap();
         if meta["cursor"] == total {
             break;
         }
     }
-    let complete: Vec<Seen> = whole.iter().filter(|e| !e.3).cloned().collect();
-    let lines = |seen: &[Seen]| seen.iter().map(|e| 1 + e.2).sum::<u64>();
+    let complete: Vec<Seen> = whole.iter().filter(|e| !e.partial).cloned().collect();
+    let lines = |seen: &[Seen]| seen.iter().map(Seen::lines).sum::<u64>();
     assert_eq!(returned, lines(&complete), "paged lines: {case}");
     if args.contains(&"--raw") || args.contains(&"--filter") {
         assert_eq!(paged, complete, "paged: {case}");
@@ -523,4 +556,32 @@ fn every_read_path_agrees_on_awkward_bytes() {
     );
     let progress = format!("{}\r", "progress 5%\r".repeat(10_000));
     paths_agree(progress.as_bytes(), &[]);
+}
+
+#[test]
+fn every_read_path_agrees_on_blocks_and_context() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/logs/errors");
+    let python = std::fs::read(dir.join("python-chained.stderr.log")).unwrap();
+    let java = std::fs::read(dir.join("java-deep.stderr.log")).unwrap();
+    for args in [
+        &["--filter", "error"][..],
+        &["--filter", "error", "--raw"],
+        &["--filter", "order", "-C", "2"],
+        &["--filter", "json", "-B", "3", "--no-blocks"],
+    ] {
+        paths_agree(&python, args);
+    }
+    paths_agree(&java, &["--filter", "exception|exited"]);
+    let numbered: String = (1..=60)
+        .map(|i| match i % 9 {
+            0 => format!("hit {i}\n"),
+            4 => "\n".to_string(),
+            _ => format!("line {i}\n"),
+        })
+        .collect();
+    paths_agree(numbered.as_bytes(), &["--filter", "hit", "-C", "2"]);
+    paths_agree(
+        numbered.as_bytes(),
+        &["--filter", "hit", "-A", "5", "-B", "1"],
+    );
 }

@@ -5,6 +5,7 @@ mod util;
 
 mod badinput;
 mod concurrency;
+mod context;
 mod core;
 mod faults;
 mod lifecycle;

@@ -35,6 +35,9 @@ pub fn options(args: &OutputArgs) -> ReadOptions {
         max_lines: args.max_lines.unwrap_or(DEFAULT_MAX_LINES),
         max_line_chars: args.max_line_chars,
         raw: args.raw,
+        blocks: !args.no_blocks,
+        before: args.before_context.or(args.context).unwrap_or(0),
+        after: args.after_context.or(args.context).unwrap_or(0),
     }
 }
 

@@ -1,6 +1,6 @@
 //! `ReadOptions`: what a reader of a task's logs asks for, in the words
 //! every face shares (filter, exclude, presets, case, since and its cursor,
-//! tail/head, caps, raw, stream), turned into the engine's [`Request`] in
+//! tail/head, caps, raw, stream, blocks, context), turned into the engine's [`Request`] in
 //! one place. The CLI's flags and the agent tools' parameters both map onto
 //! it, so a rule such as "a cap of 0 means no cap" exists once.
 
@@ -29,8 +29,14 @@ pub struct ReadOptions {
     pub max_lines: usize,
     /// Cut cleaned lines longer than this (0: never).
     pub max_line_chars: usize,
-    /// No cleaning at all.
+    /// No cleaning at all (and blocks shown unfolded).
     pub raw: bool,
+    /// With a filter, a match inside a stack trace or compiler error
+    /// brings the whole event; `false` is plain grep.
+    pub blocks: bool,
+    /// Lines of context before and after each match (grep's `-B`/`-A`).
+    pub before: usize,
+    pub after: usize,
 }
 
 /// The cap a read gets unless it asks otherwise.
@@ -52,6 +58,9 @@ impl Default for ReadOptions {
             max_lines: DEFAULT_MAX_LINES,
             max_line_chars: crate::clean::DEFAULT_MAX_LINE_CHARS,
             raw: false,
+            blocks: true,
+            before: 0,
+            after: 0,
         }
     }
 }
@@ -84,6 +93,9 @@ impl ReadOptions {
             since: self.since.then(|| self.cursor.clone()),
             reset_cursor: self.reset_cursor,
             include_partial: true,
+            blocks: self.blocks,
+            before: self.before,
+            after: self.after,
         })
     }
 }

@@ -17,6 +17,7 @@
 //! Every path (forward, backward tail, since, follow) builds entries with
 //! the same selection ([`select`]) and the same [`Collector`].
 
+use crate::blocks::{self, Block, BlockLine, BlockTracker, Place, Role, Shown};
 use crate::clean;
 use crate::dirfd::{Access, DirFd};
 use crate::pattern::LineMatch;
@@ -174,6 +175,13 @@ pub struct Request {
     pub reset_cursor: bool,
     /// Return a trailing line that has no newline yet (`--follow` waits for it).
     pub include_partial: bool,
+    /// With a filter: a match inside a stack trace or compiler error brings
+    /// the whole event (see [`crate::logs::blocks`]).
+    pub blocks: bool,
+    /// With a filter: lines of the log shown before and after each match,
+    /// as GNU grep's `-B`/`-A` count them.
+    pub before: usize,
+    pub after: usize,
 }
 
 impl Request {
@@ -190,6 +198,24 @@ impl Request {
             since: None,
             reset_cursor: false,
             include_partial: true,
+            blocks: false,
+            before: 0,
+            after: 0,
+        }
+    }
+
+    /// Whether matches bring lines around them (blocks or context).
+    fn around(&self) -> bool {
+        self.matcher.has_filter() && (self.blocks || self.before > 0 || self.after > 0)
+    }
+
+    /// The same read without blocks or context: what finds the matches.
+    fn plain(&self) -> Request {
+        Request {
+            blocks: false,
+            before: 0,
+            after: 0,
+            ..self.clone()
         }
     }
 }
@@ -209,6 +235,25 @@ pub struct Entry {
     pub end: Pos,
     /// A trailing line without its newline yet (shown, never consumed).
     pub partial: bool,
+    /// Shown as part of a match's block or context, not as a match itself.
+    pub context: bool,
+    /// The first line of a new group of lines around matches: text output
+    /// puts a `--` line before it, as grep does.
+    pub gap: bool,
+    /// A marker line (`… 6 library frames`, `… 23 more frames`) standing
+    /// for this many log lines; 0 for a log line.
+    pub folded: u64,
+}
+
+impl Entry {
+    /// Log lines this entry accounts for.
+    pub fn lines(&self) -> u64 {
+        if self.folded > 0 {
+            self.folded
+        } else {
+            1 + self.similar
+        }
+    }
 }
 
 /// What a read found in one stream.
@@ -361,7 +406,10 @@ fn engine(task_dir: &DirFd, req: &Request, from: &mut Marks, mut sink: Sink) -> 
     }
     // Share the cap between streams: each gets half, and what one does not
     // use goes to the other.
-    let wants: Vec<usize> = scans.iter().map(|s| s.found.entries.len()).collect();
+    let wants: Vec<usize> = scans
+        .iter()
+        .map(|s| s.found.entries.len().saturating_sub(s.found.again))
+        .collect();
     let budgets = share(req.max_lines.unwrap_or(usize::MAX), &wants);
     let mut results = Vec::new();
     for (scan, budget) in scans.into_iter().zip(budgets) {
@@ -429,6 +477,7 @@ impl Scan {
     /// hand over, and where the next read of this stream starts.
     fn finish(self, budget: usize, req: &Request) -> (StreamResult, Vec<Entry>, Mark) {
         let found = self.found;
+        let budget = budget.saturating_add(found.again);
         let mut entries = found.entries;
         let truncated = entries.len() > budget;
         let cut = entries.len().saturating_sub(budget);
@@ -438,10 +487,15 @@ impl Scan {
             (Window::Tail(_), None) => entries.drain(..cut).collect(),
             _ => entries.drain(budget.min(entries.len())..).collect(),
         };
-        let lines = |e: &Entry| 1 + e.similar;
-        let dropped_lines: u64 = dropped.iter().map(lines).sum();
-        let returned = entries.iter().map(lines).sum::<u64>() + found.handed;
-        let cut_short = truncated || found.uncollected > 0;
+        // Block and context lines the cap dropped are no "more matching"
+        // lines, but they do stop the cursor (`cut_short`).
+        let dropped_lines: u64 = dropped
+            .iter()
+            .filter(|e| !e.context)
+            .map(Entry::lines)
+            .sum();
+        let returned = entries.iter().map(Entry::lines).sum::<u64>() + found.handed;
+        let cut_short = truncated || found.uncollected > 0 || found.stopped_by_cap;
         let cursor = match entries.iter().rev().find(|e| !e.partial) {
             Some(last) if cut_short => last.end,
             None if cut_short => found.handed_end.unwrap_or(self.start),
@@ -494,12 +548,18 @@ fn scan_stream(
     req: &Request,
     out: Option<&mut Out>,
 ) -> Result<Scan> {
-    let plain_tail = match (req.window, &req.since) {
-        (Window::Tail(n), None) => Some(n),
+    // With blocks or context, `--tail N` is the last N matches, each with
+    // the lines around it: found first, then read forward.
+    let around_tail = match req.window {
+        Window::Tail(n) if req.around() => Some(n),
         _ => None,
     };
-    let window = if plain_tail.is_some() {
-        Window::All // tail_backward already picked the lines
+    let plain_tail = match (req.window, &req.since) {
+        (Window::Tail(n), None) if around_tail.is_none() => Some(n),
+        _ => None,
+    };
+    let window = if plain_tail.is_some() || around_tail.is_some() {
+        Window::All // the tail's lines are picked apart
     } else {
         req.window
     };
@@ -518,7 +578,52 @@ fn scan_stream(
         true => (start, false),
         false => (Mark::default(), true),
     };
-    let mut scan = if let Some(n) = plain_tail {
+    let mut scan = if let Some(n) = around_tail {
+        let plain = req.plain();
+        let (first, matched, end) = if req.since.is_none() {
+            let index = Marks::load(task_dir, crate::store::INDEX)
+                .get(stream)
+                .clone();
+            let total = refresh_index(task_dir, stream, &file, len, ino, &index)?;
+            let found = tail_backward(&file, len, total, n, stream, &plain)?;
+            (found.into_iter().next(), None, total)
+        } else {
+            let mut finder = Collector::new(&plain, stream, Window::Tail(n), None);
+            let (scanned, _) = scan_forward(&file, &start, len, &plain, &mut finder)?;
+            let found = finder.finish()?;
+            (
+                found.entries.into_iter().next(),
+                Some(found.matched),
+                scanned,
+            )
+        };
+        let from = match &first {
+            Some(e) if e.partial => e.end,
+            Some(e) => Pos {
+                offset: newline_before(&file, e.end.offset - 1)?,
+                line: e.line - 1,
+            },
+            None => end,
+        };
+        let from = if from == start.pos {
+            start.clone()
+        } else {
+            Mark {
+                pos: from,
+                ..Mark::default()
+            }
+        };
+        let (scanned, carry) = scan_forward(&file, &from, len, req, &mut collector)?;
+        let begin = if req.since.is_some() {
+            start.pos
+        } else {
+            Pos::default()
+        };
+        let mut scan = Scan::new(stream, collector.finish()?, begin, scanned, cursor_reset);
+        scan.matched = matched;
+        scan.carry = carry;
+        scan
+    } else if let Some(n) = plain_tail {
         // Read backwards from the end, never the whole file.
         let index = Marks::load(task_dir, crate::store::INDEX)
             .get(stream)
@@ -576,6 +681,9 @@ impl Line<'_> {
             similar: 0,
             end: self.end,
             partial: self.partial,
+            context: false,
+            gap: false,
+            folded: 0,
         }
     }
 }
@@ -594,17 +702,29 @@ fn keep_bytes(req: &Request) -> usize {
 /// a line longer than [`keep_bytes`] goes through a [`LineAcc`] so it is
 /// treated the same whichever path read it.
 fn select<'a>(raw: &'a [u8], req: &Request, keep: usize) -> Option<(Cow<'a, str>, u64)> {
+    let (text, unseen, keeps) = look(raw, req, keep)?;
+    keeps.then_some((text, unseen))
+}
+
+/// A line as cleaning leaves it (`None`: cleaning drops it), its unseen
+/// characters, and whether the matcher keeps it: what the reader needs of
+/// lines around matches, which are shown even when they do not match.
+type Looked<'a> = Option<(Cow<'a, str>, u64, bool)>;
+
+/// [`select`] without the verdict applied.
+fn look<'a>(raw: &'a [u8], req: &Request, keep: usize) -> Looked<'a> {
     if raw.len() > keep {
         let mut acc = LineAcc::default();
         acc.absorb(raw, keep, req.clean);
-        return acc.select(req);
+        return acc.look(req);
     }
     let text = if req.clean {
         clean::clean(raw)?
     } else {
         String::from_utf8_lossy(raw)
     };
-    req.matcher.keeps(text.as_bytes()).then_some((text, 0))
+    let keeps = req.matcher.keeps(text.as_bytes());
+    Some((text, 0, keeps))
 }
 
 /// One line being read piece by piece, in bounded memory: the first
@@ -657,6 +777,12 @@ impl LineAcc {
     /// The line's text if selected. Consumes the line so that a whole line
     /// (`--max-line-chars 0`) becomes its text without a copy when clean.
     fn select(self, req: &Request) -> Option<(Cow<'static, str>, u64)> {
+        let (text, unseen, keeps) = self.look(req)?;
+        keeps.then_some((text, unseen))
+    }
+
+    /// The line's text, unseen characters and the matcher's verdict.
+    fn look(self, req: &Request) -> Looked<'static> {
         let changed = match req.clean {
             true => match clean::clean(&self.kept)? {
                 Cow::Borrowed(same) if same.len() == self.kept.len() => None,
@@ -668,9 +794,8 @@ impl LineAcc {
             String::from_utf8(self.kept)
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
         });
-        req.matcher
-            .keeps(text.as_bytes())
-            .then_some((Cow::Owned(text), self.unseen))
+        let keeps = req.matcher.keeps(text.as_bytes());
+        Some((Cow::Owned(text), self.unseen, keeps))
     }
 }
 
@@ -701,6 +826,11 @@ fn scan_forward(
         Some(c) if c.at >= pos.offset && c.at <= len => (c.at, c.line.clone()),
         _ => (pos.offset, LineAcc::default()),
     };
+    if collector.around.is_some() {
+        // Blocks and context may begin before the range: replay the lines
+        // just before it (shown only as context of matches in the range).
+        collector.start_around(file, pos, req, keep)?;
+    }
     // One pread(2) per chunk into a buffer zeroed once.
     let mut buf = vec![0; CHUNK.min((len - at) as usize)];
     while at < len && !collector.failed() {
@@ -717,40 +847,31 @@ fn scan_forward(
             acc.absorb(&body[..nl], keep, req.clean);
             pos.line += 1;
             pos.offset = chunk_at + nl as u64 + 1;
-            if let Some((text, unseen)) = std::mem::take(&mut acc).select(req) {
-                collector.push(Line {
-                    line: pos.line,
-                    text,
-                    unseen,
-                    end: pos,
-                    partial: false,
-                });
-            }
+            let looked = std::mem::take(&mut acc).look(req);
+            collector.offer(pos.line, pos, false, looked);
             body = &body[nl + 1..];
         }
         let Some(last_nl) = memchr::memrchr(b'\n', body) else {
             acc.absorb(body, keep, req.clean);
             continue;
         };
-        scan_lines(&body[..=last_nl], &mut pos, req, keep, collector);
+        if collector.around.is_some() {
+            scan_lines_around(file, &body[..=last_nl], &mut pos, req, keep, collector)?;
+        } else {
+            scan_lines(&body[..=last_nl], &mut pos, req, keep, collector);
+        }
         acc.absorb(&body[last_nl + 1..], keep, req.clean);
     }
     if !acc.in_line() {
+        collector.finish_around(pos);
         return Ok((pos, None));
     }
     // The carry is bounded by keep_bytes; whole lines are not carried.
     let carry = (keep != usize::MAX).then(|| acc.clone());
-    if req.include_partial
-        && let Some((text, unseen)) = acc.select(req)
-    {
-        collector.push(Line {
-            line: pos.line + 1,
-            text,
-            unseen,
-            end: pos,
-            partial: true,
-        });
+    if req.include_partial {
+        collector.offer(pos.line + 1, pos, true, acc.look(req));
     }
+    collector.finish_around(pos);
     Ok((pos, carry.map(|line| Carry { at, line })))
 }
 
@@ -817,6 +938,9 @@ struct Found {
     uncollected: u64,
     /// The cap (not `--head`) stopped the collection.
     stopped_by_cap: bool,
+    /// Entries for lines before the range, shown again as context: not
+    /// counted against the cap.
+    again: usize,
     /// Log lines handed straight to the sink, the end of the last complete
     /// one, and whether an unfinished line was among them.
     handed: u64,
@@ -845,6 +969,8 @@ struct Collector<'o, 'a, 's> {
     found: Found,
     out: Option<&'o mut Out<'a, 's>>,
     failed: Option<std::io::Error>,
+    /// Blocks and context around matches, when the read asks for them.
+    around: Option<Around>,
 }
 
 impl<'o, 'a, 's> Collector<'o, 'a, 's> {
@@ -854,14 +980,17 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
         window: Window,
         out: Option<&'o mut Out<'a, 's>>,
     ) -> Self {
+        let head = match window {
+            Window::Head(n) => Some(n),
+            _ => None,
+        };
+        let around = req.around().then(|| Around::new(req, head));
         Collector {
             stream,
             max_chars: req.max_line_chars,
             collapse: req.clean && !req.matcher.has_filter(),
-            head: match window {
-                Window::Head(n) => Some(n),
-                _ => None,
-            },
+            // With blocks or context, `--head` counts matches (in `Around`).
+            head: head.filter(|_| around.is_none()),
             tail: match window {
                 Window::Tail(n) => Some((n, VecDeque::new())),
                 _ => None,
@@ -878,7 +1007,84 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
             found: Found::default(),
             out,
             failed: None,
+            around,
         }
+    }
+
+    /// Takes one line of the range, `looked` at (see [`look`]): a match
+    /// is collected, and with blocks or context so are lines around it.
+    fn offer(&mut self, n: u64, end: Pos, partial: bool, looked: Looked) {
+        match self.around.take() {
+            Some(mut around) => {
+                around.take(self, n, end, partial, looked);
+                self.around = Some(around);
+            }
+            None => {
+                if let Some((text, unseen, true)) = looked {
+                    self.push(Line {
+                        line: n,
+                        text,
+                        unseen,
+                        end,
+                        partial,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Replays the lines before a range that starts at `pos`.
+    fn start_around(&mut self, file: &File, pos: Pos, req: &Request, keep: usize) -> Result<()> {
+        let Some(mut around) = self.around.take() else {
+            return Ok(());
+        };
+        around.first = pos.line + 1;
+        let back = around.preroll.max(around.after as usize);
+        let done = around.catch_up(self, file, pos, Pos::default(), back, req, keep);
+        self.around = Some(around);
+        done
+    }
+
+    /// Feeds the skipped lines just before `pos` (a candidate match).
+    fn catch_up(&mut self, file: &File, pos: Pos, req: &Request, keep: usize) -> Result<()> {
+        let Some(mut around) = self.around.take() else {
+            return Ok(());
+        };
+        let floor = around.fed_end.unwrap_or(pos);
+        let back = around.preroll;
+        let done = around.catch_up(self, file, pos, floor, back, req, keep);
+        self.around = Some(around);
+        done
+    }
+
+    /// Whether the line after `pos` must be looked at even if the filter
+    /// cannot match it (it may belong to a wanted block or context).
+    fn hot(&self, pos: Pos) -> bool {
+        self.around.as_ref().is_some_and(|a| a.hot(pos.line + 1))
+    }
+
+    /// The range ends at `pos`: an open block is complete as far as this
+    /// read knows.
+    fn finish_around(&mut self, pos: Pos) {
+        if let Some(mut around) = self.around.take() {
+            around.close(self, pos);
+            self.around = Some(around);
+        }
+    }
+
+    /// Takes an entry from [`Around`]: a match or a line shown around one.
+    /// Lines from before the range (`again`) do not count against the cap,
+    /// so a page always makes progress.
+    fn give(&mut self, entry: Entry, again: bool) {
+        if again {
+            self.found.again += 1;
+        } else if self.found.entries.len().saturating_sub(self.found.again) >= self.cap {
+            self.found.stopped_by_cap = true;
+            self.found.uncollected += u64::from(!entry.context);
+            return;
+        }
+        self.run.push(entry);
+        self.flush();
     }
 
     fn failed(&self) -> bool {
@@ -951,7 +1157,7 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
             if failed.is_some() {
                 continue;
             }
-            let (lines, end, partial) = (1 + entry.similar, entry.end, entry.partial);
+            let (lines, end, partial) = (entry.lines(), entry.end, entry.partial);
             match out.give(entry) {
                 Ok(()) => {
                     found.handed += lines;
@@ -977,6 +1183,554 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
             None => Ok(self.found),
         }
     }
+}
+
+/// Facts about a line held back (in the open block or the ring of recent
+/// lines) until the reader knows whether it is shown.
+#[derive(Clone, Copy, Debug)]
+struct Meta {
+    end: Pos,
+    unseen: u64,
+    partial: bool,
+    matched: bool,
+    /// In the after-context of a match: shown whatever its block becomes.
+    window: bool,
+}
+
+/// A recent line, kept for the before-context of a match to come.
+struct Held {
+    n: u64,
+    text: String,
+    meta: Meta,
+}
+
+/// The open block's part past [`blocks::MAX_BLOCK_LINES`]: its kept part is
+/// already resolved; the rest is shown as one `… N more frames` marker.
+struct CutRun {
+    /// Some match wants the block (`Some(true)`: one in the range).
+    wanted: Option<bool>,
+    first_n: u64,
+    lines: u64,
+    end: Pos,
+    /// The marker stands for the whole cut part (so the tracker's frame
+    /// count applies).
+    whole: bool,
+}
+
+/// Lines around matches: the blocks they belong to and grep-style
+/// context, for one stream. Lines come in order through [`Around::take`];
+/// a line is shown at once when its fate is known, or held (the open block,
+/// a ring of `before` recent lines) until it is. Lines before the range
+/// (`first`) are replayed to find blocks and windows that reach into it,
+/// and are shown only as context of a match inside the range. Memory: one
+/// block (at most 60 lines) and `before` lines.
+struct Around {
+    tracker: Option<BlockTracker>,
+    /// Fold library frames (not with `--raw`).
+    fold: bool,
+    before: u64,
+    after: u64,
+    /// Context was asked for: every new group gets a `--`.
+    context: bool,
+    /// Lines to replay before a candidate match the fast path jumped to.
+    preroll: usize,
+    /// `--head`: matches to take, and taken so far.
+    head: Option<usize>,
+    taken: usize,
+    /// The range's first line number.
+    first: u64,
+    ring: VecDeque<Held>,
+    /// Facts about the open block's kept lines (the tracker keeps their text).
+    open: Vec<Meta>,
+    /// A match wants the open block (`Some(true)`: one in the range).
+    wanted: Option<bool>,
+    /// Some line of the open block is in an after-context window.
+    open_window: bool,
+    cut: Option<CutRun>,
+    /// Lines up to this one are after-context.
+    after_until: u64,
+    /// Last line shown (or stood for by a marker): nothing is shown twice.
+    emitted_to: u64,
+    emitted_any: bool,
+    /// End of the current group of lines around matches.
+    covered_to: Option<u64>,
+    /// The current group holds a block.
+    group_block: bool,
+    /// The next line shown starts a group that gets a `--`.
+    gap: bool,
+    /// Just after the last line fed: where replaying may continue from.
+    fed_end: Option<Pos>,
+}
+
+/// Replaying before a match reads at most this much of the log.
+const PREROLL_BYTES: u64 = 4 << 20;
+
+impl Around {
+    fn new(req: &Request, head: Option<usize>) -> Around {
+        let blocks = req.blocks;
+        Around {
+            tracker: blocks.then(BlockTracker::new),
+            fold: req.clean,
+            before: req.before as u64,
+            after: req.after as u64,
+            context: req.before > 0 || req.after > 0,
+            preroll: req
+                .before
+                .max(if blocks { blocks::REPLAY_LINES } else { 0 }),
+            head,
+            taken: 0,
+            first: 1,
+            ring: VecDeque::new(),
+            open: Vec::new(),
+            wanted: None,
+            open_window: false,
+            cut: None,
+            after_until: 0,
+            emitted_to: 0,
+            emitted_any: false,
+            covered_to: None,
+            group_block: false,
+            gap: false,
+            fed_end: None,
+        }
+    }
+
+    /// Whether line `next` must be looked at even if it cannot match.
+    fn hot(&self, next: u64) -> bool {
+        next <= self.after_until
+            || self.wanted.is_some()
+            || self.open_window
+            || self.cut.as_ref().is_some_and(|c| c.wanted.is_some())
+    }
+
+    /// Forgets what was held: the lines fed next do not follow the last ones.
+    fn reset(&mut self) {
+        if self.tracker.is_some() {
+            self.tracker = Some(BlockTracker::new());
+        }
+        self.ring.clear();
+        self.open.clear();
+        self.wanted = None;
+        self.open_window = false;
+        self.cut = None;
+    }
+
+    /// Feeds up to `back` lines before `to` (not before `floor`), so that a
+    /// match at `to` finds its block's start and its before-context.
+    #[allow(clippy::too_many_arguments)]
+    fn catch_up(
+        &mut self,
+        c: &mut Collector,
+        file: &File,
+        to: Pos,
+        floor: Pos,
+        back: usize,
+        req: &Request,
+        keep: usize,
+    ) -> Result<()> {
+        let from = back_lines(file, to, floor, back)?;
+        if self.fed_end != Some(from) {
+            self.reset();
+        }
+        if from.offset < to.offset {
+            let mut bytes = vec![0; (to.offset - from.offset) as usize];
+            read_exact_at(file, &mut bytes, from.offset)?;
+            let mut pos = from;
+            let mut at = 0;
+            for nl in memchr::memchr_iter(b'\n', &bytes) {
+                pos.line += 1;
+                pos.offset += (nl + 1 - at) as u64;
+                self.take(c, pos.line, pos, false, look(&bytes[at..nl], req, keep));
+                at = nl + 1;
+            }
+        }
+        self.fed_end = Some(to);
+        Ok(())
+    }
+
+    /// Takes line `n` (`looked`: `None` when cleaning drops it).
+    fn take(&mut self, c: &mut Collector, n: u64, end: Pos, partial: bool, looked: Looked) {
+        if !partial {
+            self.fed_end = Some(end);
+        }
+        let Some((text, unseen, keeps)) = looked else {
+            return;
+        };
+        // `--raw` keeps blank lines: inside a block they are not shown.
+        let in_block = self
+            .tracker
+            .as_ref()
+            .is_some_and(|t| !t.open_lines().is_empty());
+        if in_block && text.trim().is_empty() {
+            return;
+        }
+        let in_range = n >= self.first;
+        let mut matched = keeps;
+        if matched && in_range {
+            c.found.matched += 1;
+            if self.head.is_some_and(|h| self.taken >= h) {
+                c.found.uncollected += 1;
+                matched = false;
+            } else {
+                self.taken += 1;
+            }
+        }
+        let meta = Meta {
+            end,
+            unseen,
+            partial,
+            matched,
+            window: false,
+        };
+        let held = (self.before > 0).then(|| Held {
+            n,
+            text: text.to_string(),
+            meta,
+        });
+        match self.tracker.take() {
+            Some(mut tracker) => {
+                let step = tracker.push(n, &text);
+                if let Some(block) = step.closed {
+                    self.resolve_closed(c, &block);
+                }
+                match step.place {
+                    Place::Outside => self.plain(c, n, text, meta),
+                    Place::Start | Place::Inside { .. } => {
+                        let start = step.place.block_start(n).unwrap_or(n);
+                        let mut meta = meta;
+                        if matched {
+                            self.want(c, n, start, in_range);
+                        } else if n <= self.after_until {
+                            meta.window = true;
+                            self.open_window = true;
+                        }
+                        self.open.push(meta);
+                    }
+                    Place::Cut { .. } => {
+                        if self.cut.is_none() {
+                            let wanted = self.wanted;
+                            self.resolve_kept(c, tracker.open_lines(), wanted);
+                            self.cut = Some(CutRun {
+                                wanted,
+                                first_n: n,
+                                lines: 0,
+                                end,
+                                whole: true,
+                            });
+                        }
+                        self.cut_line(c, n, text, meta, in_range);
+                    }
+                }
+                self.tracker = Some(tracker);
+            }
+            None => self.plain(c, n, text, meta),
+        }
+        if let Some(held) = held {
+            self.ring.push_back(held);
+            if self.ring.len() as u64 > self.before {
+                self.ring.pop_front();
+            }
+        }
+    }
+
+    /// A line outside any block: a match with its context, or context.
+    fn plain(&mut self, c: &mut Collector, n: u64, text: Cow<str>, meta: Meta) {
+        if meta.matched {
+            self.cover(n.saturating_sub(self.before), n + self.after, false);
+            self.after_until = self.after_until.max(n + self.after);
+            if n >= self.first {
+                self.emit_ring(c, n.saturating_sub(self.before), n);
+                self.emit(c, n, n, text, meta, false, 0);
+            }
+        } else if n <= self.after_until && n >= self.first {
+            self.emit(c, n, n, text, meta, true, 0);
+        }
+    }
+
+    /// A match inside the open block (which started at `start`).
+    fn want(&mut self, c: &mut Collector, n: u64, start: u64, in_range: bool) {
+        self.wanted = Some(self.wanted == Some(true) || in_range);
+        let from = n.saturating_sub(self.before).min(start);
+        self.cover(from, n + self.after, true);
+        self.after_until = self.after_until.max(n + self.after);
+        if in_range {
+            self.emit_ring(c, n.saturating_sub(self.before), start);
+        }
+    }
+
+    /// A line of the open block past its kept part.
+    fn cut_line(&mut self, c: &mut Collector, n: u64, text: Cow<str>, meta: Meta, in_range: bool) {
+        let Some(cut) = self.cut.as_mut() else {
+            return;
+        };
+        if let Some(wanted) = cut.wanted {
+            if n >= self.first || wanted {
+                if cut.lines == 0 {
+                    cut.first_n = n;
+                }
+                cut.lines += 1;
+                cut.end = meta.end;
+            }
+            if meta.matched {
+                cut.wanted = Some(wanted || in_range);
+                self.cover(n.saturating_sub(self.before), n + self.after, true);
+                self.after_until = self.after_until.max(n + self.after);
+            }
+            return;
+        }
+        let matched = meta.matched;
+        self.plain(c, n, text, meta);
+        if matched && let Some(cut) = self.cut.as_mut() {
+            // The block's head is behind us; the rest of it folds.
+            *cut = CutRun {
+                wanted: Some(in_range),
+                first_n: n + 1,
+                lines: 0,
+                end: meta.end,
+                whole: false,
+            };
+        }
+    }
+
+    /// Shows what a block that just ended holds back.
+    fn resolve_closed(&mut self, c: &mut Collector, block: &Block) {
+        match self.cut.take() {
+            Some(cut) => {
+                if cut.wanted.is_some() && cut.lines > 0 {
+                    let whole = cut.whole && cut.lines == block.cut_lines;
+                    let marker = Block {
+                        lines: Vec::new(),
+                        cut_lines: cut.lines,
+                        cut_frames: if whole { block.cut_frames } else { 0 },
+                        end: block.end,
+                    }
+                    .more_marker()
+                    .unwrap_or_default();
+                    let meta = Meta {
+                        end: cut.end,
+                        unseen: 0,
+                        partial: false,
+                        matched: false,
+                        window: false,
+                    };
+                    let last = block.end;
+                    self.emit(c, cut.first_n, last, marker.into(), meta, true, cut.lines);
+                }
+            }
+            None => {
+                let wanted = self.wanted;
+                self.resolve_kept(c, &block.lines, wanted);
+            }
+        }
+        self.wanted = None;
+        self.open.clear();
+        self.open_window = false;
+    }
+
+    /// Shows the kept lines of a block: all of them, library frames folded,
+    /// when a match wants it; else only those in after-context windows.
+    fn resolve_kept(&mut self, c: &mut Collector, lines: &[BlockLine], wanted: Option<bool>) {
+        let metas = std::mem::take(&mut self.open);
+        self.open_window = false;
+        let (Some(first_line), Some(last_line)) = (lines.first(), lines.last()) else {
+            return;
+        };
+        let Some(in_range) = wanted else {
+            for (line, meta) in lines.iter().zip(&metas) {
+                if meta.window && line.n >= self.first {
+                    self.emit(c, line.n, line.n, line.text.as_str().into(), *meta, true, 0);
+                }
+            }
+            return;
+        };
+        self.cover(first_line.n, last_line.n, true);
+        let first = self.first;
+        let shown_ok = |n: u64| n >= first || in_range;
+        let shown = if self.fold {
+            blocks::fold(lines)
+        } else {
+            (0..lines.len()).map(Shown::Line).collect()
+        };
+        for s in shown {
+            match s {
+                Shown::Line(i) => {
+                    let (line, meta) = (&lines[i], metas[i]);
+                    if shown_ok(line.n) {
+                        let context = !meta.matched || line.n < first;
+                        self.emit(
+                            c,
+                            line.n,
+                            line.n,
+                            line.text.as_str().into(),
+                            meta,
+                            context,
+                            0,
+                        );
+                    }
+                }
+                Shown::Library { from, to, .. } => {
+                    let Some(k) = (from..to).find(|&k| shown_ok(lines[k].n)) else {
+                        continue;
+                    };
+                    let frames = lines[k..to]
+                        .iter()
+                        .filter(|l| matches!(l.role, Role::Frame { .. }))
+                        .count();
+                    let meta = Meta {
+                        unseen: 0,
+                        partial: false,
+                        ..metas[to - 1]
+                    };
+                    let marker = blocks::library_marker(frames.max(1));
+                    let (n, last) = (lines[k].n, lines[to - 1].n);
+                    self.emit(c, n, last, marker.into(), meta, true, (to - k) as u64);
+                }
+            }
+        }
+    }
+
+    /// The range ended: the open block is complete as far as this read knows.
+    fn close(&mut self, c: &mut Collector, _end: Pos) {
+        if let Some(block) = self.tracker.as_mut().and_then(BlockTracker::finish) {
+            self.resolve_closed(c, &block);
+        }
+    }
+
+    /// Lines `from..to` enter the current group of lines around matches,
+    /// or start a new one (with a `--` before it when context was asked
+    /// for or a block is involved).
+    fn cover(&mut self, from: u64, to: u64, block: bool) {
+        let new = self.covered_to.is_none_or(|end| from > end + 1);
+        if new {
+            self.gap = self.context || block || self.group_block;
+            self.group_block = block;
+        } else {
+            self.group_block |= block;
+        }
+        self.covered_to = Some(self.covered_to.map_or(to, |end| end.max(to)));
+    }
+
+    /// Shows the held recent lines numbered `from..to` not shown yet.
+    fn emit_ring(&mut self, c: &mut Collector, from: u64, to: u64) {
+        let lines: Vec<(u64, String, Meta)> = self
+            .ring
+            .iter()
+            .filter(|h| h.n >= from && h.n < to && h.n > self.emitted_to)
+            .map(|h| (h.n, h.text.clone(), h.meta))
+            .collect();
+        for (n, text, meta) in lines {
+            self.emit(c, n, n, text.into(), meta, true, 0);
+        }
+    }
+
+    /// Hands one entry (a line, or a marker for lines `n..=last`) over.
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        c: &mut Collector,
+        n: u64,
+        last: u64,
+        text: Cow<str>,
+        meta: Meta,
+        context: bool,
+        folded: u64,
+    ) {
+        if n <= self.emitted_to && self.emitted_any {
+            return;
+        }
+        let gap = std::mem::take(&mut self.gap) && self.emitted_any;
+        self.emitted_any = true;
+        self.emitted_to = last;
+        let line = Line {
+            line: n,
+            text,
+            unseen: meta.unseen,
+            end: meta.end,
+            partial: meta.partial,
+        };
+        let mut entry = line.entry(c.stream, if folded > 0 { 0 } else { c.max_chars });
+        entry.context = context;
+        entry.gap = gap;
+        entry.folded = folded;
+        c.give(entry, n < self.first);
+    }
+}
+
+/// The position `back` lines before `to` (a line start), but not before
+/// `floor` and not more than [`PREROLL_BYTES`] before `to`.
+fn back_lines(file: &File, to: Pos, floor: Pos, back: usize) -> Result<Pos> {
+    if back == 0 || to.offset <= floor.offset {
+        return Ok(to);
+    }
+    let low = floor.offset.max(to.offset.saturating_sub(PREROLL_BYTES));
+    let mut block = vec![0; 64 << 10];
+    // Bytes [low, at) are still to search; the newline at `to - 1` ends
+    // the line just before `to`.
+    let mut at = to.offset - 1;
+    let mut found = to;
+    let mut lines = 0;
+    while at > low {
+        let read = (block.len() as u64).min(at - low);
+        read_exact_at(file, &mut block[..read as usize], at - read)?;
+        let mut rest = &block[..read as usize];
+        while let Some(i) = memchr::memrchr(b'\n', rest) {
+            lines += 1;
+            found = Pos {
+                offset: at - read + i as u64 + 1,
+                line: to.line - lines as u64,
+            };
+            if lines == back {
+                return Ok(found);
+            }
+            rest = &rest[..i];
+        }
+        at -= read;
+    }
+    Ok(if low == floor.offset { floor } else { found })
+}
+
+/// [`scan_lines`] when matches bring blocks or context: the filter's
+/// chunk search still skips lines far from any match; around a candidate
+/// the lines just before it are replayed, and after a match every line is
+/// looked at until its block and after-context end.
+fn scan_lines_around(
+    file: &File,
+    complete: &[u8],
+    pos: &mut Pos,
+    req: &Request,
+    keep: usize,
+    c: &mut Collector,
+) -> Result<()> {
+    let unchanged = !req.clean || clean::is_plain(complete);
+    let mut search = req.matcher.candidates(complete, unchanged);
+    let mut from = 0;
+    while from < complete.len() && !c.failed() {
+        if let Some(search) = search.as_mut()
+            && !c.hot(*pos)
+        {
+            let next = search
+                .next_candidate(complete, from)
+                .filter(|&at| at < complete.len());
+            let Some(at) = next else {
+                pos.line += memchr::memchr_iter(b'\n', &complete[from..]).count() as u64;
+                pos.offset += (complete.len() - from) as u64;
+                return Ok(());
+            };
+            let line_start = memchr::memrchr(b'\n', &complete[..at]).map_or(0, |i| i + 1);
+            if line_start > from {
+                pos.line += memchr::memchr_iter(b'\n', &complete[from..line_start]).count() as u64;
+                pos.offset += (line_start - from) as u64;
+                from = line_start;
+            }
+            c.catch_up(file, *pos, req, keep)?;
+        }
+        let nl = from + memchr::memchr(b'\n', &complete[from..]).expect("ends in newline");
+        pos.line += 1;
+        pos.offset += (nl + 1 - from) as u64;
+        c.offer(pos.line, *pos, false, look(&complete[from..nl], req, keep));
+        from = nl + 1;
+    }
+    Ok(())
 }
 
 /// The last `n` selected lines, oldest first, reading blocks backwards from
