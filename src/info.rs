@@ -83,7 +83,7 @@ impl TaskInfo {
         let phase = task.phase_with(procs);
         let now = Utc::now();
         let meta = task.meta.as_ref().ok();
-        let exit = meta.and_then(|m| m.exit.clone());
+        let exit = meta.and_then(|m| m.state.exit().cloned());
         let (exit_code, signal) = match &exit {
             Some(e @ Exit::Code(_)) => (Some(e.status()), None),
             Some(e @ Exit::Signal(name)) => (Some(e.status()), Some(name.clone())),
@@ -194,7 +194,7 @@ impl TaskInfo {
     pub fn exit_status(&self) -> i32 {
         match self.state {
             TaskState::TimedOut => 124,
-            TaskState::Lost | TaskState::Broken => 1,
+            TaskState::Lost | TaskState::Broken | TaskState::Skipped => 1,
             _ => self.exit_code.unwrap_or(0),
         }
     }

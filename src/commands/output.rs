@@ -123,7 +123,7 @@ fn follow(task: &Task, mut req: Request, cap: Option<usize>) -> Result<i32> {
             return Ok(0);
         }
         if !active {
-            return Ok(TaskInfo::of(&task.reload()).exit_status());
+            return Ok(task.reload().phase().exit_status());
         }
         if got > 0 {
             backoff.reset(Duration::from_millis(50));

@@ -246,7 +246,6 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
         pid_start: None,
         umask: Some(process::caller_umask()),
         state: State::Starting,
-        exit: None,
         stdout_log: PathBuf::new(),
         stderr_log: PathBuf::new(),
         after: spec.after,
@@ -446,11 +445,13 @@ pub fn stop(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
 /// process of the task left.
 fn record_stopped(task: &Task, meta: &TaskMeta, killed_by: Signal) -> Result<()> {
     let mut updated = meta.clone();
-    updated.state = State::Stopped;
+    let exit = meta
+        .state
+        .exit()
+        .cloned()
+        .unwrap_or_else(|| crate::meta::Exit::Signal(killed_by.as_str().to_string()));
+    updated.state = State::Stopped { exit: Some(exit) };
     updated.ended = Some(Utc::now());
-    if updated.exit.is_none() {
-        updated.exit = Some(crate::meta::Exit::Signal(killed_by.as_str().to_string()));
-    }
     updated.store_final(&task.open_dir()?)
 }
 

@@ -361,13 +361,15 @@ pub fn wait_after(state: &DirFd, after: &[String], ok: bool) -> Result<(), Strin
             continue;
         }
         let why = match TaskMeta::load_in(&dir) {
-            Ok(meta) => match (&meta.state, &meta.exit) {
-                (State::Exited, Some(Exit::Code(0))) => continue,
-                (State::Exited, Some(exit)) => format!("exited {exit}"),
-                (State::Signaled, Some(exit)) => format!("was killed by {exit}"),
-                (State::Stopped, _) => "was stopped".into(),
-                (State::TimedOut, _) => "timed out".into(),
-                (State::Skipped { .. }, _) => "was skipped".into(),
+            Ok(meta) => match &meta.state {
+                State::Exited {
+                    exit: Exit::Code(0),
+                } => continue,
+                State::Exited { exit } => format!("exited {exit}"),
+                State::Signaled { exit } => format!("was killed by {exit}"),
+                State::Stopped { .. } => "was stopped".into(),
+                State::TimedOut { .. } => "timed out".into(),
+                State::Skipped { .. } => "was skipped".into(),
                 _ => "was lost".into(),
             },
             Err(_) => "is broken".into(),

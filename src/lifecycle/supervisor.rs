@@ -335,7 +335,7 @@ fn supervise(dir: &DirFd, report: &mut Option<File>) -> Result<()> {
                 return Ok(());
             }
             Turn::Stop => {
-                end_unstarted(dir, &mut meta, State::Stopped);
+                end_unstarted(dir, &mut meta, State::Stopped { exit: None });
                 return Ok(());
             }
         }
@@ -381,8 +381,7 @@ fn supervise(dir: &DirFd, report: &mut Option<File>) -> Result<()> {
             if let Ok(mut log) = dir.open_file(STDERR_LOG, Access::Append) {
                 let _ = writeln!(log, "bgt: {message}");
             }
-            meta.exit = Some(Exit::Code(127));
-            end_unstarted(dir, &mut meta, State::Exited);
+            end_unstarted(dir, &mut meta, State::ended(Exit::Code(127)));
             return Ok(());
         }
     };
@@ -390,7 +389,7 @@ fn supervise(dir: &DirFd, report: &mut Option<File>) -> Result<()> {
 
     let me = std::process::id();
     let pid = child.id();
-    meta.state = State::Running;
+    meta.state = State::Running { exit: None };
     meta.started = Some(Utc::now());
     record_supervisor(&mut meta);
     meta.pid = Some(pid);
@@ -409,15 +408,17 @@ fn supervise(dir: &DirFd, report: &mut Option<File>) -> Result<()> {
         queue.leave(ticket); // started: the next in line moves up
     }
 
-    let ending = watch(dir, &mut meta, pid, &mut signals);
+    let (ending, exit) = watch(dir, &mut meta, pid, &mut signals);
     // Every process of the task is gone: the next in the queue may start
     // now, not after the final record's fsync.
     drop(slot);
-    meta.state = match (ending, &meta.exit) {
-        (Some(Ending::Stop), _) => State::Stopped,
-        (Some(Ending::Timeout), _) => State::TimedOut,
-        (None, Some(Exit::Signal(_))) => State::Signaled,
-        (None, _) => State::Exited,
+    meta.state = match (ending, exit) {
+        (Some(Ending::Stop), exit) => State::Stopped { exit },
+        (Some(Ending::Timeout), exit) => State::TimedOut { exit },
+        (None, Some(exit)) => State::ended(exit),
+        // Reaping found no exit for the main process (cannot happen: it is
+        // our child); say "lost" rather than invent a status.
+        (None, None) => return Ok(()),
     };
     meta.ended = Some(Utc::now());
     // Nobody is left to report to; a failed final write shows as `lost`.
@@ -427,8 +428,14 @@ fn supervise(dir: &DirFd, report: &mut Option<File>) -> Result<()> {
 
 /// Reaps until no child is left, ending the tree on timeout or request,
 /// pausing and continuing it when asked, and keeping the logs within
-/// `max_log_size`. Returns why it was ended early, if it was.
-fn watch(dir: &DirFd, meta: &mut TaskMeta, pid: u32, signals: &mut Signals) -> Option<Ending> {
+/// `max_log_size`. Returns why it was ended early, if it was, and how the
+/// main process ended.
+fn watch(
+    dir: &DirFd,
+    meta: &mut TaskMeta,
+    pid: u32,
+    signals: &mut Signals,
+) -> (Option<Ending>, Option<Exit>) {
     let me = std::process::id();
     let pgid = meta.pgid;
     let mut timeout_at = meta
@@ -438,6 +445,7 @@ fn watch(dir: &DirFd, meta: &mut TaskMeta, pid: u32, signals: &mut Signals) -> O
     let mut kill_at: Option<Instant> = None;
     let mut paused_at: Option<Instant> = None;
     let mut reaped = HashSet::new();
+    let mut exit: Option<Exit> = None;
     let mut logs = meta
         .max_log_size
         .and_then(|max| crate::logs::bounded::Limiter::new(dir, max));
@@ -452,8 +460,15 @@ fn watch(dir: &DirFd, meta: &mut TaskMeta, pid: u32, signals: &mut Signals) -> O
         let requests = signals.drain(me, &reaped);
         reaped.clear();
         let (main_exit, children_left) = reap(pid, &mut reaped);
-        if let Some(exit) = main_exit {
-            meta.exit = Some(exit);
+        if let Some(main_exit) = main_exit {
+            exit = Some(main_exit);
+            meta.state = match &meta.state {
+                State::Paused { paused_since, .. } => State::Paused {
+                    paused_since: *paused_since,
+                    exit: exit.clone(),
+                },
+                _ => State::Running { exit: exit.clone() },
+            };
             if children_left {
                 // Descendants outlive the main process: say so, keep reaping.
                 let _ = meta.store_in(dir);
@@ -474,7 +489,7 @@ fn watch(dir: &DirFd, meta: &mut TaskMeta, pid: u32, signals: &mut Signals) -> O
             if let Some(at) = paused_at {
                 meta.paused_ms += at.elapsed().as_millis() as u64;
             }
-            return ending;
+            return (ending, exit);
         }
 
         match requests.pause {
@@ -483,6 +498,7 @@ fn watch(dir: &DirFd, meta: &mut TaskMeta, pid: u32, signals: &mut Signals) -> O
                 paused_at = Some(now);
                 meta.state = State::Paused {
                     paused_since: Utc::now(),
+                    exit: exit.clone(),
                 };
                 let _ = meta.store_in(dir);
             }
@@ -492,7 +508,7 @@ fn watch(dir: &DirFd, meta: &mut TaskMeta, pid: u32, signals: &mut Signals) -> O
                 // Paused time does not count against --timeout.
                 timeout_at = timeout_at.map(|at| at + paused);
                 meta.paused_ms += paused.as_millis() as u64;
-                meta.state = State::Running;
+                meta.state = State::Running { exit: exit.clone() };
                 let _ = meta.store_in(dir);
             }
             _ => {}

@@ -4,7 +4,6 @@
 
 use crate::control;
 use crate::error::usage;
-use crate::info::TaskInfo;
 use crate::listeners::{self, Holder};
 use crate::logread::{self, Marks, Request, Stream, Window};
 use crate::pattern::{Case, LineMatch};
@@ -292,7 +291,7 @@ pub fn wait_with(
         }
         let code = tasks
             .iter()
-            .map(|t| TaskInfo::of(&t.reload()).exit_status())
+            .map(|t| t.reload().phase().exit_status())
             .find(|c| *c != 0);
         return Ok(Outcome::Ended {
             exit_code: code.unwrap_or(0),
@@ -347,7 +346,7 @@ pub fn wait_with(
             });
         }
         if let Some(i) = ended {
-            let status = TaskInfo::of(&tasks[i].reload()).exit_status();
+            let status = tasks[i].reload().phase().exit_status();
             // Ending without becoming ready is a failure even with exit 0.
             return Ok(Outcome::TaskEnded {
                 task: i,

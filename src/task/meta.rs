@@ -77,19 +77,34 @@ pub enum State {
     /// The supervisor waits for the task's turn (`--after`, `--queue`):
     /// no child exists yet.
     Queued,
-    /// The supervisor is watching the task (the main process may have ended
-    /// while descendants live on; see `TaskMeta::exit`).
-    Running,
-    /// Every process of the task was stopped (SIGSTOP) by `bgt pause` at `paused_since`.
-    Paused { paused_since: DateTime<Utc> },
-    /// The main process exited normally and no descendant is left.
-    Exited,
+    /// The supervisor is watching the task. `exit` is set once the main
+    /// process has ended while descendants live on.
+    Running {
+        #[serde(default)]
+        exit: Option<Exit>,
+    },
+    /// Every process of the task was stopped (SIGSTOP) by `bgt pause` at
+    /// `paused_since`; `exit` as for `Running`.
+    Paused {
+        paused_since: DateTime<Utc>,
+        #[serde(default)]
+        exit: Option<Exit>,
+    },
+    /// The main process exited by itself (an exit code) and no descendant is left.
+    Exited { exit: Exit },
     /// The main process was killed by a signal nobody in bgt sent.
-    Signaled,
-    /// Ended by `bgt stop` (or a SIGTERM to the supervisor).
-    Stopped,
+    Signaled { exit: Exit },
+    /// Ended by `bgt stop` (or a SIGTERM to the supervisor); `exit` is how
+    /// the main process ended, absent when it never started.
+    Stopped {
+        #[serde(default)]
+        exit: Option<Exit>,
+    },
     /// Ended by the supervisor because `--timeout` passed.
-    TimedOut,
+    TimedOut {
+        #[serde(default)]
+        exit: Option<Exit>,
+    },
     /// Never started: a task it ran `--after-ok` did not succeed (no exit code).
     Skipped { reason: String },
 }
@@ -99,8 +114,28 @@ impl State {
     pub fn is_final(&self) -> bool {
         !matches!(
             self,
-            State::Starting | State::Queued | State::Running | State::Paused { .. }
+            State::Starting | State::Queued | State::Running { .. } | State::Paused { .. }
         )
+    }
+
+    /// How the main process ended, where the state says it has.
+    pub fn exit(&self) -> Option<&Exit> {
+        match self {
+            State::Exited { exit } | State::Signaled { exit } => Some(exit),
+            State::Running { exit }
+            | State::Paused { exit, .. }
+            | State::Stopped { exit }
+            | State::TimedOut { exit } => exit.as_ref(),
+            State::Starting | State::Queued | State::Skipped { .. } => None,
+        }
+    }
+
+    /// The state of a task that ended by itself: the exit decides which.
+    pub fn ended(exit: Exit) -> State {
+        match exit {
+            Exit::Code(_) => State::Exited { exit },
+            Exit::Signal(_) => State::Signaled { exit },
+        }
     }
 }
 
@@ -141,8 +176,6 @@ pub struct TaskMeta {
     pub umask: Option<u32>,
     #[serde(flatten)]
     pub state: State,
-    /// How the main process ended, once it has.
-    pub exit: Option<Exit>,
     pub stdout_log: PathBuf,
     pub stderr_log: PathBuf,
     /// Task ids this one starts after (`--after`, `--after-ok`).
@@ -175,7 +208,7 @@ impl TaskMeta {
     /// Total time paused, the current pause included.
     pub fn paused_total_ms(&self, now: DateTime<Utc>) -> u64 {
         let current = match &self.state {
-            State::Paused { paused_since } => {
+            State::Paused { paused_since, .. } => {
                 (now - *paused_since).num_milliseconds().max(0) as u64
             }
             _ => 0,
@@ -204,6 +237,14 @@ impl TaskMeta {
             Some(v) if v == u64::from(SCHEMA) => {}
             Some(v) => anyhow::bail!("meta.json has unknown schema version {v}"),
             None => anyhow::bail!("meta.json has no schema version"),
+        }
+        // Records written before the exit moved into the state carry an
+        // `"exit": null` beside states that have none: not an error.
+        let mut value = value;
+        if let Some(map) = value.as_object_mut()
+            && map.get("exit").is_some_and(|e| e.is_null())
+        {
+            map.remove("exit");
         }
         serde_json::from_value(value).map_err(|e| anyhow::anyhow!("meta.json is malformed ({e})"))
     }
@@ -317,8 +358,16 @@ mod tests {
 
     #[test]
     fn state_serializes_flat() {
-        let json = serde_json::to_value(State::TimedOut).unwrap();
-        assert_eq!(json, serde_json::json!({"state": "timed-out"}));
+        let json = serde_json::to_value(State::TimedOut { exit: None }).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"state": "timed-out", "exit": null})
+        );
+        let json = serde_json::to_value(State::ended(Exit::Code(3))).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"state": "exited", "exit": {"code": 3}})
+        );
         let exit = serde_json::to_value(Exit::Signal("SIGKILL".into())).unwrap();
         assert_eq!(exit, serde_json::json!({"signal": "SIGKILL"}));
         let skipped = State::Skipped {

@@ -547,16 +547,28 @@ impl Phase {
             Phase::Queued => TaskState::Queued,
             Phase::Paused => TaskState::Paused,
             Phase::Running { .. } => TaskState::Running,
-            Phase::Done(State::Exited) => TaskState::Exited,
-            Phase::Done(State::Signaled) => TaskState::Signaled,
-            Phase::Done(State::Stopped) => TaskState::Stopped,
-            Phase::Done(State::TimedOut) => TaskState::TimedOut,
+            Phase::Done(State::Exited { .. }) => TaskState::Exited,
+            Phase::Done(State::Signaled { .. }) => TaskState::Signaled,
+            Phase::Done(State::Stopped { .. }) => TaskState::Stopped,
+            Phase::Done(State::TimedOut { .. }) => TaskState::TimedOut,
             Phase::Done(State::Skipped { .. }) => TaskState::Skipped,
             Phase::Done(
-                State::Starting | State::Queued | State::Running | State::Paused { .. },
+                State::Starting | State::Queued | State::Running { .. } | State::Paused { .. },
             ) => TaskState::Lost,
             Phase::Lost => TaskState::Lost,
             Phase::Broken(_) => TaskState::Broken,
+        }
+    }
+
+    /// The task's outcome as a shell exit status: its exit code, 128+n for
+    /// signal n, 124 for a timeout (like timeout(1)), 1 when it never ran
+    /// (skipped), is lost or broken; 0 while it is still active.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            Phase::Done(State::TimedOut { .. }) => 124,
+            Phase::Done(State::Skipped { .. }) | Phase::Lost | Phase::Broken(_) => 1,
+            Phase::Done(state) => state.exit().map_or(0, Exit::status),
+            _ => 0,
         }
     }
 
@@ -762,8 +774,8 @@ impl Task {
             State::Queued => Phase::Queued,
             State::Paused { .. } => Phase::Paused,
             _ => Phase::Running {
-                exit: meta.exit.clone(),
-                descendants: match (&meta.exit, meta.supervisor_pid) {
+                exit: meta.state.exit().cloned(),
+                descendants: match (meta.state.exit(), meta.supervisor_pid) {
                     (Some(_), Some(sup)) => procs.get().descendants(sup).len(),
                     _ => 0,
                 },

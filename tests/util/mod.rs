@@ -122,6 +122,10 @@ impl Env {
                 "running" | "starting" | "queued" | "paused"
             )
         });
+        // The final record is written just before the supervisor exits:
+        // wait for its lock too, so a test that then edits or removes the
+        // task never races the supervisor's last moments.
+        let _ = self.run(&["wait", task, "--timeout", "20s"]);
         self.status(task)
     }
 
