@@ -3,8 +3,8 @@
 //!
 //! `bgt run` creates a task directory (under a temporary name, renamed into
 //! place once complete) holding `meta.json` and a `lock` file that it locks,
-//! then re-execs itself as a tiny supervisor and hands the locked file over
-//! as its stdin. The supervisor detaches (setsid, closes inherited fds),
+//! then forks a tiny supervisor (or, from a multi-threaded caller, re-execs
+//! itself as one) and hands the locked file over as its stdin. The supervisor detaches (setsid, closes inherited fds),
 //! spawns the child in its own process group with stdout/stderr opened
 //! straight onto `stdout.log`/`stderr.log`, reports success or the start
 //! error back over a pipe, then waits. On Linux it is a child subreaper, so
@@ -50,7 +50,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
     process::restrict_umask();
     if args.get(1).is_some_and(|a| a == supervisor::SUBCOMMAND) {
         return match args.get(2) {
-            Some(dir) => supervisor::main(std::path::Path::new(dir)),
+            Some(dir) => supervisor::main(std::path::Path::new(dir), None),
             None => 2,
         };
     }

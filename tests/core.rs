@@ -450,6 +450,14 @@ fn the_supervisor_is_one_small_thread_holding_no_caller_fds() {
     assert!(fds.iter().any(|f| f.ends_with("/lock")), "{fds:?}");
     // ... and the task directory it works in by descriptor.
     assert!(fds.iter().any(|f| f.ends_with(&id)), "{fds:?}");
+    // None of `bgt run`'s own descriptors either (a forked supervisor starts
+    // with all of them): the state directory, the report pipe's read end.
+    let home = env.home().canonicalize().unwrap();
+    assert!(
+        !fds.iter()
+            .any(|f| std::path::Path::new(f) == home || f.starts_with("pipe:")),
+        "{fds:?}"
+    );
     assert_eq!(fds.len(), 6, "{fds:?}");
     for pid in [supervisor, child] {
         let holds = std::fs::read_dir(format!("/proc/{pid}/fd"))

@@ -7,6 +7,7 @@ mod badinput;
 mod concurrency;
 mod core;
 mod faults;
+mod fork;
 mod lifecycle;
 #[cfg(feature = "mcp")]
 mod mcp;
