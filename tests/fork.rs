@@ -4,8 +4,7 @@
 //! in its own session, with every signal blocked and none ignored, holding
 //! its three descriptors and nothing of its caller's.
 
-use crate::util::{BGT, Env, succeeded};
-use serde_json::Value;
+use crate::util::{Env, succeeded};
 
 /// What a test needs to know about a live supervisor.
 struct Supervisor {
@@ -64,13 +63,25 @@ impl Supervisor {
         assert_eq!(self.field("SigIgn"), "0000000000000000");
         // Own session (no terminal, no SIGHUP from the caller's).
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap();
-        let after_name: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        let after_name: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
         assert_eq!(after_name[3], self.pid.to_string(), "session id: {stat}");
         // /dev/null as 0, 1, 2; the lock, the signalfd, the task directory.
         let home = env.home().canonicalize().unwrap();
         let fds = &self.fds;
-        assert_eq!(fds.iter().filter(|f| *f == "/dev/null").count(), 3, "{fds:?}");
-        assert!(fds.contains(&format!("{}/{id}/lock", home.display())), "{fds:?}");
+        assert_eq!(
+            fds.iter().filter(|f| *f == "/dev/null").count(),
+            3,
+            "{fds:?}"
+        );
+        assert!(
+            fds.contains(&format!("{}/{id}/lock", home.display())),
+            "{fds:?}"
+        );
         assert!(fds.contains(&format!("{}/{id}", home.display())), "{fds:?}");
         assert!(fds.iter().any(|f| f.contains("signalfd")), "{fds:?}");
         assert_eq!(fds.len(), 6, "{fds:?}");
@@ -121,6 +132,7 @@ fn a_run_inside_a_task_executes_a_supervisor_carrying_its_own_marker() {
 #[cfg(feature = "mcp")]
 #[tokio::test]
 async fn a_caller_with_threads_executes_a_fresh_supervisor() {
+    use crate::util::BGT;
     use rmcp::{
         ServiceExt,
         model::CallToolRequestParams,
@@ -135,7 +147,7 @@ async fn a_caller_with_threads_executes_a_fresh_supervisor() {
     }))
     .unwrap();
     let client = ().serve(transport).await.unwrap();
-    let Value::Object(args) = serde_json::json!({"command": "sleep 30"}) else {
+    let serde_json::Value::Object(args) = serde_json::json!({"command": "sleep 30"}) else {
         unreachable!()
     };
     let result = client

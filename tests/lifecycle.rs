@@ -92,7 +92,11 @@ fn marked_processes(home: &Path) -> Vec<(i32, String)> {
 /// supervisor, forked or exec'd, holds its task's lock as fd 0.
 fn supervisor_of(home: &Path, pid: i32) -> Option<String> {
     let lock = std::fs::read_link(format!("/proc/{pid}/fd/0")).ok()?;
-    let dir = lock.strip_prefix(home).ok()?.to_str()?.strip_suffix("/lock")?;
+    let dir = lock
+        .strip_prefix(home)
+        .ok()?
+        .to_str()?
+        .strip_suffix("/lock")?;
     Some(dir.to_string())
 }
 
