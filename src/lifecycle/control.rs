@@ -333,6 +333,9 @@ fn start_supervisor(
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let path = task.dir.clone();
         let fds = [lock.as_fd(), write.as_fd(), dir.as_fd()];
+        // A child it forks carries no marker until its exec; if the
+        // supervisor dies then, `spawn_supervised` finds that child by the
+        // supervisor's session (set before any child exists).
         if let Some(pid) = crate::sys::fork_with_fds(fds, || supervisor::main(&path, Some(meta)))? {
             // Our copies of the three close here: the lock stays held by the
             // supervisor, and its death now ends the pipe.
@@ -341,7 +344,8 @@ fn start_supervisor(
     }
     let exe = std::env::current_exe()?;
     // The supervisor carries the task's marker too, so a child it forked
-    // but has not exec'd yet is marked (used below when the supervisor dies).
+    // but has not exec'd yet is marked (used by `spawn_supervised` when the
+    // supervisor dies).
     let mut child = Command::new(exe)
         .arg(supervisor::SUBCOMMAND)
         .arg(&task.dir)
