@@ -5,10 +5,16 @@
 #
 #   scripts/bench-run.sh            # quick: 30 runs each, 256 MiB throughput
 #   RUNS=100 MIB=1024 scripts/bench-run.sh
+#   BEFORE=/tmp/bgt-old scripts/bench-run.sh   # an older build in the same hyperfine run
+#   RT=1 scripts/bench-run.sh       # latency under SCHED_FIFO (root): on a machine
+#                                   # busy with other work, scheduling delays
+#                                   # otherwise dominate every command's time
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-30}
 MIB=${MIB:-256}
+BEFORE=${BEFORE:-}
+RT=${RT:-}
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need hyperfine; then
@@ -31,9 +37,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== bgt run latency ($(nproc) cores, $(uname -m), $RUNS runs each)"
+prio=()
+if [ -n "$RT" ] && chrt -f 20 true 2>/dev/null; then prio=(chrt -f 20); fi
+echo "== bgt run latency ($(nproc) cores, $(uname -m), $RUNS runs each${prio:+, SCHED_FIFO})"
 cmds=("$BGT run -- true" "sh -c 'nohup true >/dev/null 2>&1 &'")
 names=("bgt run" "nohup &")
+if [ -n "$BEFORE" ]; then cmds+=("$BEFORE run -- true"); names+=("bgt before"); fi
 if need nq; then cmds+=("nq true"); names+=("nq"); fi
 if need tsp; then tsp true >/dev/null; cmds+=("tsp true"); names+=("tsp"); fi
 if need pueue && need pueued; then
@@ -46,24 +55,33 @@ if need pueue && need pueued; then
 fi
 args=()
 for i in "${!cmds[@]}"; do args+=(-n "${names[$i]}" "${cmds[$i]}"); done
-hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$TMP/run.json" "${args[@]}" >/dev/null 2>&1 ||
-    hyperfine --warmup 3 --runs "$RUNS" --export-json "$TMP/run.json" "${args[@]}" >/dev/null
+"${prio[@]}" hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$TMP/run.json" "${args[@]}" >/dev/null 2>&1 ||
+    "${prio[@]}" hyperfine --warmup 3 --runs "$RUNS" --export-json "$TMP/run.json" "${args[@]}" >/dev/null
 python3 - "$TMP/run.json" <<'PY'
 import json, sys
 rs = json.load(open(sys.argv[1]))["results"]
-base = next(r["mean"] for r in rs if r["command"] == "nohup &")
-print(f"{'command':<12} {'mean':>10} {'stddev':>10} {'vs nohup':>9}")
+by = {r["command"]: r for r in rs}
+peers = [p for p in ("nohup &", "nq") if p in by]
+head = "".join(f"{'vs ' + p.split()[0]:>10}" for p in peers)
+print(f"{'command':<12} {'mean':>10} {'median':>10} {'stddev':>10}{head}")
 for r in rs:
-    print(f"{r['command']:<12} {r['mean']*1000:>8.2f}ms {r['stddev']*1000:>8.2f}ms {r['mean']/base:>8.2f}x")
+    ratios = "".join(f"{r['median'] / by[p]['median']:>9.2f}x" for p in peers)
+    print(f"{r['command']:<12} {r['mean']*1000:>8.2f}ms {r['median']*1000:>8.2f}ms {r['stddev']*1000:>8.2f}ms{ratios}")
+print("(ratios of medians: a busy machine adds long outliers to the means)")
 PY
 need pueue || echo "(pueue not installed: cargo install pueue to include it)"
 
 echo
 echo "== resident memory of a supervisor watching 'sleep 30'"
-id=$("$BGT" run -- sleep 30)
-sup=$("$BGT" status "$id" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["supervisor_pid"])')
-awk '/^(VmRSS|RssAnon|RssFile):/ {printf "bgt supervisor   %-9s %6d KiB\n", $1, $2}' "/proc/$sup/status"
-awk '/^Pss:/ {printf "bgt supervisor   %-9s %6d KiB (shared pages split among their users)\n", $1, $2}' "/proc/$sup/smaps_rollup"
+for which in "$BGT" ${BEFORE:+"$BEFORE"}; do
+    who="bgt supervisor"
+    [ "$which" = "$BGT" ] || who="bgt before    "
+    id=$("$which" run -- sleep 30)
+    sup=$("$which" status "$id" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["supervisor_pid"])')
+    awk -v who="$who" '/^(VmRSS|RssAnon|RssFile):/ {printf "%s   %-9s %6d KiB\n", who, $1, $2}' "/proc/$sup/status"
+    awk -v who="$who" '/^Pss:/ {printf "%s   %-9s %6d KiB (shared pages split among their users)\n", who, $1, $2}' "/proc/$sup/smaps_rollup"
+    if [ "$which" = "$BGT" ]; then main_id=$id; else "$which" stop "$id" >/dev/null; fi
+done
 if need nq; then
     nq sleep 30 >/dev/null
     sleep 0.2
@@ -74,7 +92,7 @@ if [ -f "$TMP/pueue.yml" ]; then
     ppid=$(pgrep -n pueued || true)
     [ -n "$ppid" ] && awk '/^VmRSS:/ {printf "pueued (daemon)  %-9s %6d KiB\n", $1, $2}' "/proc/$ppid/status"
 fi
-"$BGT" stop "$id" >/dev/null
+"$BGT" stop "$main_id" >/dev/null
 
 echo
 echo "== status of 1,000 tasks (goal: under 50 ms)"

@@ -68,7 +68,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
     process::restrict_umask();
     if args.get(1).is_some_and(|a| a == supervisor::SUBCOMMAND) {
         return match args.get(2) {
-            Some(dir) => supervisor::main(std::path::Path::new(dir)),
+            Some(dir) => supervisor::main(std::path::Path::new(dir), None),
             None => 2,
         };
     }

@@ -440,6 +440,14 @@ fn the_supervisor_is_one_small_thread_holding_no_caller_fds() {
     // ... and, for the log size limit, both logs (to free their oldest
     // blocks) and the inotify that says when they grow.
     assert!(fds.iter().any(|f| f == "anon_inode:inotify"), "{fds:?}");
+    // None of `bgt run`'s own descriptors either (a forked supervisor starts
+    // with all of them): the state directory, the report pipe's read end.
+    let home = env.home().canonicalize().unwrap();
+    assert!(
+        !fds.iter()
+            .any(|f| std::path::Path::new(f) == home || f.starts_with("pipe:")),
+        "{fds:?}"
+    );
     assert_eq!(fds.len(), 9, "{fds:?}");
     for pid in [supervisor, child] {
         let holds = std::fs::read_dir(format!("/proc/{pid}/fd"))

@@ -63,6 +63,14 @@ fn marked_processes(home: &Path) -> Vec<(i32, String)> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
+        // A supervisor forked by `bgt run` has the caller's environment (no
+        // marker): it is known by the task lock it holds as fd 0.
+        if let Some(id) = supervisor_of(home, pid) {
+            if alive(pid) {
+                found.push((pid, id));
+            }
+            continue;
+        }
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
@@ -78,6 +86,18 @@ fn marked_processes(home: &Path) -> Vec<(i32, String)> {
         }
     }
     found
+}
+
+/// The task whose supervisor `pid` is, if it is one of `home`'s: a
+/// supervisor, forked or exec'd, holds its task's lock as fd 0.
+fn supervisor_of(home: &Path, pid: i32) -> Option<String> {
+    let lock = std::fs::read_link(format!("/proc/{pid}/fd/0")).ok()?;
+    let dir = lock
+        .strip_prefix(home)
+        .ok()?
+        .to_str()?
+        .strip_suffix("/lock")?;
+    Some(dir.to_string())
 }
 
 #[test]
@@ -321,14 +341,12 @@ fn run_never_reports_a_failed_start_for_a_command_that_runs() {
             let stop = stop.clone();
             let home = home.clone();
             std::thread::spawn(move || {
-                let pattern = format!("__supervise\0{}", home.display());
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-                        let path = entry.path().join("cmdline");
-                        let Ok(cmdline) = std::fs::read(&path) else {
+                        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
                             continue;
                         };
-                        if String::from_utf8_lossy(&cmdline).contains(&pattern) {
+                        if supervisor_of(&home, pid).is_some() {
                             std::thread::sleep(Duration::from_micros(round * 50));
                             let _ = Command::new("kill")
                                 .args(["-KILL", &entry.file_name().to_string_lossy()])

@@ -74,7 +74,40 @@ pub struct Started {
     /// The supervisor process. A short-lived CLI just drops it (the
     /// supervisor is re-parented); a long-lived caller should `wait()` on it
     /// in the background so it does not linger as a zombie.
-    pub supervisor: Child,
+    pub supervisor: Supervisor,
+}
+
+/// The supervisor as its starter holds it: forked (single-threaded caller)
+/// or a fresh `bgt __supervise` (caller with threads).
+#[derive(Debug)]
+pub enum Supervisor {
+    Forked(u32),
+    Spawned(Child),
+}
+
+impl Supervisor {
+    pub fn id(&self) -> u32 {
+        match self {
+            Supervisor::Forked(pid) => *pid,
+            Supervisor::Spawned(child) => child.id(),
+        }
+    }
+
+    /// Waits for it to exit and reaps it.
+    pub fn wait(&mut self) {
+        match self {
+            Supervisor::Forked(pid) => loop {
+                let pid = nix::unistd::Pid::from_raw(*pid as i32);
+                match nix::sys::wait::waitpid(pid, None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    _ => break,
+                }
+            },
+            Supervisor::Spawned(child) => {
+                let _ = child.wait();
+            }
+        }
+    }
 }
 
 impl Started {
@@ -255,7 +288,6 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
         max_log_size: spec.max_log_size.filter(|n| *n > 0),
     };
     let (task, lock) = store.create(&mut meta)?;
-    let exe = std::env::current_exe().context("cannot find the bgt executable")?;
     // The held lock becomes the supervisor's stdin: the same open file
     // description, so the lock is never released between us and it.
     // The task directory, opened through the checked state directory: the
@@ -267,25 +299,14 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
             return Err(e);
         }
     };
-    // The supervisor carries the task's marker too, so a child it forked
-    // but has not exec'd yet is marked (used below when the supervisor dies).
-    let spawned = Command::new(exe)
-        .arg(supervisor::SUBCOMMAND)
-        .arg(&task.dir)
-        .env(process::TASK_ID_VAR, &task.id)
-        .stdin(Stdio::from(lock))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::os::fd::OwnedFd::from(task_dir)))
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
+    let (mut supervisor, pipe) = match start_supervisor(&task, meta, lock, task_dir) {
+        Ok(started) => started,
         Err(e) => {
             let _ = task.remove();
             bail!("cannot start the supervisor: {}", io_message(&e));
         }
     };
     let mut line = String::new();
-    let pipe = child.stdout.take().expect("stdout is piped");
     let _ = BufReader::new(pipe).read_line(&mut line);
     let (word, rest) = line
         .trim_end()
@@ -302,11 +323,11 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
             label: spec.label,
             pid,
             dir: task.dir,
-            supervisor: child,
+            supervisor,
         });
     }
     if word == REPORT_ERR {
-        let _ = child.wait();
+        supervisor.wait();
         let _ = task.remove();
         bail!("{rest}");
     }
@@ -316,11 +337,11 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
     // session id and the fresh task id identify them without a start time.
     let mark = TaskMark {
         id: task.id.clone(),
-        sid: Some(child.id()),
+        sid: Some(supervisor.id()),
         since: None,
     };
     let survivors = kill_all(&mark, true, Instant::now() + Duration::from_secs(5));
-    let _ = child.wait();
+    supervisor.wait();
     if survivors.is_empty() {
         let _ = task.remove();
         bail!("the supervisor died before starting the task");
@@ -330,6 +351,51 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
         task.id,
         describe_survivors(&survivors)
     )
+}
+
+/// Starts the supervisor with the task's lock, the write end of the report
+/// pipe and the task directory as its fds 0, 1 and 2; returns it with the
+/// read end. A single-threaded caller forks it: no exec of the bgt binary,
+/// no dynamic loading, no second read of the record. A caller with threads
+/// (the MCP server) re-execs the binary, as does a `bgt run` inside a task
+/// (its environment names that task, and a fork would show that marker in
+/// `/proc/<supervisor>/environ`, making the supervisor look like a process of
+/// the outer task; an exec'd one carries its own task's marker instead).
+fn start_supervisor(
+    task: &Task,
+    meta: TaskMeta,
+    lock: std::fs::File,
+    dir: crate::dirfd::DirFd,
+) -> std::io::Result<(Supervisor, std::fs::File)> {
+    use std::os::fd::{AsFd, OwnedFd};
+    let dir = OwnedFd::from(dir);
+    if std::env::var_os(process::TASK_ID_VAR).is_none() {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let path = task.dir.clone();
+        let fds = [lock.as_fd(), write.as_fd(), dir.as_fd()];
+        // A child it forks carries no marker until its exec; if the
+        // supervisor dies then, `spawn_supervised` finds that child by the
+        // supervisor's session (set before any child exists).
+        if let Some(pid) = crate::sys::fork_with_fds(fds, || supervisor::main(&path, Some(meta)))? {
+            // Our copies of the three close here: the lock stays held by the
+            // supervisor, and its death now ends the pipe.
+            return Ok((Supervisor::Forked(pid), std::fs::File::from(read)));
+        }
+    }
+    let exe = std::env::current_exe()?;
+    // The supervisor carries the task's marker too, so a child it forked
+    // but has not exec'd yet is marked (used by `spawn_supervised` when the
+    // supervisor dies).
+    let mut child = Command::new(exe)
+        .arg(supervisor::SUBCOMMAND)
+        .arg(&task.dir)
+        .env(process::TASK_ID_VAR, &task.id)
+        .stdin(Stdio::from(lock))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(dir))
+        .spawn()?;
+    let pipe = child.stdout.take().expect("stdout is piped");
+    Ok((Supervisor::Spawned(child), OwnedFd::from(pipe).into()))
 }
 
 /// What `stop` did.

@@ -1,6 +1,10 @@
-//! The per-task supervisor: `bgt run` re-execs its own binary as
-//! `bgt __supervise <task-dir>`, a fresh single-threaded process (so starting
-//! tasks is safe even from the multi-threaded MCP server).
+//! The per-task supervisor, a single-threaded process. A single-threaded
+//! caller (the CLI) forks it (`sys::fork_with_fds`: no second exec of the
+//! bgt binary, the cost that made `run` three times slower than `nq`); a
+//! caller with threads (the MCP server) re-execs its own binary as
+//! `bgt __supervise <task-dir>` instead, since a fork of a threaded process
+//! may run nothing but async-signal-safe calls. Both enter [`main`] with
+//! the same three descriptors.
 //!
 //! It blocks every signal first and reads them from a signalfd, so nothing
 //! the task sends it (`kill -USR1 $PPID`, a stray SIGPIPE, ...) can end it;
@@ -164,8 +168,10 @@ enum Ending {
     Timeout,
 }
 
-/// Entry point of `bgt __supervise <dir>`; returns the process exit code.
-pub fn main(dir: &Path) -> i32 {
+/// Entry point of `bgt __supervise <dir>` (`meta`: `None`, read from the
+/// task directory) and of a forked supervisor (`meta`: the record `run` has
+/// just written, already in memory); returns the process exit code.
+pub fn main(dir: &Path, meta: Option<TaskMeta>) -> i32 {
     // Before anything else: no signal may end us (they are read from a
     // signalfd in `watch`). Blocked, not ignored: an ignored disposition
     // would be inherited by the child across exec; the mask is emptied
@@ -199,14 +205,14 @@ pub fn main(dir: &Path) -> i32 {
     let mut report = Some(File::from(report));
     let _lock = lock; // held until this process exits: the task's liveness
 
-    match supervise(&task_dir, &mut report) {
+    match supervise(&task_dir, &mut report, meta) {
         Ok(()) => 0,
         Err(err) => {
             // Before the child started: the task never existed. Tell `bgt
             // run`, which removes it, prints the error and exits 1.
             if let Some(mut report) = report {
                 let message = format!("{err:#}").replace('\n', " ");
-                let _ = writeln!(report, "{REPORT_ERR} {message}");
+                let _ = report.write_all(format!("{REPORT_ERR} {message}\n").as_bytes());
             }
             1
         }
@@ -271,7 +277,7 @@ fn wait_turn(
     record_supervisor(meta);
     meta.store_in(dir)?;
     if let Some(mut pipe) = report.take() {
-        let _ = writeln!(pipe, "{REPORT_QUEUED}");
+        let _ = pipe.write_all(format!("{REPORT_QUEUED}\n").as_bytes());
     }
 
     let (wake_read, wake_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -312,8 +318,11 @@ fn wait_turn(
     }
 }
 
-fn supervise(dir: &DirFd, report: &mut Option<File>) -> Result<()> {
-    let mut meta = TaskMeta::load_in(dir)?;
+fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> Result<()> {
+    let mut meta = match meta {
+        Some(meta) => meta,
+        None => TaskMeta::load_in(dir)?,
+    };
 
     #[cfg(target_os = "linux")]
     let _ = nix::sys::prctl::set_child_subreaper(true);
@@ -401,8 +410,8 @@ fn supervise(dir: &DirFd, report: &mut Option<File>) -> Result<()> {
         return Err(err);
     }
     if let Some(mut pipe) = report.take() {
-        // And closing the pipe lets `bgt run` return.
-        let _ = writeln!(pipe, "{REPORT_OK} {pid}");
+        // One write (`bgt run` reads a line); closing the pipe lets it return.
+        let _ = pipe.write_all(format!("{REPORT_OK} {pid}\n").as_bytes());
     }
     if let Some((queue, ticket)) = line.take() {
         queue.leave(ticket); // started: the next in line moves up

@@ -1,6 +1,7 @@
 //! The one place with `unsafe`: closing file descriptors we do not own,
 //! resetting signal dispositions, `sigqueue` (which nix does not wrap), and
-//! asking a terminal for its size.
+//! asking a terminal for its size, and forking the supervisor out of a
+//! single-threaded `bgt run`.
 //!
 //! The supervisor is exec'd by `bgt run` and inherits every descriptor that
 //! `bgt run`'s own caller leaked to it without close-on-exec (a CI runner's
@@ -11,7 +12,10 @@
 
 /// Closes every descriptor numbered 3 or above. Call it first thing in the
 /// supervisor, before any `File` or `OwnedFd` exists, so no live Rust
-/// object owns one of the closed numbers.
+/// object owns one of the closed numbers. (In a supervisor made by
+/// [`fork_with_fds`], the caller's objects still exist in the stack frames
+/// below the fork, but those frames never run again: the child leaves by
+/// `_exit` from inside `fork_with_fds`, so nothing of them is used or dropped.)
 pub fn close_inherited_fds() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -162,4 +166,104 @@ pub fn terminal_columns(fd: &impl std::os::fd::AsFd) -> Option<usize> {
         )
     };
     (rc == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
+}
+
+/// True when this process runs exactly one thread (Linux: `/proc/self/task`
+/// lists one entry). Then no other thread can appear before a `fork` this
+/// thread makes next, since only this thread could create one. Elsewhere
+/// it answers false, so callers take the path that is safe with threads.
+pub fn single_threaded() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| tasks.take(2).count() == 1)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// Forks this process, if it is single-threaded, into a child that runs
+/// `body` with `fds` as its descriptors 0, 1 and 2 and every signal blocked,
+/// and exits with `body`'s code; it never returns into the caller's code.
+/// Every other descriptor is still open when `body` starts: `body` closes
+/// them (`close_inherited_fds`). Returns the child's pid to the parent, or
+/// `None` without doing anything when this process has more than one thread
+/// (the caller then re-execs instead). The parent's signal mask is restored
+/// after the fork; its copies of `fds` stay open (the caller drops them).
+///
+/// The child must leave no trace of the parent's state: Rust's stdout
+/// buffer is flushed first (a copy of unwritten output would otherwise be
+/// written again by the child), and the child exits with `_exit`, so no
+/// destructor, atexit handler or stdio flush of the copied state runs.
+pub fn fork_with_fds(
+    fds: [std::os::fd::BorrowedFd<'_>; 3],
+    body: impl FnOnce() -> i32,
+) -> std::io::Result<Option<u32>> {
+    use nix::sys::signal::{SigSet, SigmaskHow};
+    use nix::unistd::ForkResult;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    if !single_threaded() {
+        return Ok(None);
+    }
+    let _ = std::io::stdout().flush();
+    // Born with every signal blocked: nothing (a Ctrl-C to the caller's
+    // process group, say) can end the child before it has detached.
+    let caller_mask = SigSet::all().thread_swap_mask(SigmaskHow::SIG_SETMASK)?;
+    // SAFETY: `fork` is unsafe because in a multi-threaded process the child
+    // gets a copy of memory that other threads may have left mid-update
+    // (a malloc arena, a lock held), so it may only make async-signal-safe
+    // calls until it execs. This process was just seen to have one thread,
+    // and no other can have appeared since (only this thread could have
+    // made one). A single-threaded child is a complete, consistent copy of
+    // the parent, with no lock held by anyone but this thread, which holds
+    // none here (we are not inside stdout's or any other guard): it may run
+    // ordinary Rust code (allocate, format, open files, spawn), as any
+    // single-threaded program may after fork. The child never returns into
+    // the caller's frames: it runs `body` and `_exit`s, and a panic in
+    // `body` is caught here, so no object of the parent is dropped twice
+    // (once per process) or used after `body` closed its descriptors.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => {
+            let _ = caller_mask.thread_set_mask();
+            Err(e.into())
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let _ = caller_mask.thread_set_mask();
+            Ok(Some(child.as_raw() as u32))
+        }
+        Ok(ForkResult::Child) => {
+            let raw = fds.map(|fd| fd.as_raw_fd());
+            let code = if onto_stdio(raw) {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(101)
+            } else {
+                1
+            };
+            // SAFETY: ends this process at once, running nothing of the
+            // copied state (no destructors, no atexit handlers, no flush).
+            unsafe { nix::libc::_exit(code) }
+        }
+    }
+}
+
+/// Makes `fds` descriptors 0, 1 and 2 (without close-on-exec), whatever
+/// numbers they have now: each is first copied to a number above 2, so
+/// placing one cannot overwrite another still to be placed. False on error.
+fn onto_stdio(fds: [std::os::fd::RawFd; 3]) -> bool {
+    use nix::libc;
+    let mut high = [0; 3];
+    for (slot, fd) in high.iter_mut().zip(fds) {
+        // SAFETY: plain descriptor calls on numbers this process holds; the
+        // copies are left for `close_inherited_fds`.
+        *slot = unsafe { libc::fcntl(fd, libc::F_DUPFD, 3) };
+        if *slot < 0 {
+            return false;
+        }
+    }
+    (0..3).all(|target| {
+        // SAFETY: as above; 0, 1 and 2 are owned by no Rust object that will
+        // run again in this process.
+        unsafe { libc::dup2(high[target as usize], target) == target }
+    })
 }
