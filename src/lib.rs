@@ -10,13 +10,16 @@
 //! - `task::meta`    `meta.json`: the record, written atomically, with a spare for a full disk
 //!
 //! A task's life (`lifecycle/`):
-//! - `lifecycle::control`    starting (label claim, start handshake), stopping one task, cleanup
-//! - `lifecycle::supervisor` the per-task supervisor: spawns the child, reaps everything, records the end
-//! - `lifecycle::stopping`   stopping many tasks and reporting each
+//! - `lifecycle::command`    what to run: argv or `sh -c`, shell quoting, the working directory
+//! - `lifecycle::start`      starting: the label claim, the supervisor (forked or exec'd), the start handshake
+//! - `lifecycle::supervisor` the per-task supervisor: waits its turn, spawns the child, reaps everything, records the end
+//! - `lifecycle::queue`      dependencies and queues: tickets, slots, waiting on locks and inotify
+//! - `lifecycle::stop`       stopping and pausing tasks, and reporting each
+//! - `lifecycle::cleanup`    removing finished tasks, never one with a process left
 //! - `lifecycle::waiting`    waiting for an end, a line, a port or a URL; the polling back-off
 //! - `lifecycle::listeners`  who listens on a port (`/proc/net/tcp*`), so a stale server is not "ready"
 //! - `lifecycle::process`    signals, the process table, a task's processes and proof of their identity
-//! - `lifecycle::sys`        the one module with `unsafe` (closing inherited fds, signal actions, sigqueue, ioctl)
+//! - `lifecycle::sys`        the one module with `unsafe` (closing inherited fds, signal actions, sigqueue, fork, ioctl)
 //!
 //! Reading logs (`logs/`):
 //! - `logs::read`     the read engine: ranges, cursors, the line index, tail, caps, collapsing, one sink
@@ -24,6 +27,7 @@
 //! - `logs::pattern`  filters, excludes and presets, with a literal fast path
 //! - `logs::tidy`     cleaning a line (escapes, `\r` redraws, pnpm paths, long lines)
 //! - `logs::blocks`   stack traces and compiler errors as blocks; library frames folded
+//! - `logs::bounded`  keeping a long-lived task's logs within a size by punching holes at their start
 //!
 //! What every face shows:
 //! - `info`    a task as a reader sees it now (`TaskInfo`)
@@ -32,7 +36,7 @@
 //! - `duration` parsing and showing durations
 //!
 //! The faces:
-//! - `cli` + `commands/`  the command line (one file per subcommand), printed by `render` and `term`
+//! - `cli` + `commands/`  the command line (one file per subcommand), printed by `render` (text) and `term` (colour, width, live line)
 //! - `tools`              the bg_* tools, shared by the agent faces
 //! - `mcp`                the tools over MCP (stdio); the only module with an async runtime
 //! - `toolbox`            the tools as Amp toolbox executables
@@ -55,7 +59,7 @@ pub mod tools;
 
 // Short paths used across the crate while the layers settle.
 pub(crate) use lifecycle::sys;
-pub use lifecycle::{control, listeners, process, queue, supervisor, waiting};
+pub use lifecycle::{listeners, process, queue, supervisor, waiting};
 pub use logs::{blocks, pattern, read as logread, tidy as clean};
 pub use task::{dirfd, meta, store};
 

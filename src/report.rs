@@ -118,8 +118,8 @@ pub struct CleanupReport {
     pub dry_run: bool,
 }
 
-impl From<&crate::control::Cleanup> for CleanupReport {
-    fn from(done: &crate::control::Cleanup) -> CleanupReport {
+impl From<&crate::lifecycle::cleanup::Cleanup> for CleanupReport {
+    fn from(done: &crate::lifecycle::cleanup::Cleanup) -> CleanupReport {
         CleanupReport {
             removed: done.removed.iter().map(TaskBrief::of).collect(),
             kept_running: done.kept_running.iter().map(TaskBrief::of).collect(),

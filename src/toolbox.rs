@@ -28,7 +28,7 @@ pub fn install(dir: &Path) -> Result<i32> {
         let script = format!(
             "#!/bin/sh\n# Amp toolbox tool {name}, written by `bgt toolbox install`.\nexec {exe} toolbox {name}\n",
             name = tool.name,
-            exe = crate::control::shell_quote(exe),
+            exe = crate::lifecycle::command::shell_quote(exe),
         );
         std::fs::write(&path, script)
             .with_context(|| format!("cannot write {}", path.display()))?;

@@ -9,10 +9,10 @@
 //! first, then one short summary in the tools' own words (`since=true`,
 //! never a CLI flag); the full numbers are in the structured result.
 
-use crate::control::{self, StartSpec};
 use crate::error::{ErrorKind, fail, usage};
 use crate::info::TaskInfo;
-use crate::lifecycle::stopping::stop_tasks;
+use crate::lifecycle::stop::stop_tasks;
+use crate::lifecycle::{cleanup, command, start, start::StartSpec};
 use crate::logread::{self, Stream};
 use crate::logs::options::{DEFAULT_MAX_LINES, ReadOptions};
 use crate::pattern::Case;
@@ -495,7 +495,7 @@ fn run(p: RunParams) -> Result<Reply> {
     let slots = p.slots.map(|n| n.min(usize::MAX as u64) as usize);
     let max_log_size = crate::logs::bounded::max_from_env()?;
     let store = Store::open_default()?;
-    let cwd = control::resolve_cwd(p.cwd.as_deref().map(Path::new))?;
+    let cwd = command::resolve_cwd(p.cwd.as_deref().map(Path::new))?;
     let after_ok = p.after_ok.is_some();
     let names: Vec<String> = p
         .after
@@ -507,9 +507,9 @@ fn run(p: RunParams) -> Result<Reply> {
         .filter(|n| !n.is_empty())
         .map(String::from)
         .collect();
-    let after = control::resolve_after(&store, &names)?;
+    let after = start::resolve_after(&store, &names)?;
     let minutes = p.timeout.unwrap_or(DEFAULT_TIMEOUT_MINUTES);
-    let started = control::start(
+    let started = start::start(
         &store,
         StartSpec {
             label: p.label,
@@ -523,7 +523,7 @@ fn run(p: RunParams) -> Result<Reply> {
             queue: p.queue,
             slots,
             max_log_size: Some(max_log_size),
-            ..StartSpec::new(control::shell_command(&p.command)?, cwd)
+            ..StartSpec::new(command::shell_command(&p.command)?, cwd)
         },
     )?;
     let run = started.report();
@@ -551,7 +551,7 @@ fn run(p: RunParams) -> Result<Reply> {
             structured: to_json(&report)?,
         });
     }
-    let ended = control::wait_unlocked(&task, Some(Instant::now() + START_WINDOW));
+    let ended = waiting::wait_unlocked(&task, Some(Instant::now() + START_WINDOW));
     let task = task.reload();
     let info = TaskInfo::of(&task);
     if !ended || task.phase().is_active() {
@@ -750,7 +750,7 @@ fn stop(p: StopParams) -> Result<Reply> {
     if p.action == Some(StopAction::Cleanup) {
         let report = match &p.task_id {
             Some(id) => cleanup_one(&store, id)?,
-            None => CleanupReport::from(&control::cleanup(&store, older_than, false)?),
+            None => CleanupReport::from(&cleanup::cleanup(&store, older_than, false)?),
         };
         return Ok(Reply {
             text: cleanup_text(&report),
@@ -806,7 +806,7 @@ fn stop(p: StopParams) -> Result<Reply> {
 /// Removes one finished task (bg_stop action=cleanup task_id=...).
 fn cleanup_one(store: &Store, id: &str) -> Result<CleanupReport> {
     let task = store.resolve(id)?;
-    Ok(CleanupReport::from(&control::cleanup_tasks(
+    Ok(CleanupReport::from(&cleanup::cleanup_tasks(
         vec![task],
         None,
         false,

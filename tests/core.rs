@@ -420,15 +420,7 @@ fn the_supervisor_is_one_small_thread_holding_no_caller_fds() {
         "no async runtime, no threads"
     );
     // stdin/stdout/stderr on /dev/null, then the lock, the signalfd and the task directory only.
-    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{supervisor}/fd"))
-        .unwrap()
-        .map(|e| {
-            std::fs::read_link(e.unwrap().path())
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
+    let fds = crate::util::supervisor_fds(supervisor);
     assert_eq!(
         fds.iter().filter(|f| *f == "/dev/null").count(),
         3,

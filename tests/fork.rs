@@ -19,15 +19,7 @@ impl Supervisor {
     fn of(env: &Env, id: &str) -> Supervisor {
         let pid = env.status(id)["supervisor_pid"].as_i64().unwrap();
         let read = |what: &str| std::fs::read(format!("/proc/{pid}/{what}")).unwrap();
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .map(|e| {
-                std::fs::read_link(e.unwrap().path())
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
+        let fds = crate::util::supervisor_fds(pid);
         Supervisor {
             pid,
             cmdline: String::from_utf8_lossy(&read("cmdline")).replace('\0', " "),

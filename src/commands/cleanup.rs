@@ -1,7 +1,7 @@
 //! `bgt cleanup`: remove finished tasks' directories, never a running one.
 
 use crate::cli::CleanupArgs;
-use crate::control;
+use crate::lifecycle::cleanup;
 use crate::report::CleanupReport;
 use crate::store::Store;
 use anyhow::Result;
@@ -10,9 +10,9 @@ use std::io::Write;
 pub fn run(args: CleanupArgs) -> Result<i32> {
     let store = Store::open_default()?;
     let done = if args.dry_run {
-        control::cleanup_dry_run(&store, args.older_than, args.all)?
+        cleanup::cleanup_dry_run(&store, args.older_than, args.all)?
     } else {
-        control::cleanup(&store, args.older_than, args.all)?
+        cleanup::cleanup(&store, args.older_than, args.all)?
     };
     let report = CleanupReport::from(&done);
     if args.json {

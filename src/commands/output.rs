@@ -94,7 +94,7 @@ fn summary(text: &str) {
 fn follow(task: &Task, mut req: Request, cap: Option<usize>) -> Result<i32> {
     let hl = Highlight::stdout(req.matcher.filter.as_ref());
     let mut positions = Marks::default();
-    let mut backoff = crate::control::Backoff::new(Duration::from_millis(50));
+    let mut backoff = crate::lifecycle::waiting::Backoff::new(Duration::from_millis(50));
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout());
     let marked = req.streams.len() > 1;
     let mut printed = 0;

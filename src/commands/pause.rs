@@ -28,7 +28,7 @@ pub fn run(args: PauseArgs, pause: bool) -> Result<i32> {
     }
     let mut items = Vec::new();
     for task in &tasks {
-        let result = crate::control::pause(task, pause);
+        let result = crate::lifecycle::stop::pause(task, pause);
         let info = TaskInfo::of(&task.reload());
         items.push(PauseItem {
             task_id: task.id.clone(),

@@ -10,7 +10,7 @@ use std::io::Write;
 pub fn run(args: QueueArgs) -> Result<i32> {
     let store = Store::open_default()?;
     if let Some(slots) = args.slots {
-        crate::control::set_slots(&store, &args.name, slots)?;
+        crate::lifecycle::start::set_slots(&store, &args.name, slots)?;
     }
     let queue = Queue::open(store.dir(), &args.name)
         .map_err(|e| anyhow::anyhow!("cannot open queue '{}': {e}", args.name))?;

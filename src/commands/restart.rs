@@ -1,7 +1,7 @@
 //! `bgt restart`: the same command, cwd, env, label and timeout as a new task.
 
 use crate::cli::RestartArgs;
-use crate::control::{self, StartSpec};
+use crate::lifecycle::{start, start::StartSpec, stop};
 use crate::store::Store;
 use anyhow::Result;
 use std::io::Write;
@@ -12,13 +12,13 @@ pub fn run(args: RestartArgs) -> Result<i32> {
     let meta = old.meta()?.clone();
     // Restarting a task that runs means replacing it (`--stop` is the old spelling).
     if old.phase().is_active() {
-        control::stop(
+        stop::stop(
             &old,
             nix::sys::signal::Signal::SIGTERM,
             crate::supervisor::DEFAULT_GRACE,
         )?;
     }
-    let started = control::start(
+    let started = start::start(
         &store,
         StartSpec {
             label: meta.label,

@@ -1,14 +1,14 @@
 //! `bgt run`: validate, optionally replace a labelled task, start, print the id.
 
 use crate::cli::RunArgs;
-use crate::control::{self, StartSpec};
+use crate::lifecycle::{command, start, start::StartSpec};
 use crate::store::Store;
 use anyhow::Result;
 use std::io::Write;
 
 pub fn run(args: RunArgs) -> Result<i32> {
-    let command = control::command_from_words(&args.command)?;
-    let cwd = control::resolve_cwd(args.cwd.as_deref())?;
+    let command = command::command_from_words(&args.command)?;
+    let cwd = command::resolve_cwd(args.cwd.as_deref())?;
     let store = Store::open_default()?;
     let after_ok = !args.after_ok.is_empty();
     let after = if after_ok {
@@ -16,8 +16,8 @@ pub fn run(args: RunArgs) -> Result<i32> {
     } else {
         &args.after
     };
-    let after = control::resolve_after(&store, after)?;
-    let started = control::start(
+    let after = start::resolve_after(&store, after)?;
+    let started = start::start(
         &store,
         StartSpec {
             label: args.label,

@@ -1,7 +1,7 @@
 //! `bgt stop`: end tasks' process trees, in parallel, idempotently.
 
 use crate::cli::StopArgs;
-use crate::lifecycle::stopping::stop_tasks;
+use crate::lifecycle::stop::stop_tasks;
 use crate::report::{StopReport, StopResult};
 use crate::store::{Store, Task};
 use crate::term::{self, LatestLine, LiveLine};

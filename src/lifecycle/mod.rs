@@ -1,11 +1,13 @@
 //! A task's life: starting it under its supervisor, stopping it, waiting
 //! for it, cleaning it up, and the process-level tools these need.
 
-pub mod control;
+pub mod cleanup;
+pub mod command;
 pub mod listeners;
 pub mod process;
 pub mod queue;
-pub mod stopping;
+pub mod start;
+pub mod stop;
 pub mod supervisor;
 pub(crate) mod sys;
 pub mod waiting;

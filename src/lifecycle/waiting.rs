@@ -2,7 +2,6 @@
 //! an open port, an answering URL), failing fast when a task dies first.
 //! Shared by `bgt wait` and the MCP `bg_wait` tool.
 
-use crate::control;
 use crate::error::usage;
 use crate::listeners::{self, Holder};
 use crate::logread::{self, Marks, Request, Stream, Window};
@@ -269,7 +268,7 @@ pub fn wait_with(
     mut progress: Option<Progress>,
 ) -> Result<Outcome> {
     if let Condition::Exit = condition {
-        let wait_all = || tasks.iter().all(|t| control::wait_unlocked(t, deadline));
+        let wait_all = || tasks.iter().all(|t| wait_unlocked(t, deadline));
         let ended = match progress.as_mut() {
             None => wait_all(),
             // The locks are waited on as without progress (a blocking
@@ -302,7 +301,7 @@ pub fn wait_with(
     let reason = |owner: &Option<PortOwner>| owner.as_ref().and_then(PortOwner::reason);
     let mut positions: Vec<Marks> = vec![Marks::default(); tasks.len()];
     let mut found: Vec<Option<String>> = vec![None; tasks.len()];
-    let mut backoff = control::Backoff::new(Duration::from_millis(20));
+    let mut backoff = Backoff::new(Duration::from_millis(20));
     loop {
         let mut ended = None;
         for (i, task) in tasks.iter().enumerate() {
@@ -392,4 +391,74 @@ pub fn last_lines(task: &Task, n: usize) -> Option<(Stream, Vec<String>)> {
         }
     }
     None
+}
+
+/// Blocks until the task's lock is free (its supervisor has exited) or the
+/// deadline passes. Without a deadline it is a blocking flock: it wakes the
+/// moment the supervisor exits and costs no CPU while waiting.
+pub fn wait_unlocked(task: &Task, deadline: Option<Instant>) -> bool {
+    let Some(file) = task.open_lock() else {
+        return true; // no lock file: the task is gone
+    };
+    let Some(deadline) = deadline else {
+        return file.lock_shared().is_ok();
+    };
+    // With a deadline: poll with back-off (no thread left blocked behind a
+    // timed-out wait in a long-lived MCP server).
+    let mut backoff = Backoff::new(Duration::from_millis(1));
+    loop {
+        if !matches!(
+            file.try_lock_shared(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ) {
+            return true;
+        }
+        if !backoff.sleep_until(deadline) {
+            return false;
+        }
+    }
+}
+
+/// Polling intervals that start short (a quick answer stays quick) and
+/// grow: to 250 ms, and to 1 s once the wait has lasted 5 s, so a long wait
+/// costs a few milliseconds of CPU per minute.
+pub struct Backoff {
+    nap: Duration,
+    started: Instant,
+}
+
+impl Backoff {
+    pub fn new(first: Duration) -> Backoff {
+        Backoff {
+            nap: first,
+            started: Instant::now(),
+        }
+    }
+
+    /// The next interval.
+    pub fn next_nap(&mut self) -> Duration {
+        let cap = if self.started.elapsed() < Duration::from_secs(5) {
+            250
+        } else {
+            1000
+        };
+        let nap = self.nap;
+        self.nap = (self.nap * 2).min(Duration::from_millis(cap));
+        nap
+    }
+
+    /// Starts over from `first` (something happened).
+    pub fn reset(&mut self, first: Duration) {
+        self.nap = first;
+    }
+
+    /// Sleeps the next interval, but not past `deadline`; false once it has passed.
+    pub fn sleep_until(&mut self, deadline: Instant) -> bool {
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(self.next_nap().min(deadline - now));
+        true
+    }
 }

@@ -258,3 +258,20 @@ pub fn kill(pid: i32, signal: &str) {
         .unwrap();
     assert!(status.success(), "kill -{signal} {pid} failed");
 }
+
+/// The descriptors a supervisor holds (their link targets), once it has
+/// settled: the inotify watching the logs is the last one it opens, after
+/// `bgt run` has returned.
+pub fn supervisor_fds(pid: i64) -> Vec<String> {
+    let read = || -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .map(|l| l.to_string_lossy().into_owned())
+            .collect()
+    };
+    poll_until(Duration::from_secs(10), || {
+        read().iter().any(|f| f == "anon_inode:inotify")
+    });
+    read()
+}
