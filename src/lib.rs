@@ -41,27 +41,29 @@
 //! - `mcp`                the tools over MCP (stdio); the only module with an async runtime
 //! - `toolbox`            the tools as Amp toolbox executables
 
-pub mod cli;
-pub mod commands;
-pub mod duration;
-pub mod error;
-pub mod info;
-pub mod lifecycle;
-pub mod logs;
+pub(crate) mod cli;
+pub(crate) mod commands;
+pub(crate) mod duration;
+pub(crate) mod error;
+pub(crate) mod info;
+pub(crate) mod lifecycle;
+pub(crate) mod logs;
 #[cfg(feature = "mcp")]
-pub mod mcp;
-pub mod render;
-pub mod report;
-pub mod task;
-pub mod term;
-pub mod toolbox;
-pub mod tools;
+pub(crate) mod mcp;
+pub(crate) mod render;
+pub(crate) mod report;
+pub(crate) mod task;
+pub(crate) mod term;
+pub(crate) mod toolbox;
+pub(crate) mod tools;
 
 // Short paths used across the crate while the layers settle.
 pub(crate) use lifecycle::sys;
-pub use lifecycle::{listeners, process, queue, supervisor, waiting};
-pub use logs::{blocks, pattern, read as logread, tidy as clean};
-pub use task::{dirfd, meta, store};
+pub(crate) use lifecycle::{listeners, process, queue, supervisor, waiting};
+pub(crate) use logs::{blocks, pattern, read as logread, tidy as clean};
+// The library surface: `run`, and line cleaning (tests check presets with it).
+pub use logs::tidy;
+pub(crate) use task::{dirfd, meta, store};
 
 use clap::Parser;
 

@@ -15,7 +15,7 @@ fn cleaned_lines(name: &str) -> Vec<Option<String>> {
     let bytes = std::fs::read(log(name)).unwrap();
     bytes
         .split(|b| *b == b'\n')
-        .map(|l| bgt::clean::clean(l).map(|t| t.into_owned()))
+        .map(|l| bgt::tidy::clean(l).map(|t| t.into_owned()))
         .collect()
 }
 

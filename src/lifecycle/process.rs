@@ -299,14 +299,6 @@ impl ProcTable {
             .map(|(p, _)| *p)
             .collect()
     }
-
-    /// Every live process carrying a task marker, with the task id.
-    pub fn marked(&self) -> impl Iterator<Item = (&ProcInfo, &str)> {
-        self.procs
-            .iter()
-            .filter(|(p, _)| !p.zombie)
-            .filter_map(|(p, m)| Some((p, m.as_deref()?)))
-    }
 }
 
 /// The `BGT_TASK_ID` in a process's initial environment, if readable.
@@ -366,14 +358,6 @@ pub fn signal_each(procs: &[ProcInfo], sig: Signal) -> Vec<(i32, nix::errno::Err
         .collect()
 }
 
-/// True when `pid` is alive and is the same process that started at `ticks`.
-pub fn is_same_process(pid: u32, ticks: Option<u64>) -> bool {
-    match (start_ticks(pid), ticks) {
-        (Some(now), Some(then)) => now == then,
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,7 +376,6 @@ mod tests {
     fn own_start_time_is_stable() {
         let me = std::process::id();
         assert!(start_ticks(me).is_some());
-        assert!(is_same_process(me, start_ticks(me)));
-        assert!(!is_same_process(me, Some(0)));
+        assert_eq!(start_ticks(me), start_ticks(me));
     }
 }

@@ -326,22 +326,6 @@ fn open_or_create(parent: &DirFd, name: &str) -> io::Result<DirFd> {
     parent.open_dir(name)
 }
 
-/// Names of the queues that exist.
-pub fn names(state: &DirFd) -> Vec<String> {
-    let Ok(queues) = state.open_dir(QUEUES_DIR) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = queues
-        .entries()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|n| n.into_string().ok())
-        .filter(|n| validate(n).is_ok())
-        .collect();
-    names.sort();
-    names
-}
-
 /// Blocks until every task in `after` has ended (a blocking shared lock on
 /// each one's `lock`: it is granted the moment its supervisor exits). With
 /// `ok`, fails with the reason as soon as one did not exit 0.

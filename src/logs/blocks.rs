@@ -130,11 +130,13 @@ pub struct Block {
 
 impl Block {
     /// Number of the block's first line.
+    #[cfg(test)]
     pub fn start(&self) -> u64 {
         self.lines.first().map_or(self.end, |l| l.n)
     }
 
     /// The kept lines to show, runs of library frames folded: see [`fold`].
+    #[cfg(test)]
     pub fn shown(&self) -> Vec<Shown> {
         fold(&self.lines)
     }

@@ -320,6 +320,7 @@ impl TaskMeta {
 /// Writes `data` to `path` so readers see the old or the new content, never a mix:
 /// temp file (0600) in the same directory, fsync when `durable`, rename.
 /// Records that must survive a crash are durable; caches (index, cursors) are not.
+#[cfg_attr(target_os = "linux", allow(dead_code))] // the stop file, where there is no signalfd
 pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().context("path has no parent")?;
     let name = path

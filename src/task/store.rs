@@ -29,6 +29,7 @@ use std::sync::Arc;
 /// File names inside a task directory.
 pub const META: &str = "meta.json";
 pub const LOCK: &str = "lock";
+#[cfg_attr(target_os = "linux", allow(dead_code))] // only where there is no signalfd
 pub const STOP: &str = "stop";
 pub const STDOUT_LOG: &str = "stdout.log";
 pub const STDERR_LOG: &str = "stderr.log";
