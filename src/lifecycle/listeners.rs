@@ -54,18 +54,9 @@ fn listener_inode(row: &str, port: u16) -> Option<u64> {
 /// may not read are missing from the map.
 pub fn holders(inodes: &HashSet<u64>) -> HashMap<u64, Holder> {
     let mut found: HashMap<u64, Holder> = HashMap::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+    for pid in crate::process::pids() {
+        let pid = pid as u32;
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue; // gone, or another user's
         };
         for fd in fds.flatten() {
@@ -87,7 +78,7 @@ pub fn holders(inodes: &HashSet<u64>) -> HashMap<u64, Holder> {
             {
                 continue;
             }
-            let name = std::fs::read_to_string(entry.path().join("comm"))
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .map(|n| n.trim_end().to_string())
                 .unwrap_or_else(|_| "?".into());
             found.insert(

@@ -100,6 +100,15 @@ fn read_stat(pid: i32) -> Option<ProcInfo> {
     })
 }
 
+/// Every process id `/proc` lists now (empty where it cannot be read).
+pub fn pids() -> impl Iterator<Item = i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+}
+
 /// Kernel start time of a live process, used as its identity next to the pid.
 pub fn start_ticks(pid: u32) -> Option<u64> {
     #[cfg(target_os = "linux")]
@@ -135,19 +144,8 @@ impl ProcTree {
     pub fn read() -> ProcTree {
         let mut tree = ProcTree::default();
         #[cfg(target_os = "linux")]
-        if let Ok(entries) = std::fs::read_dir("/proc") {
-            for entry in entries.flatten() {
-                let Some(pid) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|s| s.parse::<i32>().ok())
-                else {
-                    continue;
-                };
-                if let Some(info) = read_stat(pid) {
-                    tree.children.entry(info.ppid).or_default().push(info);
-                }
-            }
+        for info in pids().filter_map(read_stat) {
+            tree.children.entry(info.ppid).or_default().push(info);
         }
         tree
     }
@@ -253,19 +251,8 @@ impl ProcTable {
     pub fn read() -> ProcTable {
         let mut procs = Vec::new();
         #[cfg(target_os = "linux")]
-        if let Ok(entries) = std::fs::read_dir("/proc") {
-            for entry in entries.flatten() {
-                let Some(pid) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|s| s.parse::<i32>().ok())
-                else {
-                    continue;
-                };
-                if let Some(info) = read_stat(pid) {
-                    procs.push((info, task_marker(pid)));
-                }
-            }
+        for info in pids().filter_map(read_stat) {
+            procs.push((info, task_marker(info.pid)));
         }
         ProcTable { procs }
     }
