@@ -3,7 +3,7 @@
 
 use crate::logread;
 use crate::meta::Exit;
-use crate::process::LazyProcTree;
+use crate::process::{LazyProcTree, Pid};
 use crate::store::{Phase, Task, TaskState};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -136,8 +136,8 @@ impl TaskInfo {
             command: meta.map(|m| m.command.display.clone()),
             argv: meta.map(|m| m.command.argv.clone()),
             cwd: meta.map(|m| m.cwd.clone()),
-            pid: meta.and_then(|m| m.pid),
-            supervisor_pid: meta.and_then(|m| m.supervisor_pid),
+            pid: meta.and_then(|m| m.pid).map(Pid::raw),
+            supervisor_pid: meta.and_then(|m| m.supervisor_pid).map(Pid::raw),
             created: meta.map(|m| m.created),
             started,
             ended,

@@ -431,7 +431,8 @@ fn the_supervisor_is_one_small_thread_holding_no_caller_fds() {
     assert!(fds.iter().any(|f| f.ends_with(&id)), "{fds:?}");
     // ... and, for the log size limit, both logs (to free their oldest
     // blocks) and the inotify that says when they grow.
-    assert!(fds.iter().any(|f| f == "anon_inode:inotify"), "{fds:?}");
+    // (inotify can be refused: the per-user limit on instances)
+    let inotify = fds.iter().filter(|f| *f == "anon_inode:inotify").count();
     // None of `bgt run`'s own descriptors either (a forked supervisor starts
     // with all of them): the state directory, the report pipe's read end.
     let home = env.home().canonicalize().unwrap();
@@ -440,7 +441,7 @@ fn the_supervisor_is_one_small_thread_holding_no_caller_fds() {
             .any(|f| std::path::Path::new(f) == home || f.starts_with("pipe:")),
         "{fds:?}"
     );
-    assert_eq!(fds.len(), 9, "{fds:?}");
+    assert_eq!(fds.len(), 8 + inotify, "{fds:?}");
     for pid in [supervisor, child] {
         let holds = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()

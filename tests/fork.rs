@@ -78,8 +78,9 @@ impl Supervisor {
         assert!(fds.contains(&format!("{}/{id}", home.display())), "{fds:?}");
         assert!(fds.iter().any(|f| f.contains("signalfd")), "{fds:?}");
         // Both logs and an inotify: the log size limit.
-        assert!(fds.iter().any(|f| f == "anon_inode:inotify"), "{fds:?}");
-        assert_eq!(fds.len(), 9, "{fds:?}");
+        // (inotify can be refused: the per-user limit on instances)
+        let inotify = fds.iter().filter(|f| *f == "anon_inode:inotify").count();
+        assert_eq!(fds.len(), 8 + inotify, "{fds:?}");
     }
 }
 

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 /// A process holding a listening socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holder {
-    pub pid: u32,
+    pub pid: crate::process::Pid,
     /// The process name (`/proc/PID/comm`), e.g. `python3`.
     pub name: String,
     /// Kernel start time in clock ticks since boot (see `process::start_ticks`).
@@ -55,7 +55,6 @@ fn listener_inode(row: &str, port: u16) -> Option<u64> {
 pub fn holders(inodes: &HashSet<u64>) -> HashMap<u64, Holder> {
     let mut found: HashMap<u64, Holder> = HashMap::new();
     for pid in crate::process::pids() {
-        let pid = pid as u32;
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue; // gone, or another user's
         };
@@ -132,6 +131,6 @@ mod tests {
         assert_eq!(inodes.len(), 1);
         let holders = holders(&inodes);
         let holder = holders.values().next().unwrap();
-        assert_eq!(holder.pid, std::process::id());
+        assert_eq!(holder.pid, crate::process::Pid::this());
     }
 }

@@ -15,7 +15,6 @@
 
 use crate::meta::TaskMeta;
 use nix::sys::signal::{self, Signal};
-use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -72,50 +71,94 @@ pub fn signal_number(name: &str) -> Option<i32> {
     Signal::from_str(name).ok().map(|s| s as i32)
 }
 
+/// A process id. One type for every pid bgt handles (recorded in
+/// `meta.json` as a plain number, read from `/proc`, handed to the kernel),
+/// so the conversion to the kernel's signed `pid_t` happens here only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Pid(u32);
+
+impl Pid {
+    /// This process.
+    pub fn this() -> Pid {
+        Pid(std::process::id())
+    }
+
+    /// A child this process spawned.
+    pub fn of(child: &std::process::Child) -> Pid {
+        Pid(child.id())
+    }
+
+    /// The number, as shown in JSON and messages.
+    pub fn raw(self) -> u32 {
+        self.0
+    }
+
+    /// The kernel's view, for signals and waits.
+    pub fn nix(self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.0 as i32)
+    }
+
+    /// From the kernel's view (a waitpid result, a session id).
+    pub fn from_nix(pid: nix::unistd::Pid) -> Pid {
+        Pid(pid.as_raw() as u32)
+    }
+}
+
+impl From<u32> for Pid {
+    fn from(pid: u32) -> Pid {
+        Pid(pid)
+    }
+}
+
+impl std::fmt::Display for Pid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// One row of the process table.
 #[derive(Clone, Copy, Debug)]
 pub struct ProcInfo {
-    pub pid: i32,
-    pub ppid: i32,
-    pub pgid: i32,
-    pub session: i32,
+    pub pid: Pid,
+    pub ppid: Pid,
+    pub pgid: Pid,
+    pub session: Pid,
     pub zombie: bool,
     pub start_ticks: u64,
 }
 
 /// Parses `/proc/<pid>/stat`; the command name may contain spaces and parentheses.
 #[cfg(target_os = "linux")]
-fn read_stat(pid: i32) -> Option<ProcInfo> {
+fn read_stat(pid: Pid) -> Option<ProcInfo> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     // fields[0] is field 3 (state) of proc(5); starttime is field 22.
     Some(ProcInfo {
         pid,
-        ppid: fields.get(1)?.parse().ok()?,
-        pgid: fields.get(2)?.parse().ok()?,
-        session: fields.get(3)?.parse().ok()?,
+        ppid: Pid(fields.get(1)?.parse().ok()?),
+        pgid: Pid(fields.get(2)?.parse().ok()?),
+        session: Pid(fields.get(3)?.parse().ok()?),
         zombie: matches!(*fields.first()?, "Z" | "X"),
         start_ticks: fields.get(19)?.parse().ok()?,
     })
 }
 
 /// Every process id `/proc` lists now (empty where it cannot be read).
-pub fn pids() -> impl Iterator<Item = i32> {
+pub fn pids() -> impl Iterator<Item = Pid> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok().map(Pid))
 }
 
 /// Kernel start time of a live process, used as its identity next to the pid.
-pub fn start_ticks(pid: u32) -> Option<u64> {
+pub fn start_ticks(pid: Pid) -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
-        read_stat(pid as i32)
-            .filter(|p| !p.zombie)
-            .map(|p| p.start_ticks)
+        read_stat(pid).filter(|p| !p.zombie).map(|p| p.start_ticks)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -127,7 +170,7 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
 /// Live (non-zombie) descendants of `root`, excluding `root` itself.
 /// Empty where the OS has no `/proc`. Reads `/proc` afresh: to ask about
 /// many roots at once, read a [`ProcTree`] once instead.
-pub fn descendants(root: u32) -> Vec<ProcInfo> {
+pub fn descendants(root: Pid) -> Vec<ProcInfo> {
     ProcTree::read().descendants(root)
 }
 
@@ -136,7 +179,7 @@ pub fn descendants(root: u32) -> Vec<ProcInfo> {
 /// once per call, not once per task).
 #[derive(Default)]
 pub struct ProcTree {
-    children: HashMap<i32, Vec<ProcInfo>>,
+    children: HashMap<Pid, Vec<ProcInfo>>,
 }
 
 impl ProcTree {
@@ -151,9 +194,9 @@ impl ProcTree {
     }
 
     /// Live descendants of `root`, excluding `root` itself.
-    pub fn descendants(&self, root: u32) -> Vec<ProcInfo> {
+    pub fn descendants(&self, root: Pid) -> Vec<ProcInfo> {
         let mut found = Vec::new();
-        let mut queue = vec![root as i32];
+        let mut queue = vec![root];
         while let Some(parent) = queue.pop() {
             for child in self.children.get(&parent).into_iter().flatten() {
                 queue.push(child.pid);
@@ -183,20 +226,20 @@ impl LazyProcTree {
 ///
 /// Only call this while the supervisor provably lives (lock held, or from
 /// the supervisor itself): then `supervisor` and `pgid` cannot be reused numbers.
-pub fn signal_tree(supervisor: u32, pgid: Option<u32>, sig: Signal) -> usize {
+pub fn signal_tree(supervisor: Pid, pgid: Option<Pid>, sig: Signal) -> usize {
     let tree = descendants(supervisor);
     let mut count = 0;
     if let Some(pgid) = pgid {
         // The group id is ours only while a member of it is our descendant (or
         // /proc is unavailable and we cannot tell, in which case the group
         // leader is our unreaped child and the id cannot have been reused).
-        let group_alive = tree.is_empty() || tree.iter().any(|p| p.pgid == pgid as i32);
-        if group_alive && signal::killpg(Pid::from_raw(pgid as i32), sig).is_ok() {
+        let group_alive = tree.is_empty() || tree.iter().any(|p| p.pgid == pgid);
+        if group_alive && signal::killpg(pgid.nix(), sig).is_ok() {
             count += 1;
         }
     }
     for proc in &tree {
-        if signal::kill(Pid::from_raw(proc.pid), sig).is_ok() {
+        if signal::kill(proc.pid.nix(), sig).is_ok() {
             count += 1;
         }
     }
@@ -225,7 +268,7 @@ pub fn signal_tree(supervisor: u32, pgid: Option<u32>, sig: Signal) -> usize {
 #[derive(Clone, Debug)]
 pub struct TaskMark {
     pub id: String,
-    pub sid: Option<u32>,
+    pub sid: Option<Pid>,
     /// The supervisor's start time; `None` for records from before it was
     /// kept, where the child's start time is the best lower bound.
     pub since: Option<u64>,
@@ -262,21 +305,19 @@ impl ProcTable {
     /// proven, and nothing is returned unless `unproven` is set (for
     /// decisions that only keep things, like cleanup).
     pub fn of_task(&self, mark: &TaskMark, unproven: bool) -> Vec<ProcInfo> {
-        let me = std::process::id() as i32;
+        let me = Pid::this();
         if mark.since.is_none() && !unproven {
             return Vec::new();
         }
         let reused_session = mark.sid.is_some_and(|sid| {
             self.procs.iter().any(|(p, _)| {
-                p.pid == sid as i32
-                    && !p.zombie
-                    && mark.since.is_some_and(|since| p.start_ticks != since)
+                p.pid == sid && !p.zombie && mark.since.is_some_and(|since| p.start_ticks != since)
             })
         });
         self.procs
             .iter()
             .filter(|(p, marker)| {
-                let in_session = !reused_session && mark.sid == Some(p.session as u32);
+                let in_session = !reused_session && mark.sid == Some(p.session);
                 let marked = marker.as_deref() == Some(mark.id.as_str());
                 p.pid != me
                     && !p.zombie
@@ -290,7 +331,7 @@ impl ProcTable {
 
 /// The `BGT_TASK_ID` in a process's initial environment, if readable.
 #[cfg(target_os = "linux")]
-fn task_marker(pid: i32) -> Option<String> {
+fn task_marker(pid: Pid) -> Option<String> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     let prefix = format!("{TASK_ID_VAR}=");
     environ
@@ -300,7 +341,7 @@ fn task_marker(pid: i32) -> Option<String> {
 }
 
 /// The command name of a process (`comm`), for messages.
-pub fn name(pid: i32) -> String {
+pub fn name(pid: Pid) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim_end().to_string())
         .unwrap_or_else(|_| "?".into())
@@ -308,7 +349,7 @@ pub fn name(pid: i32) -> String {
 
 /// True when `pid` (alive or a zombie) belongs to the task of the calling
 /// supervisor `me`: it is in the task's session or descends from `me`.
-pub fn is_task_process(pid: i32, me: u32) -> bool {
+pub fn is_task_process(pid: Pid, me: Pid) -> bool {
     #[cfg(target_os = "linux")]
     {
         let mut current = pid;
@@ -316,10 +357,10 @@ pub fn is_task_process(pid: i32, me: u32) -> bool {
             let Some(info) = read_stat(current) else {
                 return false;
             };
-            if info.session == me as i32 || info.ppid == me as i32 {
+            if info.session == me || info.ppid == me {
                 return true;
             }
-            if info.ppid <= 1 {
+            if info.ppid.0 <= 1 {
                 return false;
             }
             current = info.ppid;
@@ -335,10 +376,10 @@ pub fn is_task_process(pid: i32, me: u32) -> bool {
 
 /// Sends `sig` to each process; returns those that could not be signalled
 /// (other than already gone), with the reason.
-pub fn signal_each(procs: &[ProcInfo], sig: Signal) -> Vec<(i32, nix::errno::Errno)> {
+pub fn signal_each(procs: &[ProcInfo], sig: Signal) -> Vec<(Pid, nix::errno::Errno)> {
     procs
         .iter()
-        .filter_map(|p| match signal::kill(Pid::from_raw(p.pid), sig) {
+        .filter_map(|p| match signal::kill(p.pid.nix(), sig) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => None,
             Err(e) => Some((p.pid, e)),
         })
@@ -361,7 +402,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn own_start_time_is_stable() {
-        let me = std::process::id();
+        let me = Pid::this();
         assert!(start_ticks(me).is_some());
         assert_eq!(start_ticks(me), start_ticks(me));
     }

@@ -212,21 +212,27 @@ impl Queue {
         drop(ticket);
     }
 
-    /// Blocks in inotify until a slot under the limit is free and the queue is not paused.
+    /// Blocks in inotify until a slot under the limit is free and the queue
+    /// is not paused. Where inotify cannot be had (the per-user limit on
+    /// instances, 128 by default, is reached when that many tasks watch
+    /// their logs) it looks again with a growing nap instead: slower to
+    /// notice, never a task skipped for it.
     fn take_slot(&self) -> io::Result<File> {
         use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-        let inotify = Inotify::init(InitFlags::IN_CLOEXEC).map_err(io::Error::from)?;
         // Watch before looking, so nothing that happens in between is missed.
         // Only write-closes: our own read-only opens (slots, paused) must not wake us.
-        inotify
-            .add_watch(
-                format!("/proc/self/fd/{}", self.dir.as_fd().as_raw_fd()).as_str(),
-                AddWatchFlags::IN_CLOSE_WRITE
-                    | AddWatchFlags::IN_CREATE
-                    | AddWatchFlags::IN_DELETE
-                    | AddWatchFlags::IN_MOVED_TO,
-            )
-            .map_err(io::Error::from)?;
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC).ok().filter(|inotify| {
+            inotify
+                .add_watch(
+                    format!("/proc/self/fd/{}", self.dir.as_fd().as_raw_fd()).as_str(),
+                    AddWatchFlags::IN_CLOSE_WRITE
+                        | AddWatchFlags::IN_CREATE
+                        | AddWatchFlags::IN_DELETE
+                        | AddWatchFlags::IN_MOVED_TO,
+                )
+                .is_ok()
+        });
+        let mut backoff = crate::waiting::Backoff::new(std::time::Duration::from_millis(10));
         // Slot files stay open here: closing one would wake ourselves.
         let mut open: std::collections::BTreeMap<usize, File> = Default::default();
         loop {
@@ -235,7 +241,12 @@ impl Queue {
             {
                 return Ok(slot);
             }
-            inotify.read_events().map_err(io::Error::from)?;
+            match &inotify {
+                Some(inotify) => {
+                    inotify.read_events().map_err(io::Error::from)?;
+                }
+                None => std::thread::sleep(backoff.next_nap()),
+            }
         }
     }
 

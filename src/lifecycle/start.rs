@@ -76,28 +76,25 @@ pub struct Started {
 /// or a fresh `bgt __supervise` (caller with threads).
 #[derive(Debug)]
 pub enum Supervisor {
-    Forked(u32),
+    Forked(process::Pid),
     Spawned(Child),
 }
 
 impl Supervisor {
-    pub fn id(&self) -> u32 {
+    pub fn id(&self) -> process::Pid {
         match self {
             Supervisor::Forked(pid) => *pid,
-            Supervisor::Spawned(child) => child.id(),
+            Supervisor::Spawned(child) => process::Pid::of(child),
         }
     }
 
     /// Waits for it to exit and reaps it.
     pub fn wait(&mut self) {
         match self {
-            Supervisor::Forked(pid) => loop {
-                let pid = nix::unistd::Pid::from_raw(*pid as i32);
-                match nix::sys::wait::waitpid(pid, None) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    _ => break,
+            Supervisor::Forked(pid) => {
+                while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(pid.nix(), None) {
                 }
-            },
+            }
             Supervisor::Spawned(child) => {
                 let _ = child.wait();
             }
@@ -285,7 +282,10 @@ fn start_supervisor(
         if let Some(pid) = crate::sys::fork_with_fds(fds, || supervisor::main(&path, Some(meta)))? {
             // Our copies of the three close here: the lock stays held by the
             // supervisor, and its death now ends the pipe.
-            return Ok((Supervisor::Forked(pid), std::fs::File::from(read)));
+            return Ok((
+                Supervisor::Forked(process::Pid::from_nix(pid)),
+                std::fs::File::from(read),
+            ));
         }
     }
     let exe = std::env::current_exe()?;

@@ -98,10 +98,7 @@ pub fn stop(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
     // Nothing of the tree is left, yet the supervisor holds on: end it and
     // write the record for it, once no process of the task remains.
     if task.is_locked() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(supervisor_pid as i32),
-            Signal::SIGKILL,
-        );
+        let _ = nix::sys::signal::kill(supervisor_pid.nix(), Signal::SIGKILL);
     }
     if !wait_unlocked(task, Some(Instant::now() + Duration::from_secs(5))) {
         bail!("task {} did not stop", task.id)
@@ -215,7 +212,7 @@ pub(crate) fn describe_survivors(survivors: &[(ProcInfo, Option<nix::errno::Errn
         .join("; ")
 }
 
-fn describe_denied(denied: &[(i32, nix::errno::Errno)]) -> String {
+fn describe_denied(denied: &[(process::Pid, nix::errno::Errno)]) -> String {
     denied
         .iter()
         .map(|(pid, e)| format!("pid {pid} ({}) survives: {}", process::name(*pid), e.desc()))

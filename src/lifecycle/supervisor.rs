@@ -97,18 +97,18 @@ impl StopRequest {
 
     /// Delivers the request to a live supervisor. Allocates nothing on disk
     /// on Linux; elsewhere (no signalfd) a `stop` file carries it.
-    pub fn send(&self, dir: &Path, supervisor: u32) -> Result<()> {
+    pub fn send(&self, dir: &Path, supervisor: process::Pid) -> Result<()> {
         #[cfg(target_os = "linux")]
         {
             let _ = dir;
-            crate::sys::sigqueue(supervisor, Signal::SIGTERM, self.encode())
+            crate::sys::sigqueue(supervisor.nix(), Signal::SIGTERM, self.encode())
                 .map_err(|e| anyhow::anyhow!("cannot signal the supervisor: {e}"))
         }
         #[cfg(not(target_os = "linux"))]
         {
             let path = dir.join(crate::store::STOP);
             crate::meta::write_atomic(&path, self.encode().to_string().as_bytes(), false)?;
-            let _ = nix::sys::signal::kill(Pid::from_raw(supervisor as i32), Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(supervisor.nix(), Signal::SIGTERM);
             Ok(())
         }
     }
@@ -140,10 +140,10 @@ impl PauseRequest {
     }
 
     /// Delivers the request to a live supervisor (Linux only: it rides in the signal).
-    pub fn send(self, supervisor: u32) -> Result<()> {
+    pub fn send(self, supervisor: process::Pid) -> Result<()> {
         #[cfg(target_os = "linux")]
         {
-            crate::sys::sigqueue(supervisor, Signal::SIGUSR1, self.encode())
+            crate::sys::sigqueue(supervisor.nix(), Signal::SIGUSR1, self.encode())
                 .map_err(|e| anyhow::anyhow!("cannot signal the supervisor: {e}"))
         }
         #[cfg(not(target_os = "linux"))]
@@ -221,12 +221,10 @@ pub fn main(dir: &Path, meta: Option<TaskMeta>) -> i32 {
 
 /// Records who supervises the task (pid, start time, session).
 fn record_supervisor(meta: &mut TaskMeta) {
-    let me = std::process::id();
+    let me = process::Pid::this();
     meta.supervisor_pid = Some(me);
     meta.supervisor_start = process::start_ticks(me);
-    meta.sid = nix::unistd::getsid(None)
-        .ok()
-        .map(|sid| sid.as_raw() as u32);
+    meta.sid = nix::unistd::getsid(None).ok().map(process::Pid::from_nix);
 }
 
 /// Writes a final record for a task that never started.
@@ -304,7 +302,7 @@ fn wait_turn(
         let _ = tx.send(turn);
         let _ = nix::unistd::write(&wake_write, b"x");
     });
-    let me = std::process::id();
+    let me = process::Pid::this();
     loop {
         if let Ok(turn) = rx.try_recv() {
             // Single-threaded again before the child is spawned (umask swap).
@@ -396,8 +394,8 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
     };
     drop(command); // closes our copies of the log descriptors
 
-    let me = std::process::id();
-    let pid = child.id();
+    let me = process::Pid::this();
+    let pid = process::Pid::of(&child);
     meta.state = State::Running { exit: None };
     meta.started = Some(Utc::now());
     record_supervisor(&mut meta);
@@ -406,7 +404,7 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
     meta.pid_start = process::start_ticks(pid);
     if let Err(err) = meta.store_in(dir) {
         process::signal_tree(me, Some(pid), Signal::SIGKILL);
-        let _ = waitpid(Pid::from_raw(pid as i32), None);
+        let _ = waitpid(pid.nix(), None);
         return Err(err);
     }
     if let Some(mut pipe) = report.take() {
@@ -442,10 +440,10 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
 fn watch(
     dir: &DirFd,
     meta: &mut TaskMeta,
-    pid: u32,
+    pid: process::Pid,
     signals: &mut Signals,
 ) -> (Option<Ending>, Option<Exit>) {
-    let me = std::process::id();
+    let me = process::Pid::this();
     let pgid = meta.pgid;
     let mut timeout_at = meta
         .timeout_ms
@@ -460,6 +458,7 @@ fn watch(
         .and_then(|max| crate::logs::bounded::Limiter::new(dir, max));
     // Log sizes are looked at when the logs change, at most this often.
     const LOG_CHECK_GAP: Duration = Duration::from_millis(10);
+    const LOG_CHECK_WITHOUT_INOTIFY: Duration = Duration::from_secs(1);
     let mut log_checked = Instant::now();
     let mut log_check_at: Option<Instant> = None;
 
@@ -487,6 +486,10 @@ fn watch(
         if let Some(logs) = &mut logs {
             if logs.changed() && log_check_at.is_none() {
                 log_check_at = Some(log_checked + LOG_CHECK_GAP);
+            }
+            if logs.fd().is_none() && log_check_at.is_none() {
+                // No inotify to be had (the per-user limit): look once a second.
+                log_check_at = Some(log_checked + LOG_CHECK_WITHOUT_INOTIFY);
             }
             if !children_left || log_check_at.is_some_and(|at| now >= at) {
                 logs.enforce(dir);
@@ -567,20 +570,20 @@ fn watch(
 
 /// Reaps every exited child without blocking, noting their pids. Returns
 /// the main process's exit (if it was among them) and whether any child is left.
-fn reap(main: u32, reaped: &mut HashSet<i32>) -> (Option<Exit>, bool) {
+fn reap(main: process::Pid, reaped: &mut HashSet<process::Pid>) -> (Option<Exit>, bool) {
     let mut main_exit = None;
     loop {
         let status = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG));
         if let Ok(status) = &status
             && let Some(p) = status.pid()
         {
-            reaped.insert(p.as_raw());
+            reaped.insert(process::Pid::from_nix(p));
         }
         match status {
-            Ok(WaitStatus::Exited(p, code)) if p.as_raw() == main as i32 => {
+            Ok(WaitStatus::Exited(p, code)) if p == main.nix() => {
                 main_exit = Some(Exit::Code(code))
             }
-            Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == main as i32 => {
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == main.nix() => {
                 main_exit = Some(Exit::Signal(sig.as_str().to_string()))
             }
             Ok(WaitStatus::StillAlive) => return (main_exit, true),
@@ -625,15 +628,17 @@ impl Signals {
     /// holds children reaped since the last drain) is ignored too, and so
     /// is a pause request from one.
     #[cfg(target_os = "linux")]
-    fn drain(&mut self, me: u32, reaped: &HashSet<i32>) -> Requests {
+    fn drain(&mut self, me: process::Pid, reaped: &HashSet<process::Pid>) -> Requests {
         let mut requests = Requests::default();
         let Some(fd) = self.fd.as_ref() else {
             return requests;
         };
         while let Ok(Some(info)) = fd.read_signal() {
-            let sender = info.ssi_pid as i32;
-            let from_task =
-                || sender > 0 && (reaped.contains(&sender) || process::is_task_process(sender, me));
+            let sender = process::Pid::from(info.ssi_pid);
+            let from_task = || {
+                sender.raw() > 0
+                    && (reaped.contains(&sender) || process::is_task_process(sender, me))
+            };
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGTERM | Signal::SIGINT) => {}
                 Ok(Signal::SIGUSR1) if info.ssi_code == nix::libc::SI_QUEUE => {
@@ -665,7 +670,7 @@ impl Signals {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn drain(&mut self, _me: u32, _reaped: &HashSet<i32>) -> Requests {
+    fn drain(&mut self, _me: process::Pid, _reaped: &HashSet<process::Pid>) -> Requests {
         let stop = std::fs::read_to_string(self.dir.join(crate::store::STOP))
             .ok()
             .and_then(|text| StopRequest::decode(text.trim().parse().ok()?));

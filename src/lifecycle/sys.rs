@@ -52,13 +52,17 @@ pub fn close_inherited_fds() {
 /// signalfd (`ssi_ptr`); the kernel marks it `SI_QUEUE` with our pid. This is
 /// how `bgt stop` carries its request without writing a file.
 #[cfg(target_os = "linux")]
-pub fn sigqueue(pid: u32, sig: nix::sys::signal::Signal, value: u64) -> std::io::Result<()> {
+pub fn sigqueue(
+    pid: nix::unistd::Pid,
+    sig: nix::sys::signal::Signal,
+    value: u64,
+) -> std::io::Result<()> {
     let sigval = nix::libc::sigval {
         sival_ptr: value as usize as *mut nix::libc::c_void,
     };
     // SAFETY: a plain system call; the value is an integer carried in the
     // pointer slot, never dereferenced by anyone.
-    let rc = unsafe { nix::libc::sigqueue(pid as nix::libc::pid_t, sig as i32, sigval) };
+    let rc = unsafe { nix::libc::sigqueue(pid.as_raw(), sig as i32, sigval) };
     if rc == 0 {
         Ok(())
     } else {
@@ -199,7 +203,7 @@ pub fn single_threaded() -> bool {
 pub fn fork_with_fds(
     fds: [std::os::fd::BorrowedFd<'_>; 3],
     body: impl FnOnce() -> i32,
-) -> std::io::Result<Option<u32>> {
+) -> std::io::Result<Option<nix::unistd::Pid>> {
     use nix::sys::signal::{SigSet, SigmaskHow};
     use nix::unistd::ForkResult;
     use std::io::Write;
@@ -231,7 +235,7 @@ pub fn fork_with_fds(
         }
         Ok(ForkResult::Parent { child }) => {
             let _ = caller_mask.thread_set_mask();
-            Ok(Some(child.as_raw() as u32))
+            Ok(Some(child))
         }
         Ok(ForkResult::Child) => {
             let raw = fds.map(|fd| fd.as_raw_fd());

@@ -12,6 +12,7 @@
 
 use crate::dirfd::{Access, DirFd};
 use crate::error::io_message;
+use crate::process::Pid;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -154,7 +155,7 @@ pub struct TaskMeta {
     pub created: DateTime<Utc>,
     pub started: Option<DateTime<Utc>>,
     pub ended: Option<DateTime<Utc>>,
-    pub supervisor_pid: Option<u32>,
+    pub supervisor_pid: Option<Pid>,
     /// Kernel start time of the supervisor (clock ticks since boot, Linux).
     /// Every process of the task started at or after it, which is what makes
     /// a lost task's leftovers identifiable despite pid reuse (see
@@ -164,9 +165,9 @@ pub struct TaskMeta {
     /// The task's session id: the supervisor calls setsid, so it equals
     /// `supervisor_pid`; every task process stays in it unless it calls setsid.
     #[serde(default)]
-    pub sid: Option<u32>,
-    pub pid: Option<u32>,
-    pub pgid: Option<u32>,
+    pub sid: Option<Pid>,
+    pub pid: Option<Pid>,
+    pub pgid: Option<Pid>,
     /// Kernel start time of `pid` (clock ticks since boot, Linux): proves a
     /// live pid is still our child and not a reused number.
     pub pid_start: Option<u64>,

@@ -260,8 +260,8 @@ pub fn kill(pid: i32, signal: &str) {
 }
 
 /// The descriptors a supervisor holds (their link targets), once it has
-/// settled: the inotify watching the logs is the last one it opens, after
-/// `bgt run` has returned.
+/// settled: its own descriptors of the logs (to keep them within the size
+/// limit) are the last it opens, after `bgt run` has returned.
 pub fn supervisor_fds(pid: i64) -> Vec<String> {
     let read = || -> Vec<String> {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -271,7 +271,10 @@ pub fn supervisor_fds(pid: i64) -> Vec<String> {
             .collect()
     };
     poll_until(Duration::from_secs(10), || {
-        read().iter().any(|f| f == "anon_inode:inotify")
+        let fds = read();
+        ["/stdout.log", "/stderr.log"]
+            .iter()
+            .all(|log| fds.iter().any(|f| f.ends_with(log)))
     });
     read()
 }
