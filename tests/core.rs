@@ -429,10 +429,7 @@ fn the_supervisor_is_one_small_thread_holding_no_caller_fds() {
     assert!(fds.iter().any(|f| f.ends_with("/lock")), "{fds:?}");
     // ... and the task directory it works in by descriptor.
     assert!(fds.iter().any(|f| f.ends_with(&id)), "{fds:?}");
-    // ... and, for the log size limit, both logs (to free their oldest
-    // blocks) and the inotify that says when they grow.
-    // (inotify can be refused: the per-user limit on instances)
-    let inotify = fds.iter().filter(|f| *f == "anon_inode:inotify").count();
+    // ... and, for the log size limit, both logs (to free their oldest blocks).
     // None of `bgt run`'s own descriptors either (a forked supervisor starts
     // with all of them): the state directory, the report pipe's read end.
     let home = env.home().canonicalize().unwrap();
@@ -441,7 +438,7 @@ fn the_supervisor_is_one_small_thread_holding_no_caller_fds() {
             .any(|f| std::path::Path::new(f) == home || f.starts_with("pipe:")),
         "{fds:?}"
     );
-    assert_eq!(fds.len(), 8 + inotify, "{fds:?}");
+    assert_eq!(fds.len(), 8, "{fds:?}");
     for pid in [supervisor, child] {
         let holds = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()

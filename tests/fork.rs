@@ -62,8 +62,8 @@ impl Supervisor {
             .split_whitespace()
             .collect();
         assert_eq!(after_name[3], self.pid.to_string(), "session id: {stat}");
-        // /dev/null as 0, 1, 2; the lock, the signalfd, the task directory,
-        // the two logs and the inotify watching them.
+        // /dev/null as 0, 1, 2; the lock, the signalfd, the task directory
+        // and the two logs.
         let home = env.home().canonicalize().unwrap();
         let fds = &self.fds;
         assert_eq!(
@@ -77,10 +77,8 @@ impl Supervisor {
         );
         assert!(fds.contains(&format!("{}/{id}", home.display())), "{fds:?}");
         assert!(fds.iter().any(|f| f.contains("signalfd")), "{fds:?}");
-        // Both logs and an inotify: the log size limit.
-        // (inotify can be refused: the per-user limit on instances)
-        let inotify = fds.iter().filter(|f| *f == "anon_inode:inotify").count();
-        assert_eq!(fds.len(), 8 + inotify, "{fds:?}");
+        // Both logs: the log size limit.
+        assert_eq!(fds.len(), 8, "{fds:?}");
     }
 }
 

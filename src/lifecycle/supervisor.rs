@@ -456,11 +456,9 @@ fn watch(
     let mut logs = meta
         .max_log_size
         .and_then(|max| crate::logs::bounded::Limiter::new(dir, max));
-    // Log sizes are looked at when the logs change, at most this often.
-    const LOG_CHECK_GAP: Duration = Duration::from_millis(10);
-    const LOG_CHECK_WITHOUT_INOTIFY: Duration = Duration::from_secs(1);
-    let mut log_checked = Instant::now();
-    let mut log_check_at: Option<Instant> = None;
+    // Log sizes are looked at this often (see `logs::bounded`).
+    const LOG_CHECK_EVERY: Duration = Duration::from_secs(1);
+    let mut log_check_at = Instant::now() + LOG_CHECK_EVERY;
 
     loop {
         // Signals first, reaping second: a task process that signalled us
@@ -484,17 +482,9 @@ fn watch(
         }
         let now = Instant::now();
         if let Some(logs) = &mut logs {
-            if logs.changed() && log_check_at.is_none() {
-                log_check_at = Some(log_checked + LOG_CHECK_GAP);
-            }
-            if logs.fd().is_none() && log_check_at.is_none() {
-                // No inotify to be had (the per-user limit): look once a second.
-                log_check_at = Some(log_checked + LOG_CHECK_WITHOUT_INOTIFY);
-            }
-            if !children_left || log_check_at.is_some_and(|at| now >= at) {
+            if !children_left || now >= log_check_at {
                 logs.enforce(dir);
-                log_checked = now;
-                log_check_at = None;
+                log_check_at = now + LOG_CHECK_EVERY;
             }
         }
         if !children_left {
@@ -553,17 +543,12 @@ fn watch(
             }
             next = kill_at;
         }
-        if let Some(at) = log_check_at {
-            next = Some(next.map_or(at, |n| n.min(at)));
+        if logs.is_some() {
+            next = Some(next.map_or(log_check_at, |n| n.min(log_check_at)));
         }
-        // While a log check is already due, log changes need not wake us.
-        let log_fd = logs
-            .as_ref()
-            .filter(|_| log_check_at.is_none())
-            .and_then(|l| l.fd());
         signals.wait(
             next.map(|at| at.saturating_duration_since(Instant::now())),
-            log_fd,
+            None,
         );
     }
 }

@@ -1,9 +1,11 @@
 //! Bounded logs: a task left running for days must not fill the disk.
 //!
 //! The child writes its logs directly (no copy in between), so the
-//! supervisor cannot cap them in the write path. Instead it watches them
-//! (inotify: it wakes only when they change, at most every 10 ms) and,
-//! once a log holds more than `max_log_size` bytes on disk, frees its
+//! supervisor cannot cap them in the write path. Instead it looks at their
+//! sizes once a second (an fstat each; not inotify, whose per-user limit of
+//! 128 instances a machine full of tasks would use up, taking file watching
+//! away from the user's editor and `tail -f`) and, once a log holds more
+//! than `max_log_size` bytes on disk, frees its
 //! oldest whole blocks in place with `fallocate(PUNCH_HOLE|KEEP_SIZE)`.
 //! The file keeps its size, so byte offsets, cursors and `--since` stay
 //! valid; the freed range reads as zeros, which readers must skip by the
@@ -21,7 +23,7 @@ use crate::dirfd::{Access, DirFd};
 use crate::logread::Stream;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 
 /// The record of what was freed, in the task directory.
@@ -145,13 +147,11 @@ pub struct Limiter {
     max: u64,
     logs: Vec<(Stream, File)>,
     record: Record,
-    inotify: Option<nix::sys::inotify::Inotify>,
 }
 
 impl Limiter {
     /// Watches the logs of the task directory `dir`, keeping each near `max` bytes.
     pub fn new(dir: &DirFd, max: u64) -> Option<Limiter> {
-        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
         let logs: Vec<(Stream, File)> = [Stream::Stdout, Stream::Stderr]
             .into_iter()
             .filter_map(|s| {
@@ -163,41 +163,11 @@ impl Limiter {
                 Some((s, dir.open_file(name, Access::ReadWrite).ok()?))
             })
             .collect();
-        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok();
-        if let Some(inotify) = &inotify {
-            for (_, file) in &logs {
-                let _ = inotify.add_watch(
-                    format!("/proc/self/fd/{}", file.as_raw_fd()).as_str(),
-                    AddWatchFlags::IN_MODIFY,
-                );
-            }
-        }
         Some(Limiter {
             max,
             logs,
             record: Record::load(dir),
-            inotify,
         })
-    }
-
-    /// The descriptor that becomes readable when a log changes.
-    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
-        self.inotify.as_ref().map(|i| i.as_fd())
-    }
-
-    /// Whether a log changed since the last call (reads the pending events).
-    pub fn changed(&mut self) -> bool {
-        let Some(inotify) = &self.inotify else {
-            return false;
-        };
-        let mut any = false;
-        while let Ok(events) = inotify.read_events() {
-            if events.is_empty() {
-                break;
-            }
-            any = true;
-        }
-        any
     }
 
     /// Frees what exceeds the limit in each log.
