@@ -184,7 +184,15 @@ impl<'d> Hole<'d> {
     /// record is written before the punch), so the record is read again.
     /// Whether the read must continue at the (new) floor instead.
     fn freed_under(&mut self, bytes: &[u8], at: u64) -> bool {
-        memchr::memchr(0, bytes).is_some() && self.reload() && self.floor.offset > at
+        // A freed range is whole aligned units of zeros: it shows at the
+        // first byte or at a unit's start, so a 1 MiB chunk costs 256 looks.
+        let unit = crate::logs::bounded::PUNCH_UNIT;
+        let first_unit = (at.next_multiple_of(unit) - at) as usize;
+        let zeros = bytes.first() == Some(&0)
+            || (first_unit..bytes.len())
+                .step_by(unit as usize)
+                .any(|i| bytes[i] == 0);
+        zeros && self.reload() && self.floor.offset > at
     }
 
     /// Whether this read's range reached dropped data.
