@@ -162,14 +162,28 @@ fn reads_that_reach_dropped_output_say_so() {
     let cursors = env.task_dir(&id).join("cursors");
     std::fs::create_dir_all(&cursors).unwrap();
     let dropped_at = done["stdout_dropped_bytes"].as_u64().unwrap();
-    let behind = r#"{"stdout":{"offset":420,"line":10,"ino":0},"stderr":{"offset":0,"line":0}}"#;
-    std::fs::write(cursors.join("old.json"), behind).unwrap();
+    // The cursor a reader saved after line 10, fingerprint included (FNV-1a
+    // of the 64 bytes before it, as they were written).
+    let written: String = (1..=10)
+        .map(|i| format!("{i} yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy\n"))
+        .collect();
+    let tag = written.as_bytes()[written.len() - 64..]
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    let ino = std::fs::metadata(env.task_dir(&id).join("stdout.log")).unwrap();
+    let behind = serde_json::json!({
+        "stdout": {"offset": written.len(), "line": 10, "ino": std::os::unix::fs::MetadataExt::ino(&ino), "tag": tag},
+        "stderr": {"offset": 0, "line": 0},
+    });
+    std::fs::write(cursors.join("old.json"), behind.to_string()).unwrap();
     let doc = env.output_json(&[&id, "--since", "--cursor", "old", "--raw", "--head", "1"]);
     let meta = &doc["stdout_meta"];
     assert_eq!(meta["cursor_reset"], false, "{meta}");
     assert_eq!(meta["dropped_unseen_lines"], dropped - 10, "{meta}");
     assert_eq!(doc["lines"][0]["line"], dropped + 1);
-    assert!(dropped_at > 420);
+    assert!(dropped_at > written.len() as u64);
     // Status agrees, and keeps agreeing once the index is built.
     poll_until(Duration::from_secs(5), || {
         env.status(&id)["stdout_lines"] == 20000

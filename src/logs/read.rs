@@ -12,6 +12,11 @@
 //! bytes before their position, so a log replaced, truncated or rewritten
 //! in place is noticed and read again from the start.
 //!
+//! A bounded log (`--max-log-size`) has its start freed by the supervisor
+//! (see [`crate::logs::bounded`]): every path reads from the recorded floor
+//! on, counting lines from the recorded number, and says when the range it
+//! was asked for reached what was dropped ([`Hole`]).
+//!
 //! Memory stays bounded whatever the log: reads go in 1 MiB chunks, and a
 //! line longer than [`keep_bytes`] is kept only in part (the rest counted).
 //! Every path (forward, backward tail, since, follow) builds entries with
@@ -1951,8 +1956,11 @@ fn tail_backward(
     // Freed while this read went on: what it read there may be zeros.
     if hole.reload() {
         let floor = hole.floor.offset;
+        let before = found.len();
         found.retain(|e| e.partial || e.end.offset > floor);
-        hole.touched();
+        if found.len() < before {
+            hole.touched();
+        }
     }
     found.reverse();
     Ok(found)
