@@ -278,6 +278,19 @@ pub fn output_entry(
     Ok(())
 }
 
+/// `earlier output dropped: 1.2 GiB (12,345 lines of stdout)` when a read's
+/// range reached what a bounded log freed (`--max-log-size`): the one
+/// wording of the CLI summary and the MCP text.
+pub fn dropped_note(s: &crate::logread::StreamResult) -> Option<String> {
+    let missed = s.missed?;
+    Some(format!(
+        "earlier output dropped: {} ({} lines of {})",
+        crate::logs::bounded::human(missed.offset),
+        thousands(missed.line),
+        s.stream.name()
+    ))
+}
+
 /// The one-line summary printed on stderr after `bgt output`, e.g.
 /// `-- 12 of 48,210 lines (stdout) · filter ERROR|WARN · cursor 48,210 · 3 more matching, run again with --since`.
 pub fn output_summary(result: &ReadResult, filter: Option<&str>, since: bool) -> String {
@@ -319,6 +332,7 @@ pub fn output_summary(result: &ReadResult, filter: Option<&str>, since: bool) ->
             s.stream.name()
         ));
     }
+    parts.extend(result.streams.iter().filter_map(dropped_note));
     let more: u64 = result.streams.iter().filter_map(|s| s.remaining).sum();
     if more > 0 {
         let hint = if since {

@@ -184,6 +184,15 @@ pub struct StreamMeta {
     pub remaining: Option<u64>,
     /// The log shrank or was replaced, so the cursor started over.
     pub cursor_reset: bool,
+    /// Bytes and complete lines a bounded log dropped from its start
+    /// (`--max-log-size`); line numbers still count them.
+    pub dropped_bytes: u64,
+    pub dropped_lines: u64,
+    /// Lines of the range read that were dropped before this read could
+    /// see them (a read from the start, a tail reaching back past the kept
+    /// part, a cursor left behind); absent when the range kept them all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped_unseen_lines: Option<u64>,
 }
 
 impl StreamMeta {
@@ -197,6 +206,9 @@ impl StreamMeta {
             truncated: s.truncated,
             remaining: s.remaining,
             cursor_reset: s.cursor_reset,
+            dropped_bytes: s.dropped.offset,
+            dropped_lines: s.dropped.line,
+            dropped_unseen_lines: s.missed.map(|m| m.line),
         }
     }
 }

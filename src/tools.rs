@@ -729,6 +729,13 @@ pub fn read_summary(
             s.stream.name()
         ));
     }
+    for note in result
+        .streams
+        .iter()
+        .filter_map(crate::render::dropped_note)
+    {
+        text.push_str(&format!(" · {note}"));
+    }
     if !matches!(info.state, TaskState::Running | TaskState::Starting) {
         text.push_str(&format!(" · task {}", info.state_text()));
     }

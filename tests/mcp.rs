@@ -13,7 +13,7 @@ use std::time::Duration;
 
 type Client = RunningService<RoleClient, ()>;
 
-async fn call(client: &Client, tool: &'static str, args: Value) -> CallToolResult {
+pub(crate) async fn call(client: &Client, tool: &'static str, args: Value) -> CallToolResult {
     let Value::Object(map) = args else {
         panic!("arguments must be an object")
     };
@@ -33,7 +33,7 @@ fn text_of(result: &CallToolResult) -> String {
         .join("\n")
 }
 
-fn ok(result: CallToolResult) -> (String, Value) {
+pub(crate) fn ok(result: CallToolResult) -> (String, Value) {
     assert_ne!(
         result.is_error,
         Some(true),
@@ -58,7 +58,7 @@ fn line_numbers(doc: &Value, stream: &str) -> Vec<u64> {
 }
 
 /// Starts `bgt mcp` on the test's state directory and connects a client.
-async fn connect(env: &Env) -> Client {
+pub(crate) async fn connect(env: &Env) -> Client {
     let home = env.home().to_path_buf();
     let transport = TokioChildProcess::new(tokio::process::Command::new(BGT).configure(|cmd| {
         cmd.arg("mcp").env("BGT_HOME", &home);

@@ -421,8 +421,14 @@ fn ungrouped(text: String) -> String {
 fn paths_agree(content: &[u8], args: &[&str]) {
     let env = Env::new();
     let id = env.task_printing(content);
+    let case = format!("{args:?} on {:?}", String::from_utf8_lossy(content));
+    paths_agree_on(&env, &id, &case, args);
+}
+
+/// [`paths_agree`] over the stdout of the finished task `id`.
+fn paths_agree_on(env: &Env, id: &str, case: &str, args: &[&str]) {
     let run = |extra: &[&str]| -> Vec<String> {
-        let mut all = vec![id.as_str(), "--stream", "stdout"];
+        let mut all = vec![id, "--stream", "stdout"];
         all.extend_from_slice(args);
         all.extend_from_slice(extra);
         all.into_iter().map(String::from).collect()
@@ -439,7 +445,7 @@ fn paths_agree(content: &[u8], args: &[&str]) {
     let whole_doc = json(&["--max-lines", "0"]);
     let whole = entries(&whole_doc);
     let total = whole_doc["stdout_meta"]["total_lines"].clone();
-    let case = format!("{args:?} on {:?}", String::from_utf8_lossy(content));
+    let case = format!("{case} {args:?}");
 
     assert_eq!(text(&["--max-lines", "0"]), as_text(&whole), "text: {case}");
     assert_eq!(text(&["--follow"]), as_text(&whole), "follow: {case}");
@@ -584,4 +590,47 @@ fn every_read_path_agrees_on_blocks_and_context() {
         numbered.as_bytes(),
         &["--filter", "hit", "-A", "5", "-B", "1"],
     );
+}
+
+#[test]
+fn every_read_path_agrees_on_a_log_whose_start_was_dropped() {
+    // A real bounded log: the supervisor punched a hole at its start and
+    // recorded where reads begin. No path reads the hole's zeros, and all
+    // count lines as they were written.
+    let env = Env::new();
+    let script = "for i in $(seq 1 400); do \
+                  if [ $((i % 9)) = 0 ]; then echo \"hit $i\"; else echo \"line $i $(printf %01000d 0)\"; fi; \
+                  done";
+    let id = env.start_with(&["--max-log-size", "64K"], &["sh", "-c", script]);
+    let done = env.wait_done(&id);
+    let dropped = done["stdout_dropped_lines"].as_u64().unwrap();
+    assert!(dropped > 100, "a hole was punched: {done}");
+    assert_eq!(
+        done["stdout_lines"], 400,
+        "status counts every line written"
+    );
+    let doc = env.output_json(&[&id, "--raw", "--max-lines", "0"]);
+    let seen = entries(&doc);
+    assert_eq!(
+        seen[0].line,
+        dropped + 1,
+        "reads start after the dropped lines"
+    );
+    for e in &seen {
+        let n = e.text.split(' ').nth(1).unwrap();
+        assert_eq!(n, e.line.to_string(), "line numbers as written: {e:?}");
+    }
+    assert_eq!(doc["stdout_meta"]["dropped_lines"], dropped);
+    assert_eq!(doc["stdout_meta"]["dropped_unseen_lines"], dropped);
+    let case = format!("a log with {dropped} lines dropped");
+    for args in [
+        &[][..],
+        &["--raw"],
+        &["--filter", "hit", "-C", "2"],
+        &["--filter", "hit", "-B", "40", "--raw"],
+    ] {
+        // Each round pages its cursors from the start.
+        let _ = std::fs::remove_dir_all(env.task_dir(&id).join("cursors"));
+        paths_agree_on(&env, &id, &case, args);
+    }
 }

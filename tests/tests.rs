@@ -4,6 +4,7 @@
 mod util;
 
 mod badinput;
+mod bounded;
 mod concurrency;
 mod context;
 mod core;

@@ -112,6 +112,9 @@ fn follow(task: &Task, mut req: Request, cap: Option<usize>) -> Result<i32> {
         let result = logread::read_with(&task.open_dir()?, &req, from, &mut print)?;
         req.reset_cursor = false; // rewind once, not on every poll
         out.flush()?;
+        for note in result.streams.iter().filter_map(render::dropped_note) {
+            summary(&format!("-- {note}"));
+        }
         printed += got;
         if let Some(cap) = cap
             && printed >= cap

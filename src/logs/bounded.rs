@@ -32,6 +32,10 @@ pub const DROPPED: &str = "dropped.json";
 /// Default per-stream limit: a laptop survives a forgotten chatty server.
 pub const DEFAULT_MAX_LOG_SIZE: u64 = 256 << 20;
 
+/// Holes are punched in whole units of this many bytes, aligned to it, so
+/// a reader finds any freed range by looking at one byte per unit.
+pub const PUNCH_UNIT: u64 = 4096;
+
 /// What was freed from one log.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Dropped {
@@ -222,8 +226,7 @@ impl Limiter {
         if size.saturating_sub(now.freed) <= self.max + slack {
             return None;
         }
-        let block = 4096u64;
-        let freed = (size - self.max) / block * block;
+        let freed = (size - self.max) / PUNCH_UNIT * PUNCH_UNIT;
         if freed <= now.freed {
             return None;
         }

@@ -12,6 +12,11 @@
 //! bytes before their position, so a log replaced, truncated or rewritten
 //! in place is noticed and read again from the start.
 //!
+//! A bounded log (`--max-log-size`) has its start freed by the supervisor
+//! (see [`crate::logs::bounded`]): every path reads from the recorded floor
+//! on, counting lines from the recorded number, and says when the range it
+//! was asked for reached what was dropped ([`Hole`]).
+//!
 //! Memory stays bounded whatever the log: reads go in 1 MiB chunks, and a
 //! line longer than [`keep_bytes`] is kept only in part (the rest counted).
 //! Every path (forward, backward tail, since, follow) builds entries with
@@ -60,6 +65,17 @@ pub struct Pos {
     pub line: u64,
 }
 
+impl Pos {
+    /// The later of two places in the same log.
+    fn max_with(self, other: Pos) -> Pos {
+        if other.offset > self.offset {
+            other
+        } else {
+            self
+        }
+    }
+}
+
 /// A position in one particular file, so a replaced or rewritten log is
 /// noticed: the inode, and a fingerprint of the bytes just before the
 /// position (not of the file's start, which a later feature may free).
@@ -103,13 +119,92 @@ impl Mark {
 
     /// Whether this position is still valid in the log `file` (`len`
     /// bytes, inode `ino`): a shorter, replaced, or rewritten log
-    /// (truncated in place and regrown) is not.
-    fn holds(&self, file: &File, len: u64, ino: u64) -> bool {
+    /// (truncated in place and regrown) is not. Bytes before `floor` may
+    /// have been freed (they read as zeros), so a position whose
+    /// fingerprint covers any of them is trusted on inode and length alone.
+    fn holds(&self, file: &File, len: u64, ino: u64, floor: u64) -> bool {
+        let in_hole = floor > 0 && self.pos.offset.saturating_sub(TAG_BYTES) < floor;
         self.pos.offset <= len
             && (self.ino == 0 || self.ino == ino)
-            && self
-                .tag
-                .is_none_or(|tag| fingerprint(file, self.pos.offset) == Some(tag))
+            && (in_hole
+                || self
+                    .tag
+                    .is_none_or(|tag| fingerprint(file, self.pos.offset) == Some(tag)))
+    }
+}
+
+/// Where the kept part of a bounded log starts (see [`crate::logs::bounded`]):
+/// nothing before `floor` is ever read (it may be a hole of zeros), and
+/// line numbers continue from `floor.line`, so line N stays line N.
+struct Hole<'d> {
+    dir: &'d DirFd,
+    stream: Stream,
+    floor: Pos,
+    /// Bytes and lines of this read's range that were dropped before it
+    /// could read them (`None`: the range did not reach dropped data).
+    missed: Option<Pos>,
+}
+
+impl<'d> Hole<'d> {
+    fn load(dir: &'d DirFd, stream: Stream) -> Hole<'d> {
+        let mut hole = Hole {
+            dir,
+            stream,
+            floor: Pos::default(),
+            missed: None,
+        };
+        hole.reload();
+        hole
+    }
+
+    /// Reads the record again (the supervisor may have freed more since);
+    /// whether the floor moved.
+    fn reload(&mut self) -> bool {
+        let d = crate::logs::bounded::dropped(self.dir, self.stream);
+        let floor = Pos {
+            offset: d.bytes,
+            line: d.lines,
+        };
+        let moved = floor.offset > self.floor.offset;
+        if moved {
+            self.floor = floor;
+        }
+        moved
+    }
+
+    /// A read that wanted to start at `from` starts at the floor instead if
+    /// `from` lies before it; the difference is remembered as missed.
+    fn lift(&mut self, from: Pos) -> Pos {
+        if from.offset >= self.floor.offset {
+            return from;
+        }
+        let missed = self.missed.get_or_insert_default();
+        missed.offset += self.floor.offset - from.offset;
+        missed.line += self.floor.line.saturating_sub(from.line);
+        self.floor
+    }
+
+    /// After reading `bytes` at `at` (bytes that were on disk a moment ago):
+    /// if they hold zeros the supervisor may just have freed them (the
+    /// record is written before the punch), so the record is read again.
+    /// Whether the read must continue at the (new) floor instead.
+    fn freed_under(&mut self, bytes: &[u8], at: u64) -> bool {
+        // A freed range is whole aligned units of zeros: it shows at the
+        // first byte or at a unit's start, so a 1 MiB chunk costs 256 looks.
+        let unit = crate::logs::bounded::PUNCH_UNIT;
+        let first_unit = (at.next_multiple_of(unit) - at) as usize;
+        let zeros = bytes.first() == Some(&0)
+            || (first_unit..bytes.len())
+                .step_by(unit as usize)
+                .any(|i| bytes[i] == 0);
+        zeros && self.reload() && self.floor.offset > at
+    }
+
+    /// Whether this read's range reached dropped data.
+    fn touched(&mut self) {
+        if self.floor.offset > 0 {
+            self.missed.get_or_insert(self.floor);
+        }
     }
 }
 
@@ -281,6 +376,12 @@ pub struct StreamResult {
     pub cursor: Pos,
     /// The log shrank or was rewritten, so the cursor started over.
     pub cursor_reset: bool,
+    /// Where the kept part of a bounded log starts: the bytes and lines
+    /// before it were dropped (zeros when nothing was).
+    pub dropped: Pos,
+    /// Bytes and lines of the range read that were dropped before this
+    /// read could see them (`None`: the range did not reach dropped data).
+    pub missed: Option<Pos>,
 }
 
 /// The result of a read, one element per requested stream.
@@ -457,6 +558,9 @@ struct Scan {
     log: Option<(File, u64)>,
     /// An unfinished last line read past `scanned`.
     carry: Option<Carry>,
+    /// See [`StreamResult::dropped`] and [`StreamResult::missed`].
+    dropped: Pos,
+    missed: Option<Pos>,
 }
 
 impl Scan {
@@ -470,6 +574,8 @@ impl Scan {
             cursor_reset,
             log: None,
             carry: None,
+            dropped: Pos::default(),
+            missed: None,
         }
     }
 
@@ -520,6 +626,8 @@ impl Scan {
             remaining: Some(dropped_lines + found.uncollected),
             cursor,
             cursor_reset: self.cursor_reset,
+            dropped: self.dropped,
+            missed: self.missed,
         };
         (result, entries, mark)
     }
@@ -574,22 +682,41 @@ fn scan_stream(
             reset,
         ));
     };
-    let (start, cursor_reset) = match start.holds(&file, len, ino) {
+    let mut hole = Hole::load(task_dir, stream);
+    // A fingerprint that does not match may have been read just after the
+    // supervisor freed more: ask the record again before calling it a rewrite.
+    let holds = start.holds(&file, len, ino, hole.floor.offset)
+        || (hole.reload() && start.holds(&file, len, ino, hole.floor.offset));
+    let (start, cursor_reset) = match holds {
         true => (start, false),
         false => (Mark::default(), true),
     };
+    // Every read starts at or after the floor.
+    let start = match hole.lift(start.pos) {
+        lifted if lifted == start.pos => start,
+        lifted => Mark {
+            pos: lifted,
+            ..Mark::default()
+        },
+    };
+    if plain_tail.is_some() || (around_tail.is_some() && req.since.is_none()) {
+        // A tail does not read from the start: it reaches dropped data only
+        // if it wants more lines than were kept (see [`tail_backward`]).
+        hole.missed = None;
+    }
+    collector.floor = hole.floor;
     let mut scan = if let Some(n) = around_tail {
         let plain = req.plain();
         let (first, matched, end) = if req.since.is_none() {
             let index = Marks::load(task_dir, crate::store::INDEX)
                 .get(stream)
                 .clone();
-            let total = refresh_index(task_dir, stream, &file, len, ino, &index)?;
-            let found = tail_backward(&file, len, total, n, stream, &plain)?;
+            let total = refresh_index(&file, len, ino, &index, &mut hole)?;
+            let found = tail_backward(&file, len, total, n, stream, &plain, &mut hole)?;
             (found.into_iter().next(), None, total)
         } else {
             let mut finder = Collector::new(&plain, stream, Window::Tail(n), None);
-            let (scanned, _) = scan_forward(&file, &start, len, &plain, &mut finder)?;
+            let (scanned, _) = scan_forward(&file, &start, len, &plain, &mut finder, &mut hole)?;
             let found = finder.finish()?;
             (
                 found.entries.into_iter().next(),
@@ -600,7 +727,7 @@ fn scan_stream(
         let from = match &first {
             Some(e) if e.partial => e.end,
             Some(e) => Pos {
-                offset: newline_before(&file, e.end.offset - 1)?,
+                offset: newline_before(&file, e.end.offset - 1, hole.floor.offset)?,
                 line: e.line - 1,
             },
             None => end,
@@ -613,11 +740,11 @@ fn scan_stream(
                 ..Mark::default()
             }
         };
-        let (scanned, carry) = scan_forward(&file, &from, len, req, &mut collector)?;
+        let (scanned, carry) = scan_forward(&file, &from, len, req, &mut collector, &mut hole)?;
         let begin = if req.since.is_some() {
             start.pos
         } else {
-            Pos::default()
+            hole.floor
         };
         let mut scan = Scan::new(stream, collector.finish()?, begin, scanned, cursor_reset);
         scan.matched = matched;
@@ -628,21 +755,15 @@ fn scan_stream(
         let index = Marks::load(task_dir, crate::store::INDEX)
             .get(stream)
             .clone();
-        let total = refresh_index(task_dir, stream, &file, len, ino, &index)?;
-        for entry in tail_backward(&file, len, total, n, stream, req)? {
+        let total = refresh_index(&file, len, ino, &index, &mut hole)?;
+        for entry in tail_backward(&file, len, total, n, stream, req, &mut hole)? {
             collector.add(entry);
         }
-        let mut scan = Scan::new(
-            stream,
-            collector.finish()?,
-            Pos::default(),
-            total,
-            cursor_reset,
-        );
+        let mut scan = Scan::new(stream, collector.finish()?, hole.floor, total, cursor_reset);
         scan.matched = None;
         scan
     } else {
-        let (scanned, carry) = scan_forward(&file, &start, len, req, &mut collector)?;
+        let (scanned, carry) = scan_forward(&file, &start, len, req, &mut collector, &mut hole)?;
         store_index(task_dir, stream, &file, len, scanned, ino);
         let mut scan = Scan::new(
             stream,
@@ -655,6 +776,8 @@ fn scan_stream(
         scan
     };
     scan.log = Some((file, ino));
+    scan.dropped = hole.floor;
+    scan.missed = hole.missed;
     Ok(scan)
 }
 
@@ -819,6 +942,7 @@ fn scan_forward(
     len: u64,
     req: &Request,
     collector: &mut Collector,
+    hole: &mut Hole,
 ) -> Result<(Pos, Option<Carry>)> {
     let keep = keep_bytes(req);
     let mut pos = start.pos;
@@ -836,6 +960,13 @@ fn scan_forward(
     while at < len && !collector.failed() {
         let want = CHUNK.min((len - at) as usize);
         read_exact_at(file, &mut buf[..want], at).context("log shrank while reading")?;
+        if hole.freed_under(&buf[..want], at) {
+            // Freed while this read went on: continue where the log now starts.
+            pos = hole.lift(pos);
+            at = pos.offset;
+            acc = LineAcc::default();
+            continue;
+        }
         let chunk_at = at;
         at += want as u64;
         let mut body = &buf[..want];
@@ -971,6 +1102,9 @@ struct Collector<'o, 'a, 's> {
     failed: Option<std::io::Error>,
     /// Blocks and context around matches, when the read asks for them.
     around: Option<Around>,
+    /// Where the log's kept part starts: lines replayed before a range
+    /// never come from before it (see [`Hole`]).
+    floor: Pos,
 }
 
 impl<'o, 'a, 's> Collector<'o, 'a, 's> {
@@ -1008,6 +1142,7 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
             out,
             failed: None,
             around,
+            floor: Pos::default(),
         }
     }
 
@@ -1040,7 +1175,7 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
         };
         around.first = pos.line + 1;
         let back = around.preroll.max(around.after as usize);
-        let done = around.catch_up(self, file, pos, Pos::default(), back, req, keep);
+        let done = around.catch_up(self, file, pos, self.floor, back, req, keep);
         self.around = Some(around);
         done
     }
@@ -1743,8 +1878,10 @@ fn tail_backward(
     n: usize,
     stream: Stream,
     req: &Request,
+    hole: &mut Hole,
 ) -> Result<Vec<Entry>> {
     let keep = keep_bytes(req);
+    let floor = hole.floor.offset;
     let mut found: Vec<Entry> = Vec::new(); // newest first
     let mut offer = |selected: Option<(Cow<str>, u64)>, line: u64, end: Pos, partial: bool| {
         if let Some((text, unseen)) = selected {
@@ -1773,11 +1910,11 @@ fn tail_backward(
     let mut line = total.line;
     let mut buf: Vec<u8> = Vec::new();
     let mut block = 64 << 10;
-    while more && end > 0 {
+    while more && end > floor {
         let buf_start = end - buf.len() as u64;
-        if buf.len() > keep && buf_start > 0 {
+        if buf.len() > keep && buf_start > floor {
             // A very long line: find its start without keeping it.
-            let line_start = newline_before(file, buf_start)?;
+            let line_start = newline_before(file, buf_start, floor)?;
             let acc = read_line(file, line_start, end - 1, keep, req.clean)?;
             more = offer(acc.select(req), line, Pos { offset: end, line }, false);
             end = line_start;
@@ -1785,12 +1922,12 @@ fn tail_backward(
             buf.clear();
             continue;
         }
-        let read = (block as u64).min(buf_start);
+        let read = (block as u64).min(buf_start - floor);
         let mut fresh = vec![0; read as usize];
         read_exact_at(file, &mut fresh, buf_start - read)?;
         fresh.extend_from_slice(&buf);
         buf = fresh;
-        let at_file_start = buf_start == read;
+        let at_file_start = buf_start - read == floor;
         // Split complete lines off the end of `buf`: its last byte is a newline.
         loop {
             let body = &buf[..buf.len() - 1];
@@ -1812,6 +1949,19 @@ fn tail_backward(
             block *= 2; // a long line: read bigger blocks, not quadratic copies
         }
     }
+    if more && end <= floor {
+        // The tail would reach before the kept part of the log.
+        hole.touched();
+    }
+    // Freed while this read went on: what it read there may be zeros.
+    if hole.reload() {
+        let floor = hole.floor.offset;
+        let before = found.len();
+        found.retain(|e| e.partial || e.end.offset > floor);
+        if found.len() < before {
+            hole.touched();
+        }
+    }
     found.reverse();
     Ok(found)
 }
@@ -1820,18 +1970,18 @@ fn read_exact_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(file, buf, at)
 }
 
-/// Offset just after the last newline before `at` (0 if none).
-fn newline_before(file: &File, mut at: u64) -> Result<u64> {
+/// Offset just after the last newline before `at` (`low` if none after it).
+fn newline_before(file: &File, mut at: u64, low: u64) -> Result<u64> {
     let mut block = vec![0; 64 << 10];
-    while at > 0 {
-        let read = (block.len() as u64).min(at);
+    while at > low {
+        let read = (block.len() as u64).min(at - low);
         read_exact_at(file, &mut block[..read as usize], at - read)?;
         if let Some(i) = memchr::memrchr(b'\n', &block[..read as usize]) {
             return Ok(at - read + i as u64 + 1);
         }
         at -= read;
     }
-    Ok(0)
+    Ok(at)
 }
 
 /// Reads the line in bytes [from, to) forward, in bounded memory.
@@ -1851,23 +2001,27 @@ fn read_line(file: &File, from: u64, to: u64, keep: usize, clean: bool) -> Resul
 
 /// Brings the line-count index (`index`, as last read from `index.json`) up
 /// to `len`: only new bytes are read, unless the log was rewritten under
-/// it (see [`Mark::holds`]); then it is counted again.
-fn refresh_index(
-    task_dir: &DirFd,
-    stream: Stream,
-    file: &File,
-    len: u64,
-    ino: u64,
-    index: &Mark,
-) -> Result<Pos> {
-    let valid = index.ino == ino && index.holds(file, len, ino);
-    let mut pos = if valid { index.pos } else { Pos::default() };
-    if pos.offset < len || !valid {
-        let mut buf = vec![0; CHUNK.min((len - pos.offset) as usize)];
+/// it (see [`Mark::holds`]); then it is counted again. Counting starts no
+/// earlier than the kept part of a bounded log, from the lines recorded
+/// as dropped, so the freed range is never read.
+fn refresh_index(file: &File, len: u64, ino: u64, index: &Mark, hole: &mut Hole) -> Result<Pos> {
+    let (task_dir, stream) = (hole.dir, hole.stream);
+    let valid = index.ino == ino
+        && (index.holds(file, len, ino, hole.floor.offset)
+            || (hole.reload() && index.holds(file, len, ino, hole.floor.offset)));
+    let from = if valid { index.pos } else { Pos::default() };
+    let mut pos = from.max_with(hole.floor);
+    if pos.offset < len || pos != from || !valid {
+        let mut buf = vec![0; CHUNK.min(len.saturating_sub(pos.offset) as usize)];
         let mut at = pos.offset;
         while at < len {
             let want = buf.len().min((len - at) as usize);
             read_exact_at(file, &mut buf[..want], at)?;
+            if hole.freed_under(&buf[..want], at) {
+                pos = pos.max_with(hole.floor);
+                at = pos.offset;
+                continue;
+            }
             if let Some(last) = memchr::memrchr(b'\n', &buf[..want]) {
                 pos.line += memchr::memchr_iter(b'\n', &buf[..want]).count() as u64;
                 pos.offset = at + last as u64 + 1;
@@ -1891,7 +2045,8 @@ fn store_index(task_dir: &DirFd, stream: Stream, file: &File, len: u64, pos: Pos
     }
     let mut marks = Marks::load(task_dir, crate::store::INDEX);
     let old = marks.get(stream);
-    if old.ino == ino && old.pos.offset >= pos.offset && old.holds(file, len, ino) {
+    let floor = crate::logs::bounded::dropped(task_dir, stream).bytes;
+    if old.ino == ino && old.pos.offset >= pos.offset && old.holds(file, len, ino, floor) {
         return;
     }
     marks.set(stream, Mark::at(file, pos, ino));
@@ -1942,7 +2097,8 @@ pub fn line_counts(task_dir: &DirFd) -> (u64, u64) {
         }
         match open_log(task_dir, stream.file()) {
             Ok(Some((file, len, ino))) => {
-                refresh_index(task_dir, stream, &file, len, ino, known).map_or(0, |p| p.line)
+                let mut hole = Hole::load(task_dir, stream);
+                refresh_index(&file, len, ino, known, &mut hole).map_or(0, |p| p.line)
             }
             _ => 0,
         }
