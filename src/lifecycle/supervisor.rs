@@ -481,11 +481,11 @@ fn watch(
             }
         }
         let now = Instant::now();
-        if let Some(logs) = &mut logs {
-            if !children_left || now >= log_check_at {
-                logs.enforce(dir);
-                log_check_at = now + LOG_CHECK_EVERY;
-            }
+        if let Some(logs) = &mut logs
+            && (!children_left || now >= log_check_at)
+        {
+            logs.enforce(dir);
+            log_check_at = now + LOG_CHECK_EVERY;
         }
         if !children_left {
             if let Some(at) = paused_at {
