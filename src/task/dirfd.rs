@@ -347,6 +347,36 @@ mod tests {
     }
 
     #[test]
+    fn reads_whole_files_and_never_through_links_or_out() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let dir = DirFd::open(root.path()).unwrap();
+        dir.create_dir("t").unwrap();
+        let big: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        for (name, data) in [("empty", &b""[..]), ("small", b"{}\n"), ("big", &big)] {
+            std::fs::write(root.path().join("t").join(name), data).unwrap();
+            assert_eq!(dir.open_dir("t").unwrap().read(name).unwrap(), data);
+            match dir.read_beneath(&format!("t/{name}")) {
+                // A kernel before 5.6: callers take the two-open path.
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSYS) => {}
+                read => assert_eq!(read.unwrap(), data),
+            }
+        }
+        std::fs::write(outside.path().join("meta.json"), "secret").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("l")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("meta.json"),
+            root.path().join("t/meta.json"),
+        )
+        .unwrap();
+        for path in ["l/meta.json", "t/meta.json", "../x/meta.json", "t"] {
+            assert!(dir.read_beneath(path).is_err(), "{path} was read");
+        }
+        let escape = format!("{}/meta.json", outside.path().display());
+        assert!(dir.read_beneath(&escape).is_err(), "absolute path was read");
+    }
+
+    #[test]
     fn files_are_private_and_links_refused() {
         let root = tempfile::tempdir().unwrap();
         let dir = DirFd::open(root.path()).unwrap();
