@@ -305,7 +305,9 @@ fn read_regular(mut file: File) -> io::Result<Vec<u8>> {
         return Err(io::Error::other("not a regular file"));
     }
     let size = usize::try_from(info.st_size).unwrap_or(0);
-    let mut data = vec![0u8; size + 1];
+    // Sized from fstat, but a (planted, sparse) huge file grows the buffer
+    // as it is read instead of asking for all of it at once.
+    let mut data = vec![0u8; size.min(1 << 20) + 1];
     let mut len = 0;
     loop {
         match file.read(&mut data[len..]) {
@@ -316,7 +318,9 @@ fn read_regular(mut file: File) -> io::Result<Vec<u8>> {
                     break;
                 }
                 if len == data.len() {
-                    data.resize(data.len() * 2, 0);
+                    data.try_reserve(len)
+                        .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+                    data.resize(len * 2, 0);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
