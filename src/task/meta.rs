@@ -199,7 +199,7 @@ impl TaskMeta {
     /// parsed again through a `serde_json::Value` to tell which it was (no
     /// JSON, no or an unknown schema, a malformed field). Both accept the
     /// same records.
-    pub fn parse(bytes: &[u8]) -> Result<TaskMeta> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<TaskMeta> {
         match serde_json::from_slice::<TaskMeta>(bytes) {
             Ok(meta) if meta.schema == SCHEMA => Ok(meta),
             _ => TaskMeta::parse_slowly(bytes),
