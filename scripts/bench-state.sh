@@ -7,6 +7,8 @@
 #
 #   scripts/bench-state.sh              # 100, 1000, 10000 tasks
 #   COUNTS="1000" scripts/bench-state.sh
+#   BEFORE=/path/to/older/bgt scripts/bench-state.sh   # each line also for
+#                                       # that build, in the same run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNTS=${COUNTS:-"100 1000 10000"}
@@ -57,12 +59,20 @@ for n in $COUNTS; do
     id=$(ls "$home" | grep '^t-' | sort | tail -1)
     prefix=${id:2:5}
     echo "== $n tasks"
-    hyperfine --warmup 3 --min-runs 10 --output=pipe -N \
-        -n "status (table)" "$BGT status" \
-        -n "status --json" "$BGT status --json" \
-        -n "status ID" "$BGT status $id" \
-        -n "status LABEL" "$BGT status web" \
-        -n "status PREFIX" "$BGT status $prefix" \
+    # Both builds read the history once first (the copies' line-count
+    # indexes name the seed's inodes and are rebuilt on first read).
+    "$BGT" status >/dev/null
+    runs=()
+    for bin in ${BEFORE:+"$BEFORE"} "$BGT"; do
+        tag=""
+        [ "$bin" = "$BGT" ] || tag=" [before]"
+        runs+=(-n "status (table)$tag" "$bin status"
+            -n "status --json$tag" "$bin status --json"
+            -n "status ID$tag" "$bin status $id"
+            -n "status LABEL$tag" "$bin status web"
+            -n "status PREFIX$tag" "$bin status $prefix")
+    done
+    hyperfine --warmup 3 --min-runs 10 --output=pipe -N "${runs[@]}" \
         2>/dev/null | grep -E "^Benchmark|Time \(mean"
 done
 
@@ -70,4 +80,7 @@ echo "== status with $LIVE running tasks whose main process exited (a child live
 export BGT_HOME=$TMP/live
 for _ in $(seq "$LIVE"); do "$BGT" run -- sh -c 'sleep 600 & exit 0' >/dev/null; done
 sleep 1
-hyperfine --warmup 2 --min-runs 10 --output=pipe -N -n "status ($LIVE live descendants)" "$BGT status" 2>/dev/null | grep -E "^Benchmark|Time \(mean"
+runs=()
+[ -z "${BEFORE:-}" ] || runs+=(-n "status ($LIVE live descendants) [before]" "$BEFORE status")
+runs+=(-n "status ($LIVE live descendants)" "$BGT status")
+hyperfine --warmup 2 --min-runs 10 --output=pipe -N "${runs[@]}" 2>/dev/null | grep -E "^Benchmark|Time \(mean"

@@ -104,17 +104,13 @@ impl TaskInfo {
             Phase::Broken(reason) => (0, Some(reason.clone())),
             _ => (0, None),
         };
-        let lines = match meta {
-            Some(_) => task
-                .open_dir()
-                .map_or((0, 0), |dir| logread::line_counts(&dir)),
-            None => (0, 0),
-        };
-        let dropped = match meta {
-            Some(m) if m.max_log_size.is_some() => task
-                .open_dir()
-                .map(|d| crate::logs::bounded::Record::load(&d))
-                .unwrap_or_default(),
+        // The directory is opened once for both of its small files.
+        let dir = meta.and_then(|_| task.open_dir().ok());
+        let lines = dir.as_ref().map_or((0, 0), logread::line_counts);
+        let dropped = match (meta, &dir) {
+            (Some(m), Some(dir)) if m.max_log_size.is_some() => {
+                crate::logs::bounded::Record::load(dir)
+            }
             _ => Default::default(),
         };
         let waiting_for = match (&phase, meta) {

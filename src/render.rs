@@ -135,7 +135,9 @@ pub fn task_table(
     // LEFT says something only when some task has a timeout: without one,
     // its room goes to the command.
     const LEFT: usize = 6;
-    let shown = |i: usize| i != LEFT || rows.iter().any(|(cells, _)| cells[LEFT] != "-");
+    // (Decided once: asked per cell, it made the table quadratic in its rows.)
+    let left_shown = rows.iter().any(|(cells, _)| cells[LEFT] != "-");
+    let shown = |i: usize| i != LEFT || left_shown;
     // Everything before the command, then what is left of the line for it.
     let before: usize = (0..9).filter(|i| shown(*i)).map(|i| widths[i] + 2).sum();
     let room = width.map(|w| w.saturating_sub(before).max(1));

@@ -18,6 +18,7 @@ mod presets;
 mod queues;
 mod reader;
 mod statedir;
+mod stateperf;
 mod terminal;
 mod toolbox;
 mod waiting;

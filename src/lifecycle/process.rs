@@ -131,7 +131,23 @@ pub struct ProcInfo {
 /// Parses `/proc/<pid>/stat`; the command name may contain spaces and parentheses.
 #[cfg(target_os = "linux")]
 fn read_stat(pid: Pid) -> Option<ProcInfo> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    use std::io::Read;
+    // One open and (usually) one read: `status` reads this for every
+    // process on the machine, and the file's size reads as 0, which makes a
+    // generic read-to-end probe several times. The line ends with a newline
+    // and is a few hundred bytes (the fields used come first anyway).
+    let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    while len < buf.len() && !buf[..len].ends_with(b"\n") {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    let text = std::str::from_utf8(&buf[..len]).ok()?;
     let after = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     // fields[0] is field 3 (state) of proc(5); starttime is field 22.

@@ -2081,16 +2081,19 @@ fn lock_cursor(task_dir: &DirFd, name: &str) -> Result<(DirFd, File)> {
 /// the index already covers is only stat'ed, never opened (`status` of a
 /// thousand tasks stays fast); new bytes are counted and remembered.
 pub fn line_counts(task_dir: &DirFd) -> (u64, u64) {
-    let index = Marks::load(task_dir, crate::store::INDEX);
+    // Read only when a log is not empty (a queued or silent task has no index).
+    let index = std::cell::OnceCell::new();
     let count = |stream: Stream| -> u64 {
         let Ok(info) = task_dir.stat_at(stream.file()) else {
             return 0;
         };
-        let known = index.get(stream);
         let (len, ino) = (info.st_size as u64, info.st_ino);
         if len == 0 {
             return 0;
         }
+        let known = index
+            .get_or_init(|| Marks::load(task_dir, crate::store::INDEX))
+            .get(stream);
         let regular = info.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG;
         if regular && known.ino == ino && known.pos.offset == len {
             return known.pos.line;

@@ -228,7 +228,19 @@ impl TaskMeta {
         TaskMeta::parse(&bytes)
     }
 
-    fn parse(bytes: &[u8]) -> Result<TaskMeta> {
+    /// Parses and validates a record. The record is parsed straight into a
+    /// `TaskMeta`; only when that fails, or the schema is not ours, is it
+    /// parsed again through a `serde_json::Value` to tell which it was (no
+    /// JSON, no or an unknown schema, a malformed field). Both accept the
+    /// same records.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<TaskMeta> {
+        match serde_json::from_slice::<TaskMeta>(bytes) {
+            Ok(meta) if meta.schema == SCHEMA => Ok(meta),
+            _ => TaskMeta::parse_slowly(bytes),
+        }
+    }
+
+    fn parse_slowly(bytes: &[u8]) -> Result<TaskMeta> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             anyhow::bail!("meta.json is empty");
         }
