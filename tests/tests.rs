@@ -8,6 +8,7 @@ mod concurrency;
 mod context;
 mod core;
 mod faults;
+mod filterperf;
 mod lifecycle;
 #[cfg(feature = "mcp")]
 mod mcp;
