@@ -94,3 +94,40 @@ fn matches_close_together_read_as_line_by_line() {
         fast_path_agrees(&log, args);
     }
 }
+
+#[test]
+fn a_match_just_after_a_line_across_two_reads_keeps_its_before_context() {
+    // 100-byte lines: one crosses each 64 KiB (and 1 MiB) read boundary,
+    // and the line after it matches. The crossing line and the one before
+    // it (skipped by the chunk search) are its before-context.
+    let line = |i: usize| format!("GET /api/q/{i:06} 200 {}\n", "x".repeat(100 - 23));
+    let crossing = [65536 / 100, (1 << 20) / 100];
+    let mut log = String::new();
+    for i in 0..(crossing[1] + 50) {
+        if crossing.iter().any(|&c| i == c + 1) {
+            log += &format!("ERROR {i:06} {}\n", "y".repeat(100 - 14));
+        } else {
+            log += &line(i);
+        }
+    }
+    assert_eq!(log.len() % 100, 0);
+    let env = Env::new();
+    let id = env.task_printing(&log);
+    let out = env.ok(&[
+        "output",
+        &id,
+        "--stream",
+        "stdout",
+        "--max-lines",
+        "0",
+        "--filter",
+        "ERROR",
+        "-B",
+        "2",
+    ]);
+    for c in crossing {
+        for i in [c - 1, c] {
+            assert!(out.contains(line(i).trim_end()), "line {i} missing:\n{out}");
+        }
+    }
+}
