@@ -9,6 +9,7 @@ mod concurrency;
 mod context;
 mod core;
 mod faults;
+mod filterperf;
 mod fork;
 mod lifecycle;
 #[cfg(feature = "mcp")]

@@ -310,8 +310,33 @@ fn library(text: &str) -> bool {
     LIBRARY.is_match(text) && !text.contains("node_modules/.vite-temp/")
 }
 
+/// Words of which every line that [`start`] opens a block with contains one
+/// (checked on every call in debug builds): a run of lines without any of
+/// them opens no block, so the reader need not replay it around a match.
+static MAY_START: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
+    regex::bytes::Regex::new(
+        r#"Traceback|Error|Exception|Throwable|Panic|NotFound|Invalid|File "|panicked|panic: |goroutine |error|warning|ERROR|WARNING|:in [`']|[jt]sx?:\d"#,
+    )
+    .expect("valid regex")
+});
+
+/// Whether some line of `lines` (raw bytes that cleaning leaves as they
+/// are) may open a block. `false` is certain; `true` means "look".
+pub fn may_start_in(lines: &[u8]) -> bool {
+    MAY_START.is_match(lines)
+}
+
 /// The line opens a block: its phase and role.
 fn start(text: &str) -> Option<(Phase, Role)> {
+    let found = start_unchecked(text);
+    debug_assert!(
+        found.is_none() || MAY_START.is_match(text.as_bytes()),
+        "MAY_START misses a block start: {text:?}"
+    );
+    found
+}
+
+fn start_unchecked(text: &str) -> Option<(Phase, Role)> {
     let trimmed = text.trim_start();
     let header = |phase| Some((phase, Role::Header));
     if trimmed == "Traceback (most recent call last):" {
@@ -351,10 +376,20 @@ fn start(text: &str) -> Option<(Phase, Role)> {
     if COMPILER.is_match(text) {
         return header(Phase::Compiler);
     }
-    if EXCEPTION.is_match(text) {
+    if might_be_exception(text) && EXCEPTION.is_match(text) {
         return header(Phase::Stack);
     }
     None
+}
+
+/// Words one of which every [`EXCEPTION`] line contains. The regex is
+/// unanchored and Unicode-aware, so a lazy DFA walks the whole line; most
+/// lines (access logs) contain none of these, and the reader classifies
+/// every line it replays around a match.
+fn might_be_exception(text: &str) -> bool {
+    ["Error", "Exception", "Throwable", "Panic", "error: "]
+        .iter()
+        .any(|word| text.contains(word))
 }
 
 /// The line continues a block in `phase`: the next phase and its role.

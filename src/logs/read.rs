@@ -850,6 +850,19 @@ fn look<'a>(raw: &'a [u8], req: &Request, keep: usize) -> Looked<'a> {
     Some((text, 0, keeps))
 }
 
+/// [`look`] at a line known not to match the filter (the chunk search
+/// passed over it): only cleaning is applied.
+fn look_unmatched<'a>(raw: &'a [u8], req: &Request, keep: usize) -> Looked<'a> {
+    if raw.len() > keep {
+        return look(raw, req, keep).map(|(text, unseen, _)| (text, unseen, false));
+    }
+    let text = match req.clean {
+        true => clean::clean(raw)?,
+        false => String::from_utf8_lossy(raw),
+    };
+    Some((text, 0, false))
+}
+
 /// One line being read piece by piece, in bounded memory: the first
 /// `keep` bytes are kept, the rest only counted. When cleaning, a `\r`
 /// starts the line over (a progress bar shows what follows its last `\r`).
@@ -933,6 +946,13 @@ struct Carry {
 
 const CHUNK: usize = 1 << 20;
 
+/// Bytes a forward scan reads at a time. Small enough that the kernel's
+/// copy lands in cache the scan then reads from: on the 2-core VM a
+/// filter over 1 GiB spends ~35% less system time than with 1 MiB reads
+/// (as GNU grep's 96 KiB reads do); the chunk search and the replay
+/// around a match work within each read as before.
+const SCAN_READ: usize = 64 << 10;
+
 /// Reads from `start` to `len`, handing every selected line to `collector`
 /// in order (an unfinished last line as partial). Returns the position
 /// after the last complete line, and the unfinished line's state.
@@ -955,10 +975,10 @@ fn scan_forward(
         // just before it (shown only as context of matches in the range).
         collector.start_around(file, pos, req, keep)?;
     }
-    // One pread(2) per chunk into a buffer zeroed once.
-    let mut buf = vec![0; CHUNK.min((len - at) as usize)];
+    // One pread(2) per SCAN_READ bytes into a buffer zeroed once.
+    let mut buf = vec![0; SCAN_READ.min((len - at) as usize)];
     while at < len && !collector.failed() {
-        let want = CHUNK.min((len - at) as usize);
+        let want = SCAN_READ.min((len - at) as usize);
         read_exact_at(file, &mut buf[..want], at).context("log shrank while reading")?;
         if hole.freed_under(&buf[..want], at) {
             // Freed while this read went on: continue where the log now starts.
@@ -976,10 +996,23 @@ fn scan_forward(
                 continue;
             };
             acc.absorb(&body[..nl], keep, req.clean);
+            let line_start = pos;
             pos.line += 1;
             pos.offset = chunk_at + nl as u64 + 1;
             let looked = std::mem::take(&mut acc).look(req);
-            collector.offer(pos.line, pos, false, looked);
+            // A line across reads is one the chunk search did not see: with
+            // blocks or context it is skipped like the lines the search
+            // passes over, or, if it matches, caught up to like a candidate.
+            let around = collector.around.is_some() && !collector.hot(line_start);
+            match looked {
+                Some((_, _, false)) | None if around => {}
+                looked => {
+                    if around {
+                        collector.catch_up(file, line_start, &[], req, keep)?;
+                    }
+                    collector.offer(pos.line, pos, false, looked);
+                }
+            }
             body = &body[nl + 1..];
         }
         let Some(last_nl) = memchr::memrchr(b'\n', body) else {
@@ -1175,21 +1208,39 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
         };
         around.first = pos.line + 1;
         let back = around.preroll.max(around.after as usize);
-        let done = around.catch_up(self, file, pos, self.floor, back, req, keep);
+        let done = around.catch_up(self, (file, &[]), pos, self.floor, back, false, req, keep);
         self.around = Some(around);
         done
     }
 
     /// Feeds the skipped lines just before `pos` (a candidate match).
-    fn catch_up(&mut self, file: &File, pos: Pos, req: &Request, keep: usize) -> Result<()> {
+    /// `seen` holds the log's bytes just before `pos` that are already in
+    /// memory (the current chunk): the replay reads the file only for what
+    /// lies before them.
+    fn catch_up(
+        &mut self,
+        file: &File,
+        pos: Pos,
+        seen: &[u8],
+        req: &Request,
+        keep: usize,
+    ) -> Result<()> {
         let Some(mut around) = self.around.take() else {
             return Ok(());
         };
         let floor = around.fed_end.unwrap_or(pos);
         let back = around.preroll;
-        let done = around.catch_up(self, file, pos, floor, back, req, keep);
+        let done = around.catch_up(self, (file, seen), pos, floor, back, true, req, keep);
         self.around = Some(around);
         done
+    }
+
+    /// Whether lines before `pos` were skipped, not fed, and `pos` is not
+    /// hot: the next line fed one by one must catch up first.
+    fn gap(&self, pos: Pos) -> bool {
+        self.around
+            .as_ref()
+            .is_some_and(|a| a.fed_end.is_some_and(|end| end != pos) && !a.hot(pos.line + 1))
     }
 
     /// Whether the line after `pos` must be looked at even if the filter
@@ -1452,32 +1503,65 @@ impl Around {
 
     /// Feeds up to `back` lines before `to` (not before `floor`), so that a
     /// match at `to` finds its block's start and its before-context.
+    /// `skipped`: the chunk search passed over these lines, so none matches
+    /// the filter; then they are not matched again, and when none of them
+    /// can open a block (and none is open), only the before-context is fed:
+    /// a match far from any block costs no replay.
     #[allow(clippy::too_many_arguments)]
     fn catch_up(
         &mut self,
         c: &mut Collector,
-        file: &File,
+        (file, seen): (&File, &[u8]),
         to: Pos,
         floor: Pos,
         back: usize,
+        skipped: bool,
         req: &Request,
         keep: usize,
     ) -> Result<()> {
-        let from = back_lines(file, to, floor, back)?;
+        let mut from = match back_lines_in(seen, to, floor, back) {
+            Some(from) => from,
+            None => back_lines(file, to, floor, back)?,
+        };
+        let want = (to.offset - from.offset) as usize;
+        let read;
+        let mut bytes = match seen.len() >= want {
+            true => &seen[seen.len() - want..],
+            false => {
+                let mut buf = vec![0; want];
+                read_exact_at(file, &mut buf, from.offset)?;
+                read = buf;
+                &read[..]
+            }
+        };
+        let contiguous = self.fed_end == Some(from);
+        let quiet = self
+            .tracker
+            .as_ref()
+            .is_some_and(|t| !contiguous || (t.open_lines().is_empty() && self.cut.is_none()));
+        if skipped && quiet && !blocks::may_start_in(bytes) {
+            let near = back_lines_in(bytes, to, from, self.before as usize).unwrap_or(from);
+            bytes = &bytes[(near.offset - from.offset) as usize..];
+            if contiguous {
+                self.fed_end = Some(near);
+            }
+            from = near;
+        }
         if self.fed_end != Some(from) {
             self.reset();
         }
-        if from.offset < to.offset {
-            let mut bytes = vec![0; (to.offset - from.offset) as usize];
-            read_exact_at(file, &mut bytes, from.offset)?;
-            let mut pos = from;
-            let mut at = 0;
-            for nl in memchr::memchr_iter(b'\n', &bytes) {
-                pos.line += 1;
-                pos.offset += (nl + 1 - at) as u64;
-                self.take(c, pos.line, pos, false, look(&bytes[at..nl], req, keep));
-                at = nl + 1;
-            }
+        let mut pos = from;
+        let mut at = 0;
+        for nl in memchr::memchr_iter(b'\n', bytes) {
+            pos.line += 1;
+            pos.offset += (nl + 1 - at) as u64;
+            let raw = &bytes[at..nl];
+            let looked = match skipped {
+                true => look_unmatched(raw, req, keep),
+                false => look(raw, req, keep),
+            };
+            self.take(c, pos.line, pos, false, looked);
+            at = nl + 1;
         }
         self.fed_end = Some(to);
         Ok(())
@@ -1791,6 +1875,41 @@ impl Around {
     }
 }
 
+/// [`back_lines`] answered from `seen`, the bytes just before `to` already
+/// in memory; `None` when the answer lies before them. Most candidates of a
+/// chunk search have their replay inside the chunk, so they cost no read.
+fn back_lines_in(seen: &[u8], to: Pos, floor: Pos, back: usize) -> Option<Pos> {
+    if back == 0 || to.offset <= floor.offset {
+        return Some(to);
+    }
+    if seen.is_empty() {
+        return None;
+    }
+    let low = floor.offset.max(to.offset.saturating_sub(PREROLL_BYTES));
+    let base = to.offset - seen.len() as u64;
+    let start = low.max(base);
+    // As in back_lines: bytes [start, to - 1) are searched, the newline at
+    // `to - 1` ends the line just before `to`.
+    let mut rest = &seen[(start - base) as usize..seen.len() - 1];
+    let mut found = to;
+    let mut lines = 0;
+    while let Some(i) = memchr::memrchr(b'\n', rest) {
+        lines += 1;
+        found = Pos {
+            offset: start + i as u64 + 1,
+            line: to.line - lines as u64,
+        };
+        if lines == back {
+            return Some(found);
+        }
+        rest = &rest[..i];
+    }
+    if start > low {
+        return None; // the answer lies before what is in memory
+    }
+    Some(if low == floor.offset { floor } else { found })
+}
+
 /// The position `back` lines before `to` (a line start), but not before
 /// `floor` and not more than [`PREROLL_BYTES`] before `to`.
 fn back_lines(file: &File, to: Pos, floor: Pos, back: usize) -> Result<Pos> {
@@ -1857,7 +1976,11 @@ fn scan_lines_around(
                 pos.offset += (line_start - from) as u64;
                 from = line_start;
             }
-            c.catch_up(file, *pos, req, keep)?;
+            c.catch_up(file, *pos, &complete[..from], req, keep)?;
+        } else if c.gap(*pos) {
+            // Read line by line after lines that were skipped (the end of
+            // a chunk searched, a line across reads): replay them first.
+            c.catch_up(file, *pos, &complete[..from], req, keep)?;
         }
         let nl = from + memchr::memchr(b'\n', &complete[from..]).expect("ends in newline");
         pos.line += 1;

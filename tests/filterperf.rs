@@ -1,0 +1,133 @@
+//! The filter's fast path (a chunk search that skips lines far from any
+//! match, and replays only what a match's block or context needs) reads
+//! exactly what reading every line one by one reads.
+
+use crate::util::Env;
+
+/// Reads `content` twice with `args`: once as it is (plain chunks: the fast
+/// path) and once with a coloured first line (cleaning changes the chunk,
+/// so every line is read one by one). After cleaning both logs are the
+/// same text, so the outputs must be the same.
+fn fast_path_agrees(content: &str, args: &[&str]) {
+    let env = Env::new();
+    let read = |log: String| {
+        let id = env.task_printing(log);
+        let mut all = vec![
+            "output",
+            id.as_str(),
+            "--stream",
+            "stdout",
+            "--max-lines",
+            "0",
+        ];
+        all.extend_from_slice(args);
+        env.ok(&all)
+    };
+    let fast = read(format!("boot\n{content}"));
+    let slow = read(format!("\x1b[2mboot\x1b[0m\n{content}"));
+    assert_eq!(fast, slow, "{args:?}");
+    assert!(fast.contains("ERROR"), "the case has matches: {fast}");
+}
+
+fn quiet(lines: usize, tag: &str) -> String {
+    (0..lines)
+        .map(|i| format!("GET /api/{tag}/{i} 200 1.0 ms - 12\n"))
+        .collect()
+}
+
+#[test]
+fn a_match_far_from_any_block_reads_as_line_by_line() {
+    let log = format!(
+        "{}ERROR one\n{}ERROR two\n{}",
+        quiet(500, "a"),
+        quiet(300, "b"),
+        quiet(50, "c")
+    );
+    for args in [
+        &[][..],
+        &["--filter", "ERROR"],
+        &["--filter", "ERROR", "-B", "3"],
+        &["--filter", "ERROR", "-C", "2"],
+    ] {
+        fast_path_agrees(&log, args);
+    }
+}
+
+#[test]
+fn a_match_inside_a_block_that_began_in_skipped_lines_reads_as_line_by_line() {
+    // The block opens 40 lines before the match (an exception, frames):
+    // the replay must see its start although nothing there matches.
+    let frames: String = (0..40)
+        .map(|i| format!("    at f{i} (/app/src/x.js:{i}:1)\n"))
+        .collect();
+    let log = format!(
+        "{}TypeError: boom\n{frames}    at ERROR handler (/app/src/y.js:1:1)\n{}ERROR alone\n{}",
+        quiet(400, "a"),
+        quiet(200, "b"),
+        quiet(20, "c")
+    );
+    for args in [
+        &["--filter", "ERROR"][..],
+        &["--filter", "error", "-B", "2"],
+        &["--filter", "ERROR"],
+    ] {
+        fast_path_agrees(&log, args);
+    }
+}
+
+#[test]
+fn matches_close_together_read_as_line_by_line() {
+    let mut log = String::new();
+    for i in 0..30 {
+        log += &quiet(i % 7, "q");
+        log += &format!("ERROR {i}\n");
+        if i % 5 == 0 {
+            log += "Error: down\n    at g (/app/src/z.ts:3:4)\n";
+        }
+    }
+    log += &quiet(130, "t");
+    for args in [
+        &["--filter", "ERROR"][..],
+        &["--filter", "ERROR", "-A", "1"],
+        &["--filter", "ERROR|down", "-B", "4"],
+    ] {
+        fast_path_agrees(&log, args);
+    }
+}
+
+#[test]
+fn a_match_just_after_a_line_across_two_reads_keeps_its_before_context() {
+    // 100-byte lines: one crosses each 64 KiB (and 1 MiB) read boundary,
+    // and the line after it matches. The crossing line and the one before
+    // it (skipped by the chunk search) are its before-context.
+    let line = |i: usize| format!("GET /api/q/{i:06} 200 {}\n", "x".repeat(100 - 23));
+    let crossing = [65536 / 100, (1 << 20) / 100];
+    let mut log = String::new();
+    for i in 0..(crossing[1] + 50) {
+        if crossing.iter().any(|&c| i == c + 1) {
+            log += &format!("ERROR {i:06} {}\n", "y".repeat(100 - 14));
+        } else {
+            log += &line(i);
+        }
+    }
+    assert_eq!(log.len() % 100, 0);
+    let env = Env::new();
+    let id = env.task_printing(&log);
+    let out = env.ok(&[
+        "output",
+        &id,
+        "--stream",
+        "stdout",
+        "--max-lines",
+        "0",
+        "--filter",
+        "ERROR",
+        "-B",
+        "2",
+    ]);
+    for c in crossing {
+        for i in [c - 1, c] {
+            assert!(out.contains(line(i).trim_end()), "line {i} missing:\n{out}");
+        }
+    }
+}
