@@ -2,7 +2,7 @@
 //! (durations, signals, labels, env pairs), so bad input is a usage error
 //! (exit 2) before anything runs.
 
-use crate::logread::Stream;
+use crate::logs::read::Stream;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 use std::path::PathBuf;
@@ -132,7 +132,7 @@ pub struct StatusArgs {
     /// Only tasks in these states (comma-separated: running,queued,paused,exited,...)
     #[arg(long, value_name = "STATE", value_delimiter = ',', value_parser = parse_state,
           conflicts_with = "task")]
-    pub state: Vec<crate::store::TaskState>,
+    pub state: Vec<crate::task::store::TaskState>,
     /// Only tasks with this label
     #[arg(long, value_name = "LABEL", conflicts_with = "task")]
     pub label: Option<String>,
@@ -206,7 +206,7 @@ pub struct OutputArgs {
     #[arg(short, long, value_name = "N")]
     pub max_lines: Option<usize>,
     /// Cut lines longer than this many characters (0: never)
-    #[arg(long, value_name = "N", default_value_t = crate::clean::DEFAULT_MAX_LINE_CHARS)]
+    #[arg(long, value_name = "N", default_value_t = crate::logs::tidy::DEFAULT_MAX_LINE_CHARS)]
     pub max_line_chars: usize,
     /// No cleaning: keep escapes, `\r`, blank lines; no collapsing; no folding in blocks
     #[arg(long)]
@@ -252,7 +252,7 @@ pub struct StopArgs {
     #[arg(long, value_name = "DUR", value_parser = crate::duration::parse, conflicts_with = "tasks")]
     pub older_than: Option<Duration>,
     /// First signal sent to the tree
-    #[arg(long, value_name = "SIG", default_value = "TERM", value_parser = crate::process::parse_signal)]
+    #[arg(long, value_name = "SIG", default_value = "TERM", value_parser = crate::lifecycle::process::parse_signal)]
     pub signal: Signal,
     /// Time between the signal and SIGKILL
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = crate::duration::parse)]
@@ -351,16 +351,16 @@ pub struct PauseArgs {
 }
 
 fn parse_queue(text: &str) -> Result<String, String> {
-    crate::queue::validate(text).map(|_| text.to_string())
+    crate::lifecycle::queue::validate(text).map(|_| text.to_string())
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
     crate::logs::bounded::parse_size(text)
 }
 
-fn parse_state(text: &str) -> Result<crate::store::TaskState, String> {
-    crate::store::TaskState::from_name(text.trim()).ok_or_else(|| {
-        let names: Vec<&str> = crate::store::TaskState::ALL
+fn parse_state(text: &str) -> Result<crate::task::store::TaskState, String> {
+    crate::task::store::TaskState::from_name(text.trim()).ok_or_else(|| {
+        let names: Vec<&str> = crate::task::store::TaskState::ALL
             .iter()
             .map(|s| s.name())
             .collect();
@@ -369,11 +369,11 @@ fn parse_state(text: &str) -> Result<crate::store::TaskState, String> {
 }
 
 fn parse_label(text: &str) -> Result<String, String> {
-    crate::store::validate_name("label", text).map(|_| text.to_string())
+    crate::task::store::validate_name("label", text).map(|_| text.to_string())
 }
 
 fn parse_cursor(text: &str) -> Result<String, String> {
-    crate::store::validate_name("cursor name", text).map(|_| text.to_string())
+    crate::task::store::validate_name("cursor name", text).map(|_| text.to_string())
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {

@@ -1,10 +1,10 @@
 //! `TaskInfo`: the one description of a task that `status` (table, detail,
 //! JSON) and the MCP tools all show, so they can never disagree.
 
-use crate::logread;
-use crate::meta::Exit;
-use crate::process::{LazyProcTree, Pid};
-use crate::store::{Phase, Task, TaskState};
+use crate::lifecycle::process::{LazyProcTree, Pid};
+use crate::logs::read as logread;
+use crate::task::meta::Exit;
+use crate::task::store::{Phase, Task, TaskState};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -118,7 +118,7 @@ impl TaskInfo {
             _ => None,
         };
         let reason = match meta.map(|m| &m.state) {
-            Some(crate::meta::State::Skipped { reason }) => Some(reason.clone()),
+            Some(crate::task::meta::State::Skipped { reason }) => Some(reason.clone()),
             _ => None,
         };
         TaskInfo {
@@ -198,7 +198,7 @@ impl TaskInfo {
 
 /// What a queued task waits for: the `after` tasks still active, else a
 /// slot in its queue.
-fn waiting_for(task: &Task, meta: &crate::meta::TaskMeta) -> String {
+fn waiting_for(task: &Task, meta: &crate::task::meta::TaskMeta) -> String {
     let state = task.state_dir();
     let active: Vec<&str> = meta
         .after
@@ -206,7 +206,9 @@ fn waiting_for(task: &Task, meta: &crate::meta::TaskMeta) -> String {
         .filter(|id| {
             state
                 .open_dir(id)
-                .and_then(|d| d.open_file(crate::store::LOCK, crate::dirfd::Access::Read))
+                .and_then(|d| {
+                    d.open_file(crate::task::store::LOCK, crate::task::dirfd::Access::Read)
+                })
                 .is_ok_and(|f| {
                     matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
                 })
@@ -217,7 +219,7 @@ fn waiting_for(task: &Task, meta: &crate::meta::TaskMeta) -> String {
         return format!("{} to end", active.join(", "));
     }
     match meta.queue.as_deref() {
-        Some(name) => match crate::queue::Queue::existing(state, name) {
+        Some(name) => match crate::lifecycle::queue::Queue::existing(state, name) {
             Some(queue) => {
                 let q = queue.state();
                 let paused = if q.paused { ", queue paused" } else { "" };

@@ -57,13 +57,8 @@ pub(crate) mod term;
 pub(crate) mod toolbox;
 pub(crate) mod tools;
 
-// Short paths used across the crate while the layers settle.
-pub(crate) use lifecycle::sys;
-pub(crate) use lifecycle::{listeners, process, queue, supervisor, waiting};
-pub(crate) use logs::{blocks, pattern, read as logread, tidy as clean};
 // The library surface: `run`, and line cleaning (tests check presets with it).
 pub use logs::tidy;
-pub(crate) use task::{dirfd, meta, store};
 
 use clap::Parser;
 
@@ -71,10 +66,13 @@ use clap::Parser;
 /// printed as one line, `bgt: <message>`.
 pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
     // Private files whatever the caller's umask; the child gets it back.
-    process::restrict_umask();
-    if args.get(1).is_some_and(|a| a == supervisor::SUBCOMMAND) {
+    lifecycle::process::restrict_umask();
+    if args
+        .get(1)
+        .is_some_and(|a| a == lifecycle::supervisor::SUBCOMMAND)
+    {
         return match args.get(2) {
-            Some(dir) => supervisor::main(std::path::Path::new(dir), None),
+            Some(dir) => lifecycle::supervisor::main(std::path::Path::new(dir), None),
             None => 2,
         };
     }

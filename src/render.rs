@@ -2,8 +2,8 @@
 //! Selecting lines happens in `logread`; this module only formats.
 
 use crate::info::TaskInfo;
-use crate::logread::{Entry, ReadResult, Stream};
-use crate::store::TaskState;
+use crate::logs::read::{Entry, ReadResult, Stream};
+use crate::task::store::TaskState;
 use crate::term::{self, Highlight, Paint, Style};
 use chrono::{DateTime, Local, Utc};
 use std::io::{self, Write};
@@ -283,7 +283,7 @@ pub fn output_entry(
 /// `earlier output dropped: 1.2 GiB (12,345 lines of stdout)` when a read's
 /// range reached what a bounded log freed (`--max-log-size`): the one
 /// wording of the CLI summary and the MCP text.
-pub fn dropped_note(s: &crate::logread::StreamResult) -> Option<String> {
+pub fn dropped_note(s: &crate::logs::read::StreamResult) -> Option<String> {
     let missed = s.missed?;
     Some(format!(
         "earlier output dropped: {} ({} lines of {})",
@@ -385,7 +385,7 @@ mod tests {
 
     #[test]
     fn state_words_are_coloured_by_meaning() {
-        use crate::store::TaskState::*;
+        use crate::task::store::TaskState::*;
         for (state, code, style) in [
             (Running, None, Style::Good),
             (Running, Some(1), Style::Warn),

@@ -5,7 +5,7 @@
 //! `task` stay beside it for readers of earlier versions).
 
 use crate::info::TaskInfo;
-use crate::store::TaskState;
+use crate::task::store::TaskState;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -196,7 +196,7 @@ pub struct StreamMeta {
 }
 
 impl StreamMeta {
-    pub fn of(s: &crate::logread::StreamResult) -> StreamMeta {
+    pub fn of(s: &crate::logs::read::StreamResult) -> StreamMeta {
         StreamMeta {
             total_lines: s.total_lines,
             cursor: s.cursor.line,
@@ -232,8 +232,8 @@ pub struct OutputReport {
 }
 
 impl OutputReport {
-    pub fn of(info: &TaskInfo, result: &crate::logread::ReadResult) -> OutputReport {
-        use crate::logread::Stream;
+    pub fn of(info: &TaskInfo, result: &crate::logs::read::ReadResult) -> OutputReport {
+        use crate::logs::read::Stream;
         let lines = result
             .streams
             .iter()
@@ -359,7 +359,7 @@ pub struct QueueReport {
 }
 
 impl QueueReport {
-    pub fn of(queue: &crate::queue::Queue) -> QueueReport {
+    pub fn of(queue: &crate::lifecycle::queue::Queue) -> QueueReport {
         let state = queue.state();
         QueueReport {
             queue: queue.name.clone(),

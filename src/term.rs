@@ -9,10 +9,10 @@
 //! pipe it becomes a plain line every 10 s, so a CI log shows life without
 //! a carriage return in it. JSON is never coloured: it never passes here.
 
-use crate::dirfd::DirFd;
-use crate::logread::{self, Request, Stream, Window};
-use crate::pattern::{Case, LineMatch};
-use crate::store::Task;
+use crate::logs::pattern::{Case, LineMatch};
+use crate::logs::read::{self as logread, Request, Stream, Window};
+use crate::task::dirfd::DirFd;
+use crate::task::store::Task;
 use regex::bytes::Regex;
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
@@ -80,8 +80,8 @@ pub fn width(out: Out) -> Option<usize> {
         return None;
     }
     let columns = match out {
-        Out::Stdout => crate::sys::terminal_columns(&std::io::stdout()),
-        Out::Stderr => crate::sys::terminal_columns(&std::io::stderr()),
+        Out::Stdout => crate::lifecycle::sys::terminal_columns(&std::io::stdout()),
+        Out::Stderr => crate::lifecycle::sys::terminal_columns(&std::io::stderr()),
     };
     columns
         .or_else(|| std::env::var("COLUMNS").ok()?.parse().ok())
@@ -476,7 +476,7 @@ mod tests {
 
     #[test]
     fn highlight_marks_exactly_each_match() {
-        let re = crate::pattern::compile("--filter", "err(or)?", true).unwrap();
+        let re = crate::logs::pattern::compile("--filter", "err(or)?", true).unwrap();
         let on = Paint { on: true };
         assert_eq!(
             on.highlight("an Error, then err", Some(&re)),
@@ -485,7 +485,7 @@ mod tests {
         assert_eq!(on.highlight("fine", Some(&re)), "fine");
         assert_eq!(Paint { on: false }.highlight("error", Some(&re)), "error");
         // Empty matches highlight nothing.
-        let empty = crate::pattern::compile("--filter", "^", true).unwrap();
+        let empty = crate::logs::pattern::compile("--filter", "^", true).unwrap();
         assert_eq!(on.highlight("error", Some(&empty)), "error");
     }
 

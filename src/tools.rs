@@ -12,17 +12,17 @@
 use crate::error::{ErrorKind, fail, usage};
 use crate::info::TaskInfo;
 use crate::lifecycle::stop::stop_tasks;
+use crate::lifecycle::waiting::{self, Condition, Outcome};
 use crate::lifecycle::{cleanup, command, start, start::StartSpec};
-use crate::logread::{self, Stream};
 use crate::logs::options::{DEFAULT_MAX_LINES, ReadOptions};
-use crate::pattern::Case;
+use crate::logs::pattern::Case;
+use crate::logs::read::{self as logread, Stream};
 use crate::render::{self, thousands};
 use crate::report::{
     CleanupReport, LastLines, OutputReport, StartReport, StatusReport, TaskBrief, WaitReport,
     WaitResult,
 };
-use crate::store::{Store, Task, TaskState, validate_name};
-use crate::waiting::{self, Condition, Outcome};
+use crate::task::store::{Store, Task, TaskState, validate_name};
 use anyhow::Result;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -225,6 +225,7 @@ pub struct WaitParams {
 }
 
 /// A tool as every face lists it.
+#[cfg_attr(not(feature = "mcp"), allow(dead_code))] // the hints are MCP annotations
 pub struct Tool {
     pub name: &'static str,
     pub description: &'static str,
@@ -334,6 +335,7 @@ pub fn tool(name: &str) -> Option<&'static Tool> {
 }
 
 /// What the server tells agents when they connect (MCP `instructions`).
+#[cfg_attr(not(feature = "mcp"), allow(dead_code))] // MCP server instructions
 pub const INSTRUCTIONS: &str = "Background tasks with a smart log reader. Start long-running \
 commands (dev servers, test suites, builds) with bg_run and a label, keep working, then check on \
 them with bg_status and read their logs with bg_output. Keep your context clean: filter dev-server \
@@ -487,7 +489,7 @@ fn run(p: RunParams) -> Result<Reply> {
         return Err(usage("give after or after_ok, not both"));
     }
     if let Some(queue) = &p.queue {
-        crate::queue::validate(queue).map_err(usage)?;
+        crate::lifecycle::queue::validate(queue).map_err(usage)?;
     }
     if p.slots.is_some() && p.queue.is_none() {
         return Err(usage("slots needs a queue"));
@@ -765,7 +767,7 @@ fn stop(p: StopParams) -> Result<Reply> {
         });
     }
     let sig = nix::sys::signal::Signal::SIGTERM;
-    let grace = crate::supervisor::DEFAULT_GRACE;
+    let grace = crate::lifecycle::supervisor::DEFAULT_GRACE;
     if let Some(id) = &p.task_id {
         let task = store.resolve(id)?;
         let report = stop_tasks(std::slice::from_ref(&task), sig, grace);

@@ -3,7 +3,7 @@
 use crate::cli::CleanupArgs;
 use crate::lifecycle::cleanup;
 use crate::report::CleanupReport;
-use crate::store::Store;
+use crate::task::store::Store;
 use anyhow::Result;
 use std::io::Write;
 

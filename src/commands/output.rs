@@ -2,12 +2,12 @@
 
 use crate::cli::OutputArgs;
 use crate::info::TaskInfo;
-use crate::logread::{self, Entry, Marks, Request};
 use crate::logs::options::{DEFAULT_MAX_LINES, ReadOptions};
-use crate::pattern::{Case, PRESETS};
+use crate::logs::pattern::{Case, PRESETS};
+use crate::logs::read::{self as logread, Entry, Marks, Request};
 use crate::render;
 use crate::report::OutputReport;
-use crate::store::{Store, Task};
+use crate::task::store::{Store, Task};
 use crate::term::{Highlight, Out, Paint, Style};
 use anyhow::Result;
 use std::io::{BufWriter, Write};

@@ -2,9 +2,9 @@
 //! (through their supervisors), or hold and release a queue's next starts.
 use crate::cli::PauseArgs;
 use crate::info::TaskInfo;
-use crate::queue::Queue;
+use crate::lifecycle::queue::Queue;
 use crate::report::{PauseItem, PauseReport, QueueReport};
-use crate::store::Store;
+use crate::task::store::Store;
 use anyhow::Result;
 use std::io::Write;
 

@@ -1,9 +1,9 @@
 //! `bgt queue NAME [--slots N]`: show a queue, or change its limit for the
 //! tasks not yet started (the waiting head sees the change at once).
 use crate::cli::QueueArgs;
-use crate::queue::Queue;
+use crate::lifecycle::queue::Queue;
 use crate::report::QueueReport;
-use crate::store::Store;
+use crate::task::store::Store;
 use anyhow::Result;
 use std::io::Write;
 

@@ -2,7 +2,7 @@
 
 use crate::cli::RestartArgs;
 use crate::lifecycle::{start, start::StartSpec, stop};
-use crate::store::Store;
+use crate::task::store::Store;
 use anyhow::Result;
 use std::io::Write;
 
@@ -15,7 +15,7 @@ pub fn run(args: RestartArgs) -> Result<i32> {
         stop::stop(
             &old,
             nix::sys::signal::Signal::SIGTERM,
-            crate::supervisor::DEFAULT_GRACE,
+            crate::lifecycle::supervisor::DEFAULT_GRACE,
         )?;
     }
     let started = start::start(

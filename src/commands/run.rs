@@ -2,7 +2,7 @@
 
 use crate::cli::RunArgs;
 use crate::lifecycle::{command, start, start::StartSpec};
-use crate::store::Store;
+use crate::task::store::Store;
 use anyhow::Result;
 use std::io::Write;
 

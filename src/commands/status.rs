@@ -4,7 +4,7 @@ use crate::cli::StatusArgs;
 use crate::info::TaskInfo;
 use crate::render;
 use crate::report::StatusReport;
-use crate::store::Store;
+use crate::task::store::Store;
 use crate::term::{self, Out, Paint};
 use anyhow::Result;
 use std::io::Write;

@@ -3,7 +3,7 @@
 use crate::cli::StopArgs;
 use crate::lifecycle::stop::stop_tasks;
 use crate::report::{StopReport, StopResult};
-use crate::store::{Store, Task};
+use crate::task::store::{Store, Task};
 use crate::term::{self, LatestLine, LiveLine};
 use anyhow::{Result, anyhow};
 use std::io::Write;

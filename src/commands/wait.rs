@@ -2,10 +2,10 @@
 
 use crate::cli::WaitArgs;
 use crate::info::TaskInfo;
+use crate::lifecycle::waiting::{self, Condition, Outcome, Progress, TIMED_OUT};
 use crate::report::{WaitAllReport, WaitResult, WaitTasks};
-use crate::store::{Store, Task};
+use crate::task::store::{Store, Task};
 use crate::term::{self, LatestLine, LiveLine};
-use crate::waiting::{self, Condition, Outcome, Progress, TIMED_OUT};
 use anyhow::Result;
 use std::time::{Duration, Instant};
 

@@ -1,9 +1,9 @@
 //! Removing finished tasks: only when a task's lock is free (checked for
 //! every task, broken ones included) and no process of it remains.
 
-use crate::process::{ProcTable, TaskMark};
-use crate::store::{Phase, Store, Task};
-use crate::supervisor;
+use crate::lifecycle::process::{ProcTable, TaskMark};
+use crate::lifecycle::supervisor;
+use crate::task::store::{Phase, Store, Task};
 use anyhow::Result;
 use nix::sys::signal::Signal;
 use std::time::Duration;
@@ -15,7 +15,7 @@ pub fn remove_stale_temp_dirs(store: &Store) {
     };
     for name in entries {
         let Some(name) = name.to_str() else { continue };
-        if !name.starts_with(crate::store::NEW_PREFIX) {
+        if !name.starts_with(crate::task::store::NEW_PREFIX) {
             continue;
         }
         let stale = store.dir().stat_at(name).is_ok_and(|m| {

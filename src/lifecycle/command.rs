@@ -3,7 +3,7 @@
 //! working directory checked before anything is created.
 
 use crate::error::{io_message, usage};
-use crate::meta::CommandSpec;
+use crate::task::meta::CommandSpec;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 

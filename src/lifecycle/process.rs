@@ -13,7 +13,7 @@
 //! marker every task process inherits in its environment (the supervisor
 //! carries it too, so even a child forked but not yet exec'd has it).
 
-use crate::meta::TaskMeta;
+use crate::task::meta::TaskMeta;
 use nix::sys::signal::{self, Signal};
 use std::collections::HashMap;
 use std::str::FromStr;

@@ -22,8 +22,8 @@
 //! by kill -9), the limit changes or the queue is resumed. Nothing polls,
 //! and a killed waiter or runner frees its place because its locks die with it.
 
-use crate::dirfd::{Access, DirFd};
-use crate::store::validate_name;
+use crate::task::dirfd::{Access, DirFd};
+use crate::task::store::validate_name;
 use std::fs::{File, TryLockError};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -232,7 +232,8 @@ impl Queue {
                 )
                 .is_ok()
         });
-        let mut backoff = crate::waiting::Backoff::new(std::time::Duration::from_millis(10));
+        let mut backoff =
+            crate::lifecycle::waiting::Backoff::new(std::time::Duration::from_millis(10));
         // Slot files stay open here: closing one would wake ourselves.
         let mut open: std::collections::BTreeMap<usize, File> = Default::default();
         loop {
@@ -341,7 +342,7 @@ fn open_or_create(parent: &DirFd, name: &str) -> io::Result<DirFd> {
 /// each one's `lock`: it is granted the moment its supervisor exits). With
 /// `ok`, fails with the reason as soon as one did not exit 0.
 pub fn wait_after(state: &DirFd, after: &[String], ok: bool) -> Result<(), String> {
-    use crate::meta::{Exit, State, TaskMeta};
+    use crate::task::meta::{Exit, State, TaskMeta};
     for id in after {
         let Ok(dir) = state.open_dir(id) else {
             if ok {
@@ -349,7 +350,7 @@ pub fn wait_after(state: &DirFd, after: &[String], ok: bool) -> Result<(), Strin
             }
             continue;
         };
-        if let Ok(lock) = dir.open_file(crate::store::LOCK, Access::Read) {
+        if let Ok(lock) = dir.open_file(crate::task::store::LOCK, Access::Read) {
             let _ = lock.lock_shared();
         }
         if !ok {

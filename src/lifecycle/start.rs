@@ -4,10 +4,10 @@
 //! process of it behind.
 
 use crate::error::{io_message, usage};
-use crate::meta::{CommandSpec, State, TaskMeta};
-use crate::process::{self, TaskMark};
-use crate::store::{Store, Task};
-use crate::supervisor::{self, REPORT_ERR, REPORT_OK, REPORT_QUEUED};
+use crate::lifecycle::process::{self, TaskMark};
+use crate::lifecycle::supervisor::{self, REPORT_ERR, REPORT_OK, REPORT_QUEUED};
+use crate::task::meta::{CommandSpec, State, TaskMeta};
+use crate::task::store::{Store, Task};
 use anyhow::{Result, bail};
 use chrono::Utc;
 use nix::sys::signal::Signal;
@@ -163,7 +163,7 @@ pub fn start(store: &Store, spec: StartSpec) -> Result<Started> {
 /// or fails with the reason it could not start (no task is left behind).
 fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
     let mut meta = TaskMeta {
-        schema: crate::meta::SCHEMA,
+        schema: crate::task::meta::SCHEMA,
         id: String::new(),
         label: spec.label.clone(),
         command: spec.command,
@@ -268,7 +268,7 @@ fn start_supervisor(
     task: &Task,
     meta: TaskMeta,
     lock: std::fs::File,
-    dir: crate::dirfd::DirFd,
+    dir: crate::task::dirfd::DirFd,
 ) -> std::io::Result<(Supervisor, std::fs::File)> {
     use std::os::fd::{AsFd, OwnedFd};
     let dir = OwnedFd::from(dir);
@@ -279,7 +279,9 @@ fn start_supervisor(
         // A child it forks carries no marker until its exec; if the
         // supervisor dies then, `spawn_supervised` finds that child by the
         // supervisor's session (set before any child exists).
-        if let Some(pid) = crate::sys::fork_with_fds(fds, || supervisor::main(&path, Some(meta)))? {
+        if let Some(pid) =
+            crate::lifecycle::sys::fork_with_fds(fds, || supervisor::main(&path, Some(meta)))?
+        {
             // Our copies of the three close here: the lock stays held by the
             // supervisor, and its death now ends the pipe.
             return Ok((
@@ -306,13 +308,13 @@ fn start_supervisor(
 
 /// Sets the slot limit of queue `name` (creating the queue).
 pub fn set_slots(store: &Store, name: &str, slots: usize) -> Result<()> {
-    if !(1..=crate::queue::MAX_SLOTS).contains(&slots) {
+    if !(1..=crate::lifecycle::queue::MAX_SLOTS).contains(&slots) {
         return Err(usage(format!(
             "invalid --slots {slots}: use 1 to {}",
-            crate::queue::MAX_SLOTS
+            crate::lifecycle::queue::MAX_SLOTS
         )));
     }
-    crate::queue::Queue::open(store.dir(), name)
+    crate::lifecycle::queue::Queue::open(store.dir(), name)
         .and_then(|q| q.set_slots(slots))
         .map_err(|e| anyhow::anyhow!("cannot set the slots of queue '{name}': {}", io_message(&e)))
 }

@@ -5,12 +5,12 @@
 //! by `process::TaskMark`.
 
 use crate::info::TaskInfo;
-use crate::meta::{State, TaskMeta};
-use crate::process::{self, ProcInfo, ProcTable, TaskMark};
+use crate::lifecycle::process::{self, ProcInfo, ProcTable, TaskMark};
+use crate::lifecycle::supervisor::StopRequest;
+use crate::lifecycle::waiting::{Backoff, wait_unlocked};
 use crate::report::{StopItem, StopReport, StopResult};
-use crate::store::{Phase, Task};
-use crate::supervisor::StopRequest;
-use crate::waiting::{Backoff, wait_unlocked};
+use crate::task::meta::{State, TaskMeta};
+use crate::task::store::{Phase, Task};
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use nix::sys::signal::Signal;
@@ -130,7 +130,7 @@ fn record_stopped(task: &Task, meta: &TaskMeta, killed_by: Signal) -> Result<()>
         .state
         .exit()
         .cloned()
-        .unwrap_or_else(|| crate::meta::Exit::Signal(killed_by.as_str().to_string()));
+        .unwrap_or_else(|| crate::task::meta::Exit::Signal(killed_by.as_str().to_string()));
     updated.state = State::Stopped { exit: Some(exit) };
     updated.ended = Some(Utc::now());
     updated.store_final(&task.open_dir()?)
@@ -224,7 +224,7 @@ fn describe_denied(denied: &[(process::Pid, nix::errno::Errno)]) -> String {
 /// through its supervisor, which records `paused` and keeps paused time out
 /// of `--timeout`. Returns once the record shows the new state.
 pub fn pause(task: &Task, pause: bool) -> Result<()> {
-    use crate::supervisor::PauseRequest;
+    use crate::lifecycle::supervisor::PauseRequest;
     let phase = task.phase();
     let matches_wanted = |p: &Phase| {
         matches!(

@@ -31,11 +31,11 @@
 //! parent before the supervisor reads the signal can no longer be told from
 //! an outside sender, and is honoured as a stop.
 
-use crate::dirfd::{Access, DirFd};
-use crate::meta::{Exit, State, TaskMeta};
-use crate::process;
-use crate::queue::{Queue, Ticket};
-use crate::store::{STDERR_LOG, STDOUT_LOG};
+use crate::lifecycle::process;
+use crate::lifecycle::queue::{Queue, Ticket};
+use crate::task::dirfd::{Access, DirFd};
+use crate::task::meta::{Exit, State, TaskMeta};
+use crate::task::store::{STDERR_LOG, STDOUT_LOG};
 use anyhow::{Context, Result};
 use chrono::Utc;
 use nix::sys::signal::{SigSet, Signal};
@@ -101,13 +101,13 @@ impl StopRequest {
         #[cfg(target_os = "linux")]
         {
             let _ = dir;
-            crate::sys::sigqueue(supervisor.nix(), Signal::SIGTERM, self.encode())
+            crate::lifecycle::sys::sigqueue(supervisor.nix(), Signal::SIGTERM, self.encode())
                 .map_err(|e| anyhow::anyhow!("cannot signal the supervisor: {e}"))
         }
         #[cfg(not(target_os = "linux"))]
         {
-            let path = dir.join(crate::store::STOP);
-            crate::meta::write_atomic(&path, self.encode().to_string().as_bytes(), false)?;
+            let path = dir.join(crate::task::store::STOP);
+            crate::task::meta::write_atomic(&path, self.encode().to_string().as_bytes(), false)?;
             let _ = nix::sys::signal::kill(supervisor.nix(), Signal::SIGTERM);
             Ok(())
         }
@@ -143,7 +143,7 @@ impl PauseRequest {
     pub fn send(self, supervisor: process::Pid) -> Result<()> {
         #[cfg(target_os = "linux")]
         {
-            crate::sys::sigqueue(supervisor.nix(), Signal::SIGUSR1, self.encode())
+            crate::lifecycle::sys::sigqueue(supervisor.nix(), Signal::SIGUSR1, self.encode())
                 .map_err(|e| anyhow::anyhow!("cannot signal the supervisor: {e}"))
         }
         #[cfg(not(target_os = "linux"))]
@@ -177,12 +177,12 @@ pub fn main(dir: &Path, meta: Option<TaskMeta>) -> i32 {
     // would be inherited by the child across exec; the mask is emptied
     // between fork and exec.
     let _ = SigSet::all().thread_block();
-    crate::sys::reset_signal_dispositions();
+    crate::lifecycle::sys::reset_signal_dispositions();
     // Detach: own session (no controlling terminal, no SIGHUP from the
     // caller's; its id names the task's processes once we are gone), and
     // none of the caller's descriptors kept open.
     let _ = nix::unistd::setsid();
-    crate::sys::close_inherited_fds();
+    crate::lifecycle::sys::close_inherited_fds();
     // Do not keep the caller's directory busy (an unmount would fail); the
     // child gets its own cwd from the record.
     let _ = std::env::set_current_dir("/");
@@ -283,7 +283,7 @@ fn wait_turn(
     let (after, ok) = (meta.after.clone(), meta.after_ok);
     let helper = std::thread::spawn(move || {
         let turn = (|| {
-            if let Err(reason) = crate::queue::wait_after(&state_dir, &after, ok) {
+            if let Err(reason) = crate::lifecycle::queue::wait_after(&state_dir, &after, ok) {
                 return Turn::Skip(reason);
             }
             let Some(queue) = queue else {
@@ -368,7 +368,7 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
         .stdout(open_log(STDOUT_LOG)?)
         .stderr(open_log(STDERR_LOG)?)
         .process_group(0);
-    crate::sys::unblock_signals_in_child(&mut command);
+    crate::lifecycle::sys::unblock_signals_in_child(&mut command);
     // The child gets the caller's umask; ours stays 077 (single-threaded, so
     // swapping it around the spawn is safe).
     let ours = meta.umask.map(process::set_umask);
@@ -656,7 +656,7 @@ impl Signals {
 
     #[cfg(not(target_os = "linux"))]
     fn drain(&mut self, _me: process::Pid, _reaped: &HashSet<process::Pid>) -> Requests {
-        let stop = std::fs::read_to_string(self.dir.join(crate::store::STOP))
+        let stop = std::fs::read_to_string(self.dir.join(crate::task::store::STOP))
             .ok()
             .and_then(|text| StopRequest::decode(text.trim().parse().ok()?));
         Requests { stop, pause: None }

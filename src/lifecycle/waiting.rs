@@ -3,10 +3,10 @@
 //! Shared by `bgt wait` and the MCP `bg_wait` tool.
 
 use crate::error::usage;
-use crate::listeners::{self, Holder};
-use crate::logread::{self, Marks, Request, Stream, Window};
-use crate::pattern::{Case, LineMatch};
-use crate::store::Task;
+use crate::lifecycle::listeners::{self, Holder};
+use crate::logs::pattern::{Case, LineMatch};
+use crate::logs::read::{self as logread, Marks, Request, Stream, Window};
+use crate::task::store::Task;
 use anyhow::Result;
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -225,7 +225,7 @@ fn start_ticks(task: &Task) -> Option<u64> {
     meta.pid_start.or_else(|| {
         let supervisor = meta.supervisor_pid?;
         task.is_locked()
-            .then(|| crate::process::start_ticks(supervisor))?
+            .then(|| crate::lifecycle::process::start_ticks(supervisor))?
     })
 }
 

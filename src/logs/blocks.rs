@@ -38,7 +38,7 @@
 //! a match through a fresh tracker: [`REPLAY_LINES`] lines before it are
 //! enough to see the start of any block that still has room for the match.
 //!
-//! Lines given here should be cleaned ([`crate::clean::clean`]); blank
+//! Lines given here should be cleaned ([`crate::logs::tidy::clean`]); blank
 //! lines are expected to have been dropped, so a blank line does not end a
 //! block.
 
@@ -648,7 +648,7 @@ mod tests {
         let mut tracker = BlockTracker::new();
         let (mut blocks, mut places) = (Vec::new(), Vec::new());
         for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
-            let Some(text) = crate::clean::clean(raw) else {
+            let Some(text) = crate::logs::tidy::clean(raw) else {
                 continue;
             };
             let step = tracker.push(i as u64 + 1, &text);
@@ -1034,7 +1034,7 @@ mod tests {
         let mut emitted: Vec<u64> = Vec::new();
         let mut emitting = None;
         for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
-            let Some(text) = crate::clean::clean(raw) else {
+            let Some(text) = crate::logs::tidy::clean(raw) else {
                 continue;
             };
             let n = i as u64 + 1;
@@ -1067,7 +1067,7 @@ mod tests {
         let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
         // `           ^^^^^^^^^^^^^^^^` and `           ~~~~~^^^^^`
         for n in [9, 12, 15, 18, 21, 29, 32, 46] {
-            assert!(crate::clean::clean(lines[n - 1]).is_none(), "line {n}");
+            assert!(crate::logs::tidy::clean(lines[n - 1]).is_none(), "line {n}");
         }
         let (blocks, _) = blocks_of("errors/tsc-pretty.stderr.log");
         assert!(

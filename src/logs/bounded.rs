@@ -19,8 +19,8 @@
 //! hole. A filesystem that cannot punch holes is recorded (`unsupported`),
 //! and the log then grows: bgt never truncates a log.
 
-use crate::dirfd::{Access, DirFd};
-use crate::logread::Stream;
+use crate::logs::read::Stream;
+use crate::task::dirfd::{Access, DirFd};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -160,8 +160,8 @@ impl Limiter {
             .into_iter()
             .filter_map(|s| {
                 let name = match s {
-                    Stream::Stdout => crate::store::STDOUT_LOG,
-                    Stream::Stderr => crate::store::STDERR_LOG,
+                    Stream::Stdout => crate::task::store::STDOUT_LOG,
+                    Stream::Stderr => crate::task::store::STDERR_LOG,
                 };
                 // Punching a hole needs a descriptor open for writing.
                 Some((s, dir.open_file(name, Access::ReadWrite).ok()?))

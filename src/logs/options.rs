@@ -4,8 +4,8 @@
 //! one place. The CLI's flags and the agent tools' parameters both map onto
 //! it, so a rule such as "a cap of 0 means no cap" exists once.
 
-use crate::logread::{Request, Stream, Window};
-use crate::pattern::{Case, LineMatch};
+use crate::logs::pattern::{Case, LineMatch};
+use crate::logs::read::{Request, Stream, Window};
 use anyhow::Result;
 
 /// The reader's choices; [`Default`] is what a bare read gets.
@@ -40,7 +40,7 @@ pub struct ReadOptions {
 }
 
 /// The cap a read gets unless it asks otherwise.
-pub use crate::logread::DEFAULT_MAX_LINES;
+pub use crate::logs::read::DEFAULT_MAX_LINES;
 
 impl Default for ReadOptions {
     fn default() -> ReadOptions {
@@ -56,7 +56,7 @@ impl Default for ReadOptions {
             tail: None,
             head: None,
             max_lines: DEFAULT_MAX_LINES,
-            max_line_chars: crate::clean::DEFAULT_MAX_LINE_CHARS,
+            max_line_chars: crate::logs::tidy::DEFAULT_MAX_LINE_CHARS,
             raw: false,
             blocks: true,
             before: 0,

@@ -22,10 +22,10 @@
 //! Every path (forward, backward tail, since, follow) builds entries with
 //! the same selection ([`select`]) and the same [`Collector`].
 
-use crate::blocks::{self, Block, BlockLine, BlockTracker, Place, Role, Shown};
-use crate::clean;
-use crate::dirfd::{Access, DirFd};
-use crate::pattern::LineMatch;
+use crate::logs::blocks::{self, Block, BlockLine, BlockTracker, Place, Role, Shown};
+use crate::logs::pattern::LineMatch;
+use crate::logs::tidy;
+use crate::task::dirfd::{Access, DirFd};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -52,8 +52,8 @@ impl Stream {
     /// The log's file name in the task directory.
     pub fn file(self) -> &'static str {
         match self {
-            Stream::Stdout => crate::store::STDOUT_LOG,
-            Stream::Stderr => crate::store::STDERR_LOG,
+            Stream::Stdout => crate::task::store::STDOUT_LOG,
+            Stream::Stderr => crate::task::store::STDERR_LOG,
         }
     }
 }
@@ -287,7 +287,7 @@ impl Request {
             streams,
             matcher: LineMatch::default(),
             clean: true,
-            max_line_chars: clean::DEFAULT_MAX_LINE_CHARS,
+            max_line_chars: tidy::DEFAULT_MAX_LINE_CHARS,
             window: Window::All,
             max_lines: None,
             since: None,
@@ -708,7 +708,7 @@ fn scan_stream(
     let mut scan = if let Some(n) = around_tail {
         let plain = req.plain();
         let (first, matched, end) = if req.since.is_none() {
-            let index = Marks::load(task_dir, crate::store::INDEX)
+            let index = Marks::load(task_dir, crate::task::store::INDEX)
                 .get(stream)
                 .clone();
             let total = refresh_index(&file, len, ino, &index, &mut hole)?;
@@ -752,7 +752,7 @@ fn scan_stream(
         scan
     } else if let Some(n) = plain_tail {
         // Read backwards from the end, never the whole file.
-        let index = Marks::load(task_dir, crate::store::INDEX)
+        let index = Marks::load(task_dir, crate::task::store::INDEX)
             .get(stream)
             .clone();
         let total = refresh_index(&file, len, ino, &index, &mut hole)?;
@@ -797,7 +797,7 @@ impl Line<'_> {
         Entry {
             stream,
             line: self.line,
-            text: match clean::cut(&self.text, max_chars, self.unseen) {
+            text: match tidy::cut(&self.text, max_chars, self.unseen) {
                 Cow::Owned(cut) => cut,
                 Cow::Borrowed(_) => self.text.into_owned(),
             },
@@ -842,7 +842,7 @@ fn look<'a>(raw: &'a [u8], req: &Request, keep: usize) -> Looked<'a> {
         return acc.look(req);
     }
     let text = if req.clean {
-        clean::clean(raw)?
+        tidy::clean(raw)?
     } else {
         String::from_utf8_lossy(raw)
     };
@@ -857,7 +857,7 @@ fn look_unmatched<'a>(raw: &'a [u8], req: &Request, keep: usize) -> Looked<'a> {
         return look(raw, req, keep).map(|(text, unseen, _)| (text, unseen, false));
     }
     let text = match req.clean {
-        true => clean::clean(raw)?,
+        true => tidy::clean(raw)?,
         false => String::from_utf8_lossy(raw),
     };
     Some((text, 0, false))
@@ -898,7 +898,7 @@ impl LineAcc {
         }
         let room = keep.saturating_sub(self.kept.len()).min(bytes.len());
         self.kept.extend_from_slice(&bytes[..room]);
-        self.unseen += clean::count_chars(&bytes[room..], clean);
+        self.unseen += tidy::count_chars(&bytes[room..], clean);
     }
 
     fn restart(&mut self) {
@@ -920,7 +920,7 @@ impl LineAcc {
     /// The line's text, unseen characters and the matcher's verdict.
     fn look(self, req: &Request) -> Looked<'static> {
         let changed = match req.clean {
-            true => match clean::clean(&self.kept)? {
+            true => match tidy::clean(&self.kept)? {
                 Cow::Borrowed(same) if same.len() == self.kept.len() => None,
                 text => Some(text.into_owned()),
             },
@@ -1045,7 +1045,7 @@ fn scan_forward(
 /// cleaning cannot change what the filter sees.
 fn scan_lines(complete: &[u8], pos: &mut Pos, req: &Request, keep: usize, c: &mut Collector) {
     let mut from = 0;
-    let unchanged = !req.clean || clean::is_plain(complete);
+    let unchanged = !req.clean || tidy::is_plain(complete);
     if let Some(mut search) = req.matcher.candidates(complete, unchanged) {
         while let Some(at) = search.next_candidate(complete, from) {
             if at >= complete.len() {
@@ -1304,7 +1304,7 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
     /// starts a new run. An unfinished line never joins a run: it is not
     /// consumed, so the next read must show it again as itself.
     fn add(&mut self, entry: Entry) {
-        let key = (self.collapse && !entry.partial).then(|| clean::similarity_key(&entry.text));
+        let key = (self.collapse && !entry.partial).then(|| tidy::similarity_key(&entry.text));
         if key.is_none() || key != self.run_key || self.run.is_empty() {
             self.flush();
             self.run_key = key;
@@ -1955,7 +1955,7 @@ fn scan_lines_around(
     keep: usize,
     c: &mut Collector,
 ) -> Result<()> {
-    let unchanged = !req.clean || clean::is_plain(complete);
+    let unchanged = !req.clean || tidy::is_plain(complete);
     let mut search = req.matcher.candidates(complete, unchanged);
     let mut from = 0;
     while from < complete.len() && !c.failed() {
@@ -2160,13 +2160,13 @@ fn refresh_index(file: &File, len: u64, ino: u64, index: &Mark, hole: &mut Hole)
 /// Best effort: a reader that cannot write the index (read-only state dir)
 /// still answers correctly.
 fn store_index(task_dir: &DirFd, stream: Stream, file: &File, len: u64, pos: Pos, ino: u64) {
-    let Ok(lock) = task_dir.open_file(crate::store::INDEX_LOCK, Access::CreateOrOpen) else {
+    let Ok(lock) = task_dir.open_file(crate::task::store::INDEX_LOCK, Access::CreateOrOpen) else {
         return;
     };
     if lock.lock().is_err() {
         return;
     }
-    let mut marks = Marks::load(task_dir, crate::store::INDEX);
+    let mut marks = Marks::load(task_dir, crate::task::store::INDEX);
     let old = marks.get(stream);
     let floor = crate::logs::bounded::dropped(task_dir, stream).bytes;
     if old.ino == ino && old.pos.offset >= pos.offset && old.holds(file, len, ino, floor) {
@@ -2174,16 +2174,16 @@ fn store_index(task_dir: &DirFd, stream: Stream, file: &File, len: u64, pos: Pos
     }
     marks.set(stream, Mark::at(file, pos, ino));
     if let Ok(bytes) = serde_json::to_vec(&marks) {
-        let _ = task_dir.write_atomic(crate::store::INDEX, &bytes, false);
+        let _ = task_dir.write_atomic(crate::task::store::INDEX, &bytes, false);
     }
 }
 
 /// Takes the named cursor's lock, held for the whole read-modify-write;
 /// returns the cursors directory (created 0700, never through a symlink).
 fn lock_cursor(task_dir: &DirFd, name: &str) -> Result<(DirFd, File)> {
-    crate::store::validate_name("cursor name", name).map_err(crate::error::usage)?;
-    let shown = || task_dir.path().join(crate::store::CURSORS);
-    match task_dir.create_dir(crate::store::CURSORS) {
+    crate::task::store::validate_name("cursor name", name).map_err(crate::error::usage)?;
+    let shown = || task_dir.path().join(crate::task::store::CURSORS);
+    match task_dir.create_dir(crate::task::store::CURSORS) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => {
@@ -2191,7 +2191,7 @@ fn lock_cursor(task_dir: &DirFd, name: &str) -> Result<(DirFd, File)> {
         }
     }
     let dir = task_dir
-        .open_dir(crate::store::CURSORS)
+        .open_dir(crate::task::store::CURSORS)
         .with_context(|| format!("refusing {}: not a directory", shown().display()))?;
     let lock = dir
         .open_file(&format!("{name}.lock"), Access::CreateOrOpen)
@@ -2215,7 +2215,7 @@ pub fn line_counts(task_dir: &DirFd) -> (u64, u64) {
             return 0;
         }
         let known = index
-            .get_or_init(|| Marks::load(task_dir, crate::store::INDEX))
+            .get_or_init(|| Marks::load(task_dir, crate::task::store::INDEX))
             .get(stream);
         let regular = info.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG;
         if regular && known.ino == ino && known.pos.offset == len {

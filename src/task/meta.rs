@@ -10,9 +10,9 @@
 //! variants carry their own data, so a finished task without an exit status
 //! cannot be represented.
 
-use crate::dirfd::{Access, DirFd};
 use crate::error::io_message;
-use crate::process::Pid;
+use crate::lifecycle::process::Pid;
+use crate::task::dirfd::{Access, DirFd};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -54,7 +54,7 @@ impl Exit {
     pub fn status(&self) -> i32 {
         match self {
             Exit::Code(code) => *code,
-            Exit::Signal(name) => 128 + crate::process::signal_number(name).unwrap_or(0),
+            Exit::Signal(name) => 128 + crate::lifecycle::process::signal_number(name).unwrap_or(0),
         }
     }
 }
@@ -223,7 +223,7 @@ impl TaskMeta {
     /// are short enough for a table cell.
     pub fn load_in(dir: &DirFd) -> Result<TaskMeta> {
         let bytes = dir
-            .read(crate::store::META)
+            .read(crate::task::store::META)
             .map_err(|e| anyhow::anyhow!("cannot read meta.json: {}", io_message(&e)))?;
         TaskMeta::parse(&bytes)
     }
@@ -268,11 +268,11 @@ impl TaskMeta {
     /// so their fsync would only slow down `bgt run`.
     pub fn store_in(&self, dir: &DirFd) -> Result<()> {
         let json = serde_json::to_vec_pretty(self)?;
-        dir.write_atomic(crate::store::META, &json, self.state.is_final())
+        dir.write_atomic(crate::task::store::META, &json, self.state.is_final())
             .map_err(|e| {
                 anyhow::anyhow!(
                     "cannot write {}: {}",
-                    dir.path().join(crate::store::META).display(),
+                    dir.path().join(crate::task::store::META).display(),
                     io_message(&e)
                 )
             })
@@ -320,7 +320,7 @@ impl TaskMeta {
             file.write_all_at(&json, 0)?;
             file.set_len(json.len() as u64)?;
             file.sync_all()?;
-            dir.rename(SPARE, crate::store::META)?;
+            dir.rename(SPARE, crate::task::store::META)?;
             Ok(true)
         })();
         match reused {

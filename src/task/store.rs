@@ -16,9 +16,9 @@
 //! lock already held, and renamed into place: readers never see a task
 //! without its record or a starting task without a live lock.
 
-use crate::dirfd::{Access, DirFd};
 use crate::error::{ErrorKind, fail, io_message, usage};
-use crate::meta::{Exit, State, TaskMeta};
+use crate::task::dirfd::{Access, DirFd};
+use crate::task::meta::{Exit, State, TaskMeta};
 use anyhow::{Context, Result, bail};
 use std::fs::{DirBuilder, File, TryLockError};
 use std::io::Read;
@@ -415,7 +415,7 @@ fn adopt(dir: &DirFd) -> Result<()> {
                 || name.starts_with(NEW_PREFIX)
                 || name.starts_with(LABEL_LOCK_PREFIX)
                 || name.starts_with(LABEL_INDEX_PREFIX)
-                || name == crate::queue::QUEUES_DIR
+                || name == crate::lifecycle::queue::QUEUES_DIR
                 // another bgt marking it right now (`.bgt` and its temp file)
                 || name.starts_with(MARKER)
                 || name.starts_with(&format!(".{MARKER}"))
@@ -775,11 +775,11 @@ impl Task {
 
     /// The phase as of now. Liveness comes from the lock, never from a pid.
     pub fn phase(&self) -> Phase {
-        self.phase_with(&crate::process::LazyProcTree::default())
+        self.phase_with(&crate::lifecycle::process::LazyProcTree::default())
     }
 
     /// [`Task::phase`], sharing one look at the process tree with other tasks.
-    pub fn phase_with(&self, procs: &crate::process::LazyProcTree) -> Phase {
+    pub fn phase_with(&self, procs: &crate::lifecycle::process::LazyProcTree) -> Phase {
         let meta = match &self.meta {
             Ok(meta) => meta,
             // A held lock means the supervisor lives whatever the record
