@@ -18,20 +18,12 @@ N=${N:-100}
 WAIT=${WAIT:-30}
 CHAIN=${CHAIN:-30}
 
-need() { command -v "$1" >/dev/null 2>&1; }
+. scripts/common.sh
 need tsp || (apt-get install -y -qq task-spooler >/dev/null 2>&1 || true)
 
 cargo build --release --quiet
 BGT=$PWD/target/release/bgt
-TMP=$(mktemp -d)
-export BGT_HOME=$TMP/bgt TS_SOCKET=$TMP/tsp.sock TMPDIR=$TMP
-cleanup() {
-    "$BGT" stop --all --grace 1s >/dev/null 2>&1 || true
-    need tsp && tsp -K >/dev/null 2>&1 || true
-    [ -f "$TMP/pueue.yml" ] && pueue -c "$TMP/pueue.yml" shutdown >/dev/null 2>&1 || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_home
 TICK=$(getconf CLK_TCK)
 
 # Sum of utime+stime (clock ticks) of the given pids.

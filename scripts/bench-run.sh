@@ -16,7 +16,7 @@ MIB=${MIB:-256}
 BEFORE=${BEFORE:-}
 RT=${RT:-}
 
-need() { command -v "$1" >/dev/null 2>&1; }
+. scripts/common.sh
 if ! need hyperfine; then
     (apt-get update -qq && apt-get install -y -qq hyperfine) >/dev/null 2>&1 || { echo "hyperfine is required" >&2; exit 1; }
 fi
@@ -26,16 +26,7 @@ need tsp || (apt-get install -y -qq task-spooler >/dev/null 2>&1 || true)
 
 cargo build --release --quiet
 BGT=$PWD/target/release/bgt
-TMP=$(mktemp -d)
-export BGT_HOME=$TMP/bgt NQDIR=$TMP/nq TS_SOCKET=$TMP/tsp.sock TMPDIR=$TMP
-mkdir -p "$NQDIR"
-cleanup() {
-    "$BGT" stop --all --grace 1s >/dev/null 2>&1 || true
-    need tsp && tsp -K >/dev/null 2>&1 || true
-    [ -f "$TMP/pueue.yml" ] && pueue -c "$TMP/pueue.yml" shutdown >/dev/null 2>&1 || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+bench_home
 
 prio=()
 if [ -n "$RT" ] && chrt -f 20 true 2>/dev/null; then prio=(chrt -f 20); fi

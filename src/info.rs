@@ -237,23 +237,6 @@ fn waiting_for(task: &Task, meta: &crate::task::meta::TaskMeta) -> String {
 /// Every task of the store, as `status` shows them: read with both cores
 /// (each task costs a few small reads), one shared look at `/proc`.
 pub fn all(tasks: &[Task]) -> Vec<TaskInfo> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    let chunk = tasks.len().div_ceil(workers).max(256);
-    let procs = &LazyProcTree::default();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = tasks
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|t| TaskInfo::of_with(t, procs))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("status thread panicked"))
-            .collect()
-    })
+    let procs = LazyProcTree::default();
+    crate::parallel::map(tasks, 256, |t| TaskInfo::of_with(t, &procs))
 }

@@ -34,6 +34,7 @@
 //! - `report`  typed results of every operation, serialized as-is by every face
 //! - `error`   error kinds and exit codes
 //! - `duration` parsing and showing durations
+//! - `parallel` per-task work on every core (status, listing)
 //!
 //! The faces:
 //! - `cli` + `commands/`  the command line (one file per subcommand), printed by `render` (text) and `term` (colour, width, live line)
@@ -50,6 +51,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod logs;
 #[cfg(feature = "mcp")]
 pub(crate) mod mcp;
+pub(crate) mod parallel;
 pub(crate) mod render;
 pub(crate) mod report;
 pub(crate) mod task;

@@ -24,21 +24,11 @@ pub fn run(args: CleanupArgs) -> Result<i32> {
     } else {
         ("stopped", "removed")
     };
-    for task in &report.stopped {
-        writeln!(
-            std::io::stdout().lock(),
-            "{stop_word} {} ({})",
-            task.task_id,
-            task.state_text
-        )?;
-    }
-    for task in &report.removed {
-        writeln!(
-            std::io::stdout().lock(),
-            "{remove_word} {} ({})",
-            task.task_id,
-            task.state_text
-        )?;
+    let mut out = std::io::stdout().lock();
+    for (word, tasks) in [(stop_word, &report.stopped), (remove_word, &report.removed)] {
+        for task in tasks {
+            writeln!(out, "{word} {} ({})", task.task_id, task.state_text)?;
+        }
     }
     if report.removed.is_empty() {
         writeln!(std::io::stdout().lock(), "nothing to remove")?;

@@ -1056,16 +1056,7 @@ fn scan_lines(complete: &[u8], pos: &mut Pos, req: &Request, keep: usize, c: &mu
             pos.line += memchr::memchr_iter(b'\n', &complete[from..line_start]).count() as u64 + 1;
             pos.offset += (line_end + 1 - from) as u64;
             from = line_end + 1;
-            if let Some((text, unseen)) = select(&complete[line_start..line_end], req, keep) {
-                c.push(Line {
-                    line: pos.line,
-                    text,
-                    unseen,
-                    end: *pos,
-                    partial: false,
-                });
-            }
-            if c.failed() {
+            if !offer_whole(&complete[line_start..line_end], *pos, req, keep, c) {
                 return;
             }
         }
@@ -1076,20 +1067,26 @@ fn scan_lines(complete: &[u8], pos: &mut Pos, req: &Request, keep: usize, c: &mu
     for nl in memchr::memchr_iter(b'\n', complete) {
         pos.line += 1;
         pos.offset += (nl + 1 - from) as u64;
-        if let Some((text, unseen)) = select(&complete[from..nl], req, keep) {
-            c.push(Line {
-                line: pos.line,
-                text,
-                unseen,
-                end: *pos,
-                partial: false,
-            });
-            if c.failed() {
-                return;
-            }
+        if !offer_whole(&complete[from..nl], *pos, req, keep, c) {
+            return;
         }
         from = nl + 1;
     }
+}
+
+/// Hands one whole line (ending just before `end`) to the collector if it
+/// is selected; false once the collector can take no more.
+fn offer_whole(raw: &[u8], end: Pos, req: &Request, keep: usize, c: &mut Collector) -> bool {
+    if let Some((text, unseen)) = select(raw, req, keep) {
+        c.push(Line {
+            line: end.line,
+            text,
+            unseen,
+            end,
+            partial: false,
+        });
+    }
+    !c.failed()
 }
 
 /// What a collector gathered from one stream.

@@ -246,28 +246,7 @@ impl Store {
     /// small parse, and a busy machine keeps thousands).
     pub fn list(&self) -> Result<Vec<Task>> {
         let ids = self.task_ids()?;
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        let chunk = ids.len().div_ceil(workers).max(512);
-        let mut tasks: Vec<Task> = if ids.len() <= chunk {
-            ids.into_iter().map(|id| self.task(id)).collect()
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = ids
-                    .chunks(chunk)
-                    .map(|part| {
-                        scope.spawn(move || {
-                            part.iter()
-                                .map(|id| self.task(id.clone()))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().expect("listing thread panicked"))
-                    .collect()
-            })
-        };
+        let mut tasks: Vec<Task> = crate::parallel::map(&ids, 512, |id| self.task(id.clone()));
         tasks.sort_by_cached_key(|a| a.sort_key());
         Ok(tasks)
     }
