@@ -57,7 +57,7 @@ echo "RSS per queued supervisor: ${rss} MiB (shared pages counted in each)"
 echo
 echo "== 2. slot free -> next start, $CHAIN tasks in a one-slot queue"
 for _ in $(seq "$CHAIN"); do "$BGT" run --queue chain -- sleep 0.05 >/dev/null; done
-"$BGT" wait $("$BGT" status --queue chain --json | python3 -c '
+"$BGT" wait --quiet $("$BGT" status --queue chain --json | python3 -c '
 import json, sys
 print(" ".join(t["id"] for t in json.load(sys.stdin)["tasks"]))') >/dev/null
 "$BGT" status --queue chain --json | python3 -c '
@@ -74,7 +74,7 @@ echo "== 3. $N x sleep 0.1, 2 slots: total wall time (ideal $(python3 -c "print(
 now() { date +%s.%N; }
 start=$(now)
 for _ in $(seq "$N"); do "$BGT" run --queue two --slots 2 -- sleep 0.1 >/dev/null; done
-"$BGT" wait $("$BGT" status --queue two --json | python3 -c '
+"$BGT" wait --quiet $("$BGT" status --queue two --json | python3 -c '
 import json, sys
 print(" ".join(t["id"] for t in json.load(sys.stdin)["tasks"]))') >/dev/null
 bgt_s=$(python3 -c "print(round($(now) - $start, 2))")

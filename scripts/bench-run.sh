@@ -90,7 +90,7 @@ echo "== status of 1,000 tasks (goal: under 50 ms)"
 export BGT_HOME=$TMP/many
 seq 1000 | xargs -P 8 -I{} "$BGT" run -- sh -c 'echo {}' >/dev/null
 for id in $("$BGT" status --json | python3 -c 'import json,sys; print(" ".join(t["id"] for t in json.load(sys.stdin)["tasks"]))'); do
-    "$BGT" wait "$id" >/dev/null || true
+    "$BGT" wait --quiet "$id" >/dev/null || true
 done
 hyperfine -N --warmup 3 --runs 20 --output=pipe --export-json "$TMP/status.json" \
     -n "bgt status" "$BGT status" -n "bgt status --json" "$BGT status --json" >/dev/null

@@ -28,7 +28,7 @@ make_history() {
     export BGT_HOME=$home
     local seed
     seed=$("$BGT" run -- sh -c 'echo hello; echo oops >&2')
-    "$BGT" wait "$seed" >/dev/null
+    "$BGT" wait --quiet "$seed" >/dev/null
     python3 - "$home" "$seed" "$n" <<'PY'
 import json, os, random, shutil, sys
 home, seed, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
