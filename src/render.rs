@@ -335,7 +335,7 @@ pub fn output_summary(result: &ReadResult, filter: Option<&str>, since: bool) ->
         ));
     }
     parts.extend(result.streams.iter().filter_map(dropped_note));
-    let more: u64 = result.streams.iter().filter_map(|s| s.remaining).sum();
+    let more = result.remaining();
     if more > 0 {
         let hint = if since {
             "run again with --since"

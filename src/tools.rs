@@ -716,7 +716,7 @@ pub fn read_summary(
         "log"
     };
     text.push_str(&format!("; {} in the {logs}", thousands(total)));
-    let more: u64 = result.streams.iter().filter_map(|s| s.remaining).sum();
+    let more = result.remaining();
     if more > 0 {
         let hint = if since {
             "call again with since=true"

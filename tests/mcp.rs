@@ -14,13 +14,7 @@ use std::time::Duration;
 type Client = RunningService<RoleClient, ()>;
 
 pub(crate) async fn call(client: &Client, tool: &'static str, args: Value) -> CallToolResult {
-    let Value::Object(map) = args else {
-        panic!("arguments must be an object")
-    };
-    client
-        .call_tool(CallToolRequestParams::new(tool).with_arguments(map))
-        .await
-        .unwrap()
+    call_as(client, tool, args).await
 }
 
 fn text_of(result: &CallToolResult) -> String {

@@ -304,22 +304,9 @@ fn a_queued_command_that_cannot_start_ends_with_127() {
 
 /// `bg_run` through the toolbox face (the same tools layer MCP uses).
 fn bg_run(env: &Env, args: Value) -> Value {
-    use std::io::Write;
-    let mut child = env
-        .cmd()
-        .args(["toolbox", "bg_run"])
-        .env("TOOLBOX_ACTION", "execute")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(args.to_string().as_bytes());
-    let out = child.wait_with_output().unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
+    let mut cmd = env.cmd();
+    cmd.args(["toolbox", "bg_run"]);
+    crate::toolbox::drive(cmd, "bg_run", "execute", args).1
 }
 
 #[test]

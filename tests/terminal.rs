@@ -5,8 +5,7 @@
 //! redrawn in place and leaves one final line, and no carriage return ever
 //! written into a pipe.
 
-use crate::util::{BGT, Env, poll_until};
-use std::net::TcpListener;
+use crate::util::{BGT, Env, free_port, poll_until};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -285,14 +284,6 @@ fn a_filtered_read_on_a_terminal_highlights_exactly_the_matched_text() {
     assert_eq!(attr_of(&screen, "an ").fg, None);
     assert!(attr_of(&screen, "stderr│").dim, "{screen:?}");
     assert!(attr_of(&screen, "-- 2 of 3 lines").dim, "{screen:?}");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A task labelled `api` that logs for `delay` seconds, then serves `port`.

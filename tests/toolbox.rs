@@ -18,10 +18,17 @@ fn install(env: &Env) -> PathBuf {
 
 /// Runs a tool script as Amp does; returns (exit code, stdout JSON).
 fn amp(env: &Env, dir: &Path, tool: &str, action: &str, args: Value) -> (i32, Value) {
-    let mut child = Command::new(dir.join(tool))
-        .env("BGT_HOME", env.home())
+    let mut cmd = Command::new(dir.join(tool));
+    cmd.env("BGT_HOME", env.home())
+        .env("AMP_THREAD_ID", "T-1234-abcd");
+    drive(cmd, tool, action, args)
+}
+
+/// Runs a toolbox command (a tool script, or `bgt toolbox TOOL`) with
+/// `TOOLBOX_ACTION=action` and `args` on stdin; returns (exit code, stdout JSON).
+pub(crate) fn drive(mut cmd: Command, tool: &str, action: &str, args: Value) -> (i32, Value) {
+    let mut child = cmd
         .env("TOOLBOX_ACTION", action)
-        .env("AMP_THREAD_ID", "T-1234-abcd")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -3,18 +3,10 @@
 //! zero timeout; and the smaller truths of `run` and `status` (a non-UTF-8
 //! working directory, commands with control characters).
 
-use crate::util::{Env, poll_until};
-use std::net::{TcpListener, TcpStream};
+use crate::util::{Env, free_port, poll_until};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A python http.server started by the test itself, not by bgt (a server
 /// left over from an earlier run, or a docker-proxy); killed when dropped.

@@ -1,16 +1,7 @@
 //! The CI / dev-server workflow: wait, follow, replace, restart, completions.
 
-use crate::util::{BGT, Env, alive, poll_until};
-use std::net::TcpListener;
+use crate::util::{BGT, Env, alive, free_port, poll_until};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn http_server(env: &Env, port: u16, bind: &str) -> String {
     let dir = env.work().to_str().unwrap().to_string();

@@ -158,14 +158,8 @@ impl Limiter {
     pub fn new(dir: &DirFd, max: u64) -> Option<Limiter> {
         let logs: Vec<(Stream, File)> = [Stream::Stdout, Stream::Stderr]
             .into_iter()
-            .filter_map(|s| {
-                let name = match s {
-                    Stream::Stdout => crate::task::store::STDOUT_LOG,
-                    Stream::Stderr => crate::task::store::STDERR_LOG,
-                };
-                // Punching a hole needs a descriptor open for writing.
-                Some((s, dir.open_file(name, Access::ReadWrite).ok()?))
-            })
+            // Punching a hole needs a descriptor open for writing.
+            .filter_map(|s| Some((s, dir.open_file(s.file(), Access::ReadWrite).ok()?)))
             .collect();
         Some(Limiter {
             max,

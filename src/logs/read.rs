@@ -390,6 +390,14 @@ pub struct ReadResult {
     pub streams: Vec<StreamResult>,
 }
 
+impl ReadResult {
+    /// Matching lines not returned, over both streams (what a summary
+    /// says is left to page through).
+    pub fn remaining(&self) -> u64 {
+        self.streams.iter().filter_map(|s| s.remaining).sum()
+    }
+}
+
 /// Receives entries in order; an error (closed pipe) stops the read.
 pub type Sink<'a> = &'a mut dyn FnMut(Entry) -> std::io::Result<()>;
 

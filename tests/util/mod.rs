@@ -278,3 +278,12 @@ pub fn supervisor_fds(pid: i64) -> Vec<String> {
     });
     read()
 }
+
+/// A TCP port on 127.0.0.1 that nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
