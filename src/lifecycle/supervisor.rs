@@ -416,9 +416,6 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
     }
 
     let (ending, exit) = watch(dir, &mut meta, pid, &mut signals);
-    // Every process of the task is gone: the next in the queue may start
-    // now, not after the final record's fsync.
-    drop(slot);
     meta.state = match (ending, exit) {
         (Some(Ending::Stop), exit) => State::Stopped { exit },
         (Some(Ending::Timeout), exit) => State::TimedOut { exit },
@@ -428,6 +425,13 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
         (None, None) => return Ok(()),
     };
     meta.ended = Some(Utc::now());
+    // Every process of the task is gone: the next in the queue may start
+    // now, not after the final record's fsync. Readers must see this task
+    // ended first (a queue never shows more running tasks than slots), so
+    // the record is renamed into place before the slot is let go, and made
+    // durable after.
+    let _ = meta.store_unsynced(dir);
+    drop(slot);
     // Nobody is left to report to; a failed final write shows as `lost`.
     let _ = meta.store_final(dir);
     Ok(())

@@ -267,8 +267,19 @@ impl TaskMeta {
     /// milliseconds and a crash before the end makes the task `lost` anyway,
     /// so their fsync would only slow down `bgt run`.
     pub fn store_in(&self, dir: &DirFd) -> Result<()> {
+        self.write_in(dir, self.state.is_final())
+    }
+
+    /// Writes the record atomically without an fsync, even a final one: for
+    /// the moment a reader must already see it, with a durable write of the
+    /// same record to follow ([`TaskMeta::store_final`]).
+    pub fn store_unsynced(&self, dir: &DirFd) -> Result<()> {
+        self.write_in(dir, false)
+    }
+
+    fn write_in(&self, dir: &DirFd, durable: bool) -> Result<()> {
         let json = serde_json::to_vec_pretty(self)?;
-        dir.write_atomic(crate::task::store::META, &json, self.state.is_final())
+        dir.write_atomic(crate::task::store::META, &json, durable)
             .map_err(|e| {
                 anyhow::anyhow!(
                     "cannot write {}: {}",
