@@ -233,22 +233,29 @@ struct StdioLines {
     closed: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// The JSON-RPC method names of rmcp's method marker types.
+macro_rules! method_names {
+    ($($marker:ident),* $(,)?) => {
+        [$(rmcp::model::$marker::VALUE),*]
+    };
+}
+
 /// The client-to-server methods with typed params: if one of them arrives
 /// as rmcp's catch-all `CustomRequest`, its params did not fit.
-const TYPED_METHODS: &[&str] = &[
-    rmcp::model::InitializeResultMethod::VALUE,
-    rmcp::model::PingRequestMethod::VALUE,
-    rmcp::model::CallToolRequestMethod::VALUE,
-    rmcp::model::ListToolsRequestMethod::VALUE,
-    rmcp::model::ListPromptsRequestMethod::VALUE,
-    rmcp::model::GetPromptRequestMethod::VALUE,
-    rmcp::model::ListResourcesRequestMethod::VALUE,
-    rmcp::model::ListResourceTemplatesRequestMethod::VALUE,
-    rmcp::model::ReadResourceRequestMethod::VALUE,
-    rmcp::model::SubscribeRequestMethod::VALUE,
-    rmcp::model::UnsubscribeRequestMethod::VALUE,
-    rmcp::model::SetLevelRequestMethod::VALUE,
-    rmcp::model::CompleteRequestMethod::VALUE,
+const TYPED_METHODS: &[&str] = &method_names![
+    InitializeResultMethod,
+    PingRequestMethod,
+    CallToolRequestMethod,
+    ListToolsRequestMethod,
+    ListPromptsRequestMethod,
+    GetPromptRequestMethod,
+    ListResourcesRequestMethod,
+    ListResourceTemplatesRequestMethod,
+    ReadResourceRequestMethod,
+    SubscribeRequestMethod,
+    UnsubscribeRequestMethod,
+    SetLevelRequestMethod,
+    CompleteRequestMethod,
 ];
 
 impl StdioLines {

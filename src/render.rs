@@ -328,23 +328,46 @@ pub fn output_summary(result: &ReadResult, filter: Option<&str>, since: bool) ->
             .collect();
         parts.push(format!("cursor {}", cursors.join("/")));
     }
-    for s in result.streams.iter().filter(|s| s.cursor_reset) {
-        parts.push(format!(
-            "{} log was truncated or replaced: cursor reset",
-            s.stream.name()
-        ));
-    }
-    parts.extend(result.streams.iter().filter_map(dropped_note));
+    parts.extend(paging_notes(result, since, &CLI_WORDS));
+    format!("-- {}", parts.join(" · "))
+}
+
+/// How a face names paging and cursors: the CLI speaks in flags, the agent
+/// tools in their parameters; what is said, and when, is the same.
+pub struct PagingWords {
+    /// Follows the count of matching lines not returned.
+    pub more: &'static str,
+    /// How to read the rest when the read was a `since` read...
+    pub again: &'static str,
+    /// ...and when it was not.
+    pub narrow: &'static str,
+    /// Follows a stream's name when its cursor started over.
+    pub reset: &'static str,
+}
+
+const CLI_WORDS: PagingWords = PagingWords {
+    more: "more matching,",
+    again: "run again with --since",
+    narrow: "narrow with --filter, or page with --since",
+    reset: "log was truncated or replaced: cursor reset",
+};
+
+/// The notes after a read's counts: cursors that started over, output a
+/// bounded log dropped before it was read, and matching lines left unread.
+pub fn paging_notes(result: &ReadResult, since: bool, words: &PagingWords) -> Vec<String> {
+    let mut notes: Vec<String> = result
+        .streams
+        .iter()
+        .filter(|s| s.cursor_reset)
+        .map(|s| format!("{} {}", s.stream.name(), words.reset))
+        .collect();
+    notes.extend(result.streams.iter().filter_map(dropped_note));
     let more = result.remaining();
     if more > 0 {
-        let hint = if since {
-            "run again with --since"
-        } else {
-            "narrow with --filter, or page with --since"
-        };
-        parts.push(format!("{} more matching, {hint}", thousands(more)));
+        let hint = if since { words.again } else { words.narrow };
+        notes.push(format!("{} {} {hint}", thousands(more), words.more));
     }
-    format!("-- {}", parts.join(" · "))
+    notes
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::lifecycle::waiting::{self, Condition, Outcome};
 use crate::lifecycle::{cleanup, command, start, start::StartSpec};
 use crate::logs::options::{DEFAULT_MAX_LINES, ReadOptions};
 use crate::logs::pattern::Case;
-use crate::logs::read::{self as logread, Stream};
+use crate::logs::read::{self as logread, MatchContext, Stream};
 use crate::render::{self, thousands};
 use crate::report::{
     CleanupReport, LastLines, OutputReport, StartReport, StatusReport, TaskBrief, WaitReport,
@@ -24,6 +24,7 @@ use crate::report::{
 };
 use crate::task::store::{Store, Task, TaskState, validate_name};
 use anyhow::Result;
+use lenient::{Count, Flag, count, flag};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -44,45 +45,100 @@ pub const DEFAULT_WAIT_SECONDS: u64 = 45;
 /// a failure instead of "started".
 pub const START_WINDOW: Duration = Duration::from_millis(200);
 
+/// Paging in the tools' own parameters.
+const TOOL_WORDS: render::PagingWords = render::PagingWords {
+    more: "more:",
+    again: "call again with since=true",
+    narrow: "filter harder, or page with since=true",
+    reset: "log was replaced: read from its start",
+};
+
 /// How many lines of a task a start failure or a bad wait shows.
 const LAST_LINES: usize = 20;
 
 /// Parameters that are numbers or booleans also accept their string forms
 /// (`"5"`, `"true"`): some clients send every argument as a string.
 mod lenient {
+    use schemars::{JsonSchema, Schema, SchemaGenerator};
     use serde::{Deserialize, Deserializer, de::Error};
     use serde_json::Value;
+    use std::borrow::Cow;
 
-    pub fn uint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        let bad = |v: &dyn std::fmt::Display| {
-            D::Error::custom(format!("expected a whole number, got {v}"))
-        };
-        match Option::<Value>::deserialize(d)? {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| bad(&n)),
-            Some(Value::String(s)) => s
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| bad(&format!("{s:?}"))),
-            Some(other) => Err(bad(&other)),
+    /// A whole-number parameter.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Count(pub u64);
+
+    /// A boolean parameter.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Flag(pub bool);
+
+    /// The number a parameter holds, if it was given.
+    pub fn count(v: Option<Count>) -> Option<u64> {
+        v.map(|Count(n)| n)
+    }
+
+    /// The value of a flag, or `default` when it was not given.
+    pub fn flag(v: Option<Flag>, default: bool) -> bool {
+        v.map_or(default, |Flag(b)| b)
+    }
+
+    impl<'de> Deserialize<'de> for Count {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let bad = |v: &dyn std::fmt::Display| {
+                D::Error::custom(format!("expected a whole number, got {v}"))
+            };
+            match Value::deserialize(d)? {
+                Value::Number(n) => n.as_u64().map(Count).ok_or_else(|| bad(&n)),
+                Value::String(s) => s
+                    .trim()
+                    .parse()
+                    .map(Count)
+                    .map_err(|_| bad(&format!("{s:?}"))),
+                other => Err(bad(&other)),
+            }
         }
     }
 
-    pub fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-        match Option::<Value>::deserialize(d)? {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(b)),
-            Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" => Ok(Some(true)),
-                "false" | "0" => Ok(Some(false)),
-                _ => Err(D::Error::custom(format!(
-                    "expected true or false, got {s:?}"
-                ))),
-            },
-            Some(other) => Err(D::Error::custom(format!(
-                "expected true or false, got {other}"
-            ))),
+    impl<'de> Deserialize<'de> for Flag {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let bad = |v: &dyn std::fmt::Display| {
+                D::Error::custom(format!("expected true or false, got {v}"))
+            };
+            match Value::deserialize(d)? {
+                Value::Bool(b) => Ok(Flag(b)),
+                Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" => Ok(Flag(true)),
+                    "false" | "0" => Ok(Flag(false)),
+                    _ => Err(bad(&format!("{s:?}"))),
+                },
+                other => Err(bad(&other)),
+            }
+        }
+    }
+
+    /// The schemas say what a client should send (a number, a boolean);
+    /// the string forms are a courtesy, not advertised.
+    impl JsonSchema for Count {
+        fn inline_schema() -> bool {
+            true
+        }
+        fn schema_name() -> Cow<'static, str> {
+            u64::schema_name()
+        }
+        fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+            u64::json_schema(generator)
+        }
+    }
+
+    impl JsonSchema for Flag {
+        fn inline_schema() -> bool {
+            true
+        }
+        fn schema_name() -> Cow<'static, str> {
+            bool::schema_name()
+        }
+        fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+            bool::json_schema(generator)
         }
     }
 }
@@ -98,11 +154,9 @@ pub struct RunParams {
     /// Environment variables for the command, e.g. {"PORT": "3001"}.
     pub env: Option<BTreeMap<String, String>>,
     /// Stop the running task with the same label first (without it, a label in use is an error).
-    #[serde(default, deserialize_with = "lenient::flag")]
-    pub replace: Option<bool>,
+    pub replace: Option<Flag>,
     /// Stop the task after this many minutes (default 120; 0 = never).
-    #[serde(default, deserialize_with = "lenient::uint")]
-    pub timeout: Option<u64>,
+    pub timeout: Option<Count>,
     /// Start only when these tasks have ended (ids or labels, comma-separated); the task is `queued` until then.
     pub after: Option<String>,
     /// Like `after`, but start only if they all exited 0; otherwise the task ends `skipped`.
@@ -110,8 +164,7 @@ pub struct RunParams {
     /// Run in this named queue: at most `slots` of its tasks at once, in the order they were queued.
     pub queue: Option<String>,
     /// How many tasks of `queue` may run at once (default 1; changes the queue's limit).
-    #[serde(default, deserialize_with = "lenient::uint")]
-    pub slots: Option<u64>,
+    pub slots: Option<Count>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -149,42 +202,31 @@ pub struct OutputParams {
     /// Noise preset(s), comma-separated: next, express, django, rails, vite, general, webpack, jest, pytest, cargo.
     pub preset: Option<String>,
     /// true: every pattern matches case-sensitively; false: every pattern ignores case (default: filter ignores case, exclude does not).
-    #[serde(default, deserialize_with = "lenient::flag")]
-    pub case_sensitive: Option<bool>,
+    pub case_sensitive: Option<Flag>,
     /// Only lines added since your last since=true read of this task (incremental polling).
-    #[serde(default, deserialize_with = "lenient::flag")]
-    pub since: Option<bool>,
+    pub since: Option<Flag>,
     /// Name of the since cursor; a named cursor survives reconnects (default: one per connection).
     pub cursor: Option<String>,
     /// Rewind the since cursor to the start of the logs before reading.
-    #[serde(default, deserialize_with = "lenient::flag")]
-    pub reset_cursor: Option<bool>,
+    pub reset_cursor: Option<Flag>,
     /// Only the last N matching lines (per stream).
-    #[serde(default, deserialize_with = "lenient::uint")]
-    pub tail: Option<u64>,
+    pub tail: Option<Count>,
     /// Only the first N matching lines (per stream).
-    #[serde(default, deserialize_with = "lenient::uint")]
-    pub head: Option<u64>,
+    pub head: Option<Count>,
     /// Cap on returned lines (default 200; 0 = no cap); nothing is skipped: with since=true the next read continues after the last returned line.
-    #[serde(default, deserialize_with = "lenient::uint")]
-    pub max_lines: Option<u64>,
+    pub max_lines: Option<Count>,
     /// "stdout", "stderr" or "both" (default both).
     pub stream: Option<StreamParam>,
     /// Return lines exactly as written (no ANSI stripping, collapsing or cutting; stack traces unfolded).
-    #[serde(default, deserialize_with = "lenient::flag")]
-    pub raw: Option<bool>,
+    pub raw: Option<Flag>,
     /// With filter: a match inside a stack trace or compiler error brings the whole trace, library frames folded (default true; false = plain grep).
-    #[serde(default, deserialize_with = "lenient::flag")]
-    pub blocks: Option<bool>,
+    pub blocks: Option<Flag>,
     /// With filter: N log lines before and after each match (grep -C).
-    #[serde(default, deserialize_with = "lenient::uint")]
-    pub context: Option<u64>,
+    pub context: Option<Count>,
     /// With filter: N log lines before each match (grep -B; overrides context).
-    #[serde(default, deserialize_with = "lenient::uint")]
-    pub before_context: Option<u64>,
+    pub before_context: Option<Count>,
     /// With filter: N log lines after each match (grep -A; overrides context).
-    #[serde(default, deserialize_with = "lenient::uint")]
-    pub after_context: Option<u64>,
+    pub after_context: Option<Count>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, JsonSchema)]
@@ -213,15 +255,13 @@ pub struct WaitParams {
     /// Return as soon as a log line matches this regex (e.g. "ready|listening").
     pub for_line: Option<String>,
     /// Return as soon as this TCP port accepts connections (127.0.0.1 and ::1, or host).
-    #[serde(default, deserialize_with = "lenient::uint")]
-    pub for_port: Option<u64>,
+    pub for_port: Option<Count>,
     /// Host for for_port (default: try 127.0.0.1 and ::1).
     pub host: Option<String>,
     /// Return as soon as a GET on this http:// URL answers 2xx or 3xx.
     pub for_http: Option<String>,
     /// Give up after this many seconds (default 45; 0 = never). Many clients cancel a tool call after 60 s: wait longer with several calls.
-    #[serde(default, deserialize_with = "lenient::uint")]
-    pub timeout_s: Option<u64>,
+    pub timeout_s: Option<Count>,
 }
 
 /// A tool as every face lists it.
@@ -474,7 +514,7 @@ fn run(p: RunParams) -> Result<Reply> {
     if let Some(label) = &p.label {
         validate_name("label", label).map_err(usage)?;
     }
-    let replace = p.replace.unwrap_or(false);
+    let replace = flag(p.replace, false);
     if replace && p.label.is_none() {
         return Err(usage("replace=true needs a label"));
     }
@@ -494,7 +534,7 @@ fn run(p: RunParams) -> Result<Reply> {
     if p.slots.is_some() && p.queue.is_none() {
         return Err(usage("slots needs a queue"));
     }
-    let slots = p.slots.map(|n| n.min(usize::MAX as u64) as usize);
+    let slots = count(p.slots).map(|n| n.min(usize::MAX as u64) as usize);
     let max_log_size = crate::logs::bounded::max_from_env()?;
     let store = Store::open_default()?;
     let cwd = command::resolve_cwd(p.cwd.as_deref().map(Path::new))?;
@@ -510,7 +550,7 @@ fn run(p: RunParams) -> Result<Reply> {
         .map(String::from)
         .collect();
     let after = start::resolve_after(&store, &names)?;
-    let minutes = p.timeout.unwrap_or(DEFAULT_TIMEOUT_MINUTES);
+    let minutes = count(p.timeout).unwrap_or(DEFAULT_TIMEOUT_MINUTES);
     let started = start::start(
         &store,
         StartSpec {
@@ -631,7 +671,7 @@ fn output(p: OutputParams, ctx: &Context) -> Result<Reply> {
         }
         None => ctx.cursor.clone(),
     };
-    let size = |n: Option<u64>| n.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let size = |n: Option<Count>| count(n).map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     let opts = ReadOptions {
         streams: p.stream.unwrap_or(StreamParam::Both).streams(),
         filter: p.filter,
@@ -644,20 +684,22 @@ fn output(p: OutputParams, ctx: &Context) -> Result<Reply> {
             .map(String::from)
             .collect(),
         case: match p.case_sensitive {
-            Some(true) => Case::Sensitive,
-            Some(false) => Case::Insensitive,
+            Some(Flag(true)) => Case::Sensitive,
+            Some(Flag(false)) => Case::Insensitive,
             None => Case::Smart,
         },
-        since: p.since.unwrap_or(false),
+        since: flag(p.since, false),
         cursor,
-        reset_cursor: p.reset_cursor.unwrap_or(false),
+        reset_cursor: flag(p.reset_cursor, false),
         tail: size(p.tail),
         head: size(p.head),
         max_lines: size(p.max_lines).unwrap_or(DEFAULT_MAX_LINES),
-        raw: p.raw.unwrap_or(false),
-        blocks: p.blocks.unwrap_or(true),
-        before: size(p.before_context.or(p.context)).unwrap_or(0),
-        after: size(p.after_context.or(p.context)).unwrap_or(0),
+        raw: flag(p.raw, false),
+        context: MatchContext {
+            blocks: flag(p.blocks, true),
+            before: size(p.before_context.or(p.context)).unwrap_or(0),
+            after: size(p.after_context.or(p.context)).unwrap_or(0),
+        },
         ..ReadOptions::default()
     };
     let req = opts.request()?;
@@ -716,26 +758,7 @@ pub fn read_summary(
         "log"
     };
     text.push_str(&format!("; {} in the {logs}", thousands(total)));
-    let more = result.remaining();
-    if more > 0 {
-        let hint = if since {
-            "call again with since=true"
-        } else {
-            "filter harder, or page with since=true"
-        };
-        text.push_str(&format!(" · {} more: {hint}", thousands(more)));
-    }
-    for s in result.streams.iter().filter(|s| s.cursor_reset) {
-        text.push_str(&format!(
-            " · {} log was replaced: read from its start",
-            s.stream.name()
-        ));
-    }
-    for note in result
-        .streams
-        .iter()
-        .filter_map(crate::render::dropped_note)
-    {
+    for note in render::paging_notes(result, since, &TOOL_WORDS) {
         text.push_str(&format!(" · {note}"));
     }
     if !matches!(info.state, TaskState::Running | TaskState::Starting) {
@@ -866,7 +889,7 @@ fn wait(p: WaitParams) -> Result<Reply> {
     let task = resolve(&p.task_id)?;
     let condition = if let Some(re) = &p.for_line {
         Condition::line(re, StreamParam::Both.streams())?
-    } else if let Some(port) = p.for_port {
+    } else if let Some(port) = count(p.for_port) {
         let port = u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
             usage(format!(
                 "for_port must be a port number 1-65535, not {port}"
@@ -878,7 +901,7 @@ fn wait(p: WaitParams) -> Result<Reply> {
     } else {
         Condition::Exit
     };
-    let seconds = p.timeout_s.unwrap_or(DEFAULT_WAIT_SECONDS);
+    let seconds = count(p.timeout_s).unwrap_or(DEFAULT_WAIT_SECONDS);
     let deadline =
         crate::duration::limit(Some(crate::duration::clamp(Duration::from_secs(seconds))))
             .map(|t| Instant::now() + t);

@@ -3,7 +3,7 @@
 //! zero timeout; and the smaller truths of `run` and `status` (a non-UTF-8
 //! working directory, commands with control characters).
 
-use crate::util::{Env, free_port, poll_until};
+use crate::util::{Env, free_port, poll_until, succeeded};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -91,15 +91,7 @@ fn wait_for_http_is_not_fooled_by_a_server_that_held_the_port_before_the_task() 
     let stale = Server::start(&env, port);
     let id = delayed_server(&env, port, "0.5");
     let url = format!("http://localhost:{port}/");
-    let out = env.run(&[
-        "wait",
-        &id,
-        "--for-http",
-        &url,
-        "--timeout",
-        "30s",
-        "--json",
-    ]);
+    let out = env.wait_for(&id, "--for-http", &url, &["--json"]);
     assert_eq!(out.status.code(), Some(1));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["result"], "task-ended");
@@ -127,14 +119,10 @@ fn wait_for_port_succeeds_when_the_tasks_server_starts_after_a_delay() {
     // Not exec'd: the listener belongs to a child of the task's shell.
     let script = format!("sleep 1; python3 -m http.server {port} --bind 127.0.0.1");
     let id = env.start(&["sh", "-c", &script]);
-    env.ok(&[
+    succeeded(
         "wait",
-        &id,
-        "--for-port",
-        &port.to_string(),
-        "--timeout",
-        "30s",
-    ]);
+        env.wait_for(&id, "--for-port", &port.to_string(), &[]),
+    );
     assert_eq!(env.state(&id), "running");
 }
 
@@ -146,14 +134,10 @@ fn a_listener_another_process_opens_after_the_task_started_counts() {
     let id = env.start(&["sleep", "300"]);
     std::thread::sleep(Duration::from_millis(30)); // a later clock tick than the task's start
     let _proxy = Server::start(&env, port);
-    env.ok(&[
+    succeeded(
         "wait",
-        &id,
-        "--for-port",
-        &port.to_string(),
-        "--timeout",
-        "30s",
-    ]);
+        env.wait_for(&id, "--for-port", &port.to_string(), &[]),
+    );
     let url = format!("http://127.0.0.1:{port}/");
     env.ok(&["wait", &id, "--for-http", &url, "--timeout", "30s"]);
 }

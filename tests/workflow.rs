@@ -1,6 +1,6 @@
 //! The CI / dev-server workflow: wait, follow, replace, restart, completions.
 
-use crate::util::{BGT, Env, alive, free_port, poll_until};
+use crate::util::{BGT, Env, alive, free_port, poll_until, succeeded};
 use std::time::{Duration, Instant};
 
 fn http_server(env: &Env, port: u16, bind: &str) -> String {
@@ -19,14 +19,10 @@ fn http_server(env: &Env, port: u16, bind: &str) -> String {
 
 /// `bgt wait ID --for-port PORT` (no --host: 127.0.0.1 and ::1), asserting success.
 fn wait_for_port(env: &Env, id: &str, port: u16) {
-    env.ok(&[
+    succeeded(
         "wait",
-        id,
-        "--for-port",
-        &port.to_string(),
-        "--timeout",
-        "30s",
-    ]);
+        env.wait_for(id, "--for-port", &port.to_string(), &[]),
+    );
 }
 
 #[test]
@@ -57,15 +53,7 @@ fn wait_for_http_gets_a_success_status() {
     std::fs::write(env.work().join("index.html"), "hello").unwrap();
     let id = http_server(&env, port, "127.0.0.1");
     let url = format!("http://127.0.0.1:{port}/index.html");
-    let out = env.ok(&[
-        "wait",
-        &id,
-        "--for-http",
-        &url,
-        "--timeout",
-        "30s",
-        "--json",
-    ]);
+    let out = succeeded("wait", env.wait_for(&id, "--for-http", &url, &["--json"]));
     assert!(out.contains("\"ready\""), "{out}");
 }
 

@@ -4,7 +4,7 @@ use crate::cli::OutputArgs;
 use crate::info::TaskInfo;
 use crate::logs::options::{DEFAULT_MAX_LINES, ReadOptions};
 use crate::logs::pattern::{Case, PRESETS};
-use crate::logs::read::{self as logread, Entry, Marks, Request};
+use crate::logs::read::{self as logread, Entry, Marks, MatchContext, Request};
 use crate::render;
 use crate::report::OutputReport;
 use crate::task::store::{Store, Task};
@@ -35,9 +35,11 @@ pub fn options(args: &OutputArgs) -> ReadOptions {
         max_lines: args.max_lines.unwrap_or(DEFAULT_MAX_LINES),
         max_line_chars: args.max_line_chars,
         raw: args.raw,
-        blocks: !args.no_blocks,
-        before: args.before_context.or(args.context).unwrap_or(0),
-        after: args.after_context.or(args.context).unwrap_or(0),
+        context: MatchContext {
+            blocks: !args.no_blocks,
+            before: args.before_context.or(args.context).unwrap_or(0),
+            after: args.after_context.or(args.context).unwrap_or(0),
+        },
     }
 }
 

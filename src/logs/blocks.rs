@@ -638,13 +638,18 @@ impl BlockTracker {
 mod tests {
     use super::*;
 
-    /// The blocks of a captured log (path under tests/data/logs/), fed the
-    /// way the reader feeds them: cleaned lines numbered as in the file.
-    fn blocks_of(name: &str) -> (Vec<Block>, Vec<(u64, Place)>) {
+    /// A captured log under tests/data/logs/.
+    fn captured(name: &str) -> Vec<u8> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/data/logs")
             .join(name);
-        let bytes = std::fs::read(&path).unwrap();
+        std::fs::read(&path).unwrap()
+    }
+
+    /// The blocks of a captured log (path under tests/data/logs/), fed the
+    /// way the reader feeds them: cleaned lines numbered as in the file.
+    fn blocks_of(name: &str) -> (Vec<Block>, Vec<(u64, Place)>) {
+        let bytes = captured(name);
         let mut tracker = BlockTracker::new();
         let (mut blocks, mut places) = (Vec::new(), Vec::new());
         for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
@@ -1025,11 +1030,7 @@ mod tests {
     /// arrive as `Inside` until it closes.
     #[test]
     fn a_match_inside_a_block_can_bring_the_lines_before_and_after_it() {
-        let bytes = std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/data/logs/errors/python-chained.stderr.log"),
-        )
-        .unwrap();
+        let bytes = captured("errors/python-chained.stderr.log");
         let mut tracker = BlockTracker::new();
         let mut emitted: Vec<u64> = Vec::new();
         let mut emitting = None;
@@ -1059,11 +1060,7 @@ mod tests {
 
     #[test]
     fn caret_only_lines_are_dropped_by_cleaning() {
-        let bytes = std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/data/logs/errors/python-chained.stderr.log"),
-        )
-        .unwrap();
+        let bytes = captured("errors/python-chained.stderr.log");
         let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
         // `           ^^^^^^^^^^^^^^^^` and `           ~~~~~^^^^^`
         for n in [9, 12, 15, 18, 21, 29, 32, 46] {

@@ -5,7 +5,7 @@
 //! it, so a rule such as "a cap of 0 means no cap" exists once.
 
 use crate::logs::pattern::{Case, LineMatch};
-use crate::logs::read::{Request, Stream, Window};
+use crate::logs::read::{MatchContext, Request, Stream, Window};
 use anyhow::Result;
 
 /// The reader's choices; [`Default`] is what a bare read gets.
@@ -31,12 +31,8 @@ pub struct ReadOptions {
     pub max_line_chars: usize,
     /// No cleaning at all (and blocks shown unfolded).
     pub raw: bool,
-    /// With a filter, a match inside a stack trace or compiler error
-    /// brings the whole event; `false` is plain grep.
-    pub blocks: bool,
-    /// Lines of context before and after each match (grep's `-B`/`-A`).
-    pub before: usize,
-    pub after: usize,
+    /// What a match of the filter brings with it.
+    pub context: MatchContext,
 }
 
 /// The cap a read gets unless it asks otherwise.
@@ -58,9 +54,10 @@ impl Default for ReadOptions {
             max_lines: DEFAULT_MAX_LINES,
             max_line_chars: crate::logs::tidy::DEFAULT_MAX_LINE_CHARS,
             raw: false,
-            blocks: true,
-            before: 0,
-            after: 0,
+            context: MatchContext {
+                blocks: true,
+                ..MatchContext::NONE
+            },
         }
     }
 }
@@ -93,9 +90,7 @@ impl ReadOptions {
             since: self.since.then(|| self.cursor.clone()),
             reset_cursor: self.reset_cursor,
             include_partial: true,
-            blocks: self.blocks,
-            before: self.before,
-            after: self.after,
+            context: self.context,
         })
     }
 }

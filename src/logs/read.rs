@@ -270,13 +270,33 @@ pub struct Request {
     pub reset_cursor: bool,
     /// Return a trailing line that has no newline yet (`--follow` waits for it).
     pub include_partial: bool,
-    /// With a filter: a match inside a stack trace or compiler error brings
-    /// the whole event (see [`crate::logs::blocks`]).
+    /// What a match of the filter brings with it.
+    pub context: MatchContext,
+}
+
+/// What a match of a filter brings with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatchContext {
+    /// A match inside a stack trace or compiler error brings the whole
+    /// event (see [`crate::logs::blocks`]); `false` is plain grep.
     pub blocks: bool,
-    /// With a filter: lines of the log shown before and after each match,
-    /// as GNU grep's `-B`/`-A` count them.
+    /// Lines of the log shown before and after each match, as GNU grep's
+    /// `-B`/`-A` count them.
     pub before: usize,
     pub after: usize,
+}
+
+impl MatchContext {
+    /// The match alone.
+    pub const NONE: MatchContext = MatchContext {
+        blocks: false,
+        before: 0,
+        after: 0,
+    };
+
+    fn any(&self) -> bool {
+        *self != MatchContext::NONE
+    }
 }
 
 impl Request {
@@ -293,23 +313,19 @@ impl Request {
             since: None,
             reset_cursor: false,
             include_partial: true,
-            blocks: false,
-            before: 0,
-            after: 0,
+            context: MatchContext::NONE,
         }
     }
 
     /// Whether matches bring lines around them (blocks or context).
     fn around(&self) -> bool {
-        self.matcher.has_filter() && (self.blocks || self.before > 0 || self.after > 0)
+        self.matcher.has_filter() && self.context.any()
     }
 
     /// The same read without blocks or context: what finds the matches.
     fn plain(&self) -> Request {
         Request {
-            blocks: false,
-            before: 0,
-            after: 0,
+            context: MatchContext::NONE,
             ..self.clone()
         }
     }
@@ -1458,16 +1474,18 @@ const PREROLL_BYTES: u64 = 4 << 20;
 
 impl Around {
     fn new(req: &Request, head: Option<usize>) -> Around {
-        let blocks = req.blocks;
+        let MatchContext {
+            blocks,
+            before,
+            after,
+        } = req.context;
         Around {
             tracker: blocks.then(BlockTracker::new),
             fold: req.clean,
-            before: req.before as u64,
-            after: req.after as u64,
-            context: req.before > 0 || req.after > 0,
-            preroll: req
-                .before
-                .max(if blocks { blocks::REPLAY_LINES } else { 0 }),
+            before: before as u64,
+            after: after as u64,
+            context: before > 0 || after > 0,
+            preroll: before.max(if blocks { blocks::REPLAY_LINES } else { 0 }),
             head,
             taken: 0,
             first: 1,

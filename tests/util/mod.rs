@@ -90,6 +90,14 @@ impl Env {
         stderr
     }
 
+    /// `bgt wait TASK CONDITION TARGET --timeout 30s EXTRA...`, whatever
+    /// the exit code (e.g. `--for-port`, `3000`, `["--json"]`).
+    pub fn wait_for(&self, task: &str, condition: &str, target: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["wait", task, condition, target, "--timeout", "30s"];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
     /// `bgt run -- <words>`; returns the task id.
     pub fn start(&self, words: &[&str]) -> String {
         let mut args = vec!["run", "--"];
