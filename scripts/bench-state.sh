@@ -45,6 +45,10 @@ for i in range(n - 1):
     shutil.copytree(src, dst)
     meta["id"] = new
     meta["label"] = ("job%d" % i) if i % 10 == 0 else None
+    # A copy is a new file: its record names the copy's logs, as the
+    # supervisor of a real task would have.
+    for stream, end in (meta.get("logs_at_end") or {}).items():
+        end["ino"] = os.stat(os.path.join(dst, stream + ".log")).st_ino
     with open(os.path.join(dst, "meta.json"), "w") as f:
         json.dump(meta, f)
 PY

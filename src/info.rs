@@ -2,8 +2,9 @@
 //! JSON) and the MCP tools all show, so they can never disagree.
 
 use crate::lifecycle::process::{LazyProcTree, Pid};
+use crate::logs::bounded::Record;
 use crate::logs::read as logread;
-use crate::task::meta::Exit;
+use crate::task::meta::{Exit, LogsAtEnd, TaskMeta};
 use crate::task::store::{Phase, Task, TaskState};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -104,15 +105,7 @@ impl TaskInfo {
             Phase::Broken(reason) => (0, Some(reason.clone())),
             _ => (0, None),
         };
-        // The directory is opened once for both of its small files.
-        let dir = meta.and_then(|_| task.open_dir().ok());
-        let lines = dir.as_ref().map_or((0, 0), logread::line_counts);
-        let dropped = match (meta, &dir) {
-            (Some(m), Some(dir)) if m.max_log_size.is_some() => {
-                crate::logs::bounded::Record::load(dir)
-            }
-            _ => Default::default(),
-        };
+        let (logs, dropped) = meta.map(|m| logs_of(task, m)).unwrap_or_default();
         let waiting_for = match (&phase, meta) {
             (Phase::Queued, Some(m)) => Some(waiting_for(task, m)),
             _ => None,
@@ -140,8 +133,8 @@ impl TaskInfo {
             runtime_ms,
             timeout_ms: meta.and_then(|m| m.timeout_ms),
             timeout_left_ms,
-            stdout_lines: lines.0,
-            stderr_lines: lines.1,
+            stdout_lines: logs.stdout.lines,
+            stderr_lines: logs.stderr.lines,
             dir: task.dir.clone(),
             error,
             queue: meta.and_then(|m| m.queue.clone()),
@@ -236,6 +229,24 @@ fn waiting_for(task: &Task, meta: &crate::task::meta::TaskMeta) -> String {
 
 /// Every task of the store, as `status` shows them: read with both cores
 /// (each task costs a few small reads), one shared look at `/proc`.
+/// A task's logs now and what a bounded log dropped. A finished task whose
+/// logs are still the files and lengths its supervisor recorded at the end
+/// costs two stats; any other is read through its directory and index.
+fn logs_of(task: &Task, meta: &TaskMeta) -> (LogsAtEnd, Record) {
+    if let Some(ends) = meta.logs_at_end
+        && meta.state.is_final()
+        && task.logs_still_are(&ends)
+    {
+        return (ends, Record::default());
+    }
+    let Ok(dir) = task.open_dir() else {
+        return Default::default();
+    };
+    let logs = logread::log_ends(&dir);
+    let lengths = [logs.stdout.bytes, logs.stderr.bytes];
+    (logs, Record::load_if_over(&dir, meta.max_log_size, lengths))
+}
+
 pub fn all(tasks: &[Task]) -> Vec<TaskInfo> {
     let procs = LazyProcTree::default();
     crate::parallel::map(tasks, 256, |t| TaskInfo::of_with(t, &procs))

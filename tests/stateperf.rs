@@ -147,3 +147,49 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The counts a supervisor records at the end are trusted only while the
+/// logs are the same files at the same lengths: output a straggler
+/// appends, and a log replaced by a same-sized file, are counted again.
+#[test]
+fn recorded_line_counts_give_way_to_logs_that_changed_after_the_end() {
+    let env = Env::new();
+    let id = env.start(&["sh", "-c", "printf 'a\\nb\\nc\\n'; echo oops >&2"]);
+    let done = env.wait_done(&id);
+    assert_eq!(done["stdout_lines"], 3, "{done}");
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(env.task_dir(&id).join("meta.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["logs_at_end"]["stdout"]["lines"], 3, "{record}");
+    assert_eq!(env.status(&id)["stdout_lines"], 3);
+
+    let log = env.task_dir(&id).join("stdout.log");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut file, b"d\ne\n").unwrap();
+    assert_eq!(env.status(&id)["stdout_lines"], 5);
+
+    // Same length, another file, other lines.
+    let replacement = env.task_dir(&id).join("stdout.new");
+    std::fs::write(&replacement, "abcdefgh\n\n").unwrap();
+    std::fs::rename(&replacement, &log).unwrap();
+    assert_eq!(env.status(&id)["stdout_lines"], 2);
+    assert_eq!(env.status(&id)["stderr_lines"], 1);
+}
+
+/// A bounded log that dropped output is not summed up in the record: its
+/// status keeps coming from what was dropped.
+#[test]
+fn a_log_that_dropped_output_is_not_summed_up_at_the_end() {
+    let env = Env::new();
+    let id = env.start_with(
+        &["--max-log-size", "64K"],
+        &["sh", "-c", "seq 1 100000; sleep 1.5"],
+    );
+    let done = env.wait_done(&id);
+    assert_eq!(done["stdout_lines"], 100000, "{done}");
+    assert!(done["stdout_dropped_lines"].as_u64().unwrap() > 0, "{done}");
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(env.task_dir(&id).join("meta.json")).unwrap())
+            .unwrap();
+    assert!(record.get("logs_at_end").is_none(), "{record}");
+}

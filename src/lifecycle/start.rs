@@ -188,6 +188,7 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
         queue: spec.queue,
         paused_ms: 0,
         max_log_size: spec.max_log_size.filter(|n| *n > 0),
+        logs_at_end: None,
     };
     let (task, lock) = store.create(&mut meta)?;
     // The held lock becomes the supervisor's stdin: the same open file

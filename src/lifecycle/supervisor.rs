@@ -432,6 +432,16 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
     // durable after.
     let _ = meta.store_unsynced(dir);
     drop(slot);
+    // The logs are final now: their counts go into the durable record, so
+    // `status` need not open this directory again (a log that dropped
+    // output keeps being read through its record of what was dropped).
+    let ends = crate::logs::read::log_ends(dir);
+    let lengths = [ends.stdout.bytes, ends.stderr.bytes];
+    if crate::logs::bounded::Record::load_if_over(dir, meta.max_log_size, lengths)
+        == Default::default()
+    {
+        meta.logs_at_end = Some(ends);
+    }
     // Nobody is left to report to; a failed final write shows as `lost`.
     let _ = meta.store_final(dir);
     Ok(())

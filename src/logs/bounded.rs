@@ -76,6 +76,17 @@ impl Record {
         }
     }
 
+    /// The record of `dir` for logs now `lengths` long under a limit of
+    /// `max`. Nothing is ever freed from a log no longer than its limit
+    /// (see `Limiter::plan`), so for such logs the file is not opened:
+    /// `status` of many small tasks opens one file less per task.
+    pub fn load_if_over(dir: &DirFd, max: Option<u64>, lengths: [u64; 2]) -> Record {
+        match max {
+            Some(max) if lengths.iter().any(|&n| n > max) => Record::load(dir),
+            _ => Record::default(),
+        }
+    }
+
     fn get_mut(&mut self, stream: Stream) -> &mut Dropped {
         match stream {
             Stream::Stdout => &mut self.stdout,

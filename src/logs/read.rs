@@ -26,6 +26,7 @@ use crate::logs::blocks::{self, Block, BlockLine, BlockTracker, Place, Role, Sho
 use crate::logs::pattern::LineMatch;
 use crate::logs::tidy;
 use crate::task::dirfd::{Access, DirFd};
+use crate::task::meta::{LogAtEnd, LogsAtEnd};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -2223,36 +2224,49 @@ fn lock_cursor(task_dir: &DirFd, name: &str) -> Result<(DirFd, File)> {
     Ok((dir, lock))
 }
 
-/// Complete lines in a task's stdout and stderr logs, via the index: a log
-/// the index already covers is only stat'ed, never opened (`status` of a
-/// thousand tasks stays fast); new bytes are counted and remembered.
-pub fn line_counts(task_dir: &DirFd) -> (u64, u64) {
+/// Each log's length, file and complete lines now, from the line index
+/// (brought up to date when the log grew since): what `status` shows and
+/// what the supervisor records when a task ends.
+pub fn log_ends(task_dir: &DirFd) -> LogsAtEnd {
     // Read only when a log is not empty (a queued or silent task has no index).
     let index = std::cell::OnceCell::new();
-    let count = |stream: Stream| -> u64 {
+    let end = |stream: Stream| -> LogAtEnd {
         let Ok(info) = task_dir.stat_at(stream.file()) else {
-            return 0;
+            return LogAtEnd::default();
         };
         let (len, ino) = (info.st_size as u64, info.st_ino);
+        let at = |lines| LogAtEnd {
+            bytes: len,
+            ino,
+            lines,
+        };
         if len == 0 {
-            return 0;
+            return at(0);
         }
         let known = index
             .get_or_init(|| Marks::load(task_dir, crate::task::store::INDEX))
             .get(stream);
         let regular = info.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG;
         if regular && known.ino == ino && known.pos.offset == len {
-            return known.pos.line;
+            return at(known.pos.line);
         }
         match open_log(task_dir, stream.file()) {
             Ok(Some((file, len, ino))) => {
                 let mut hole = Hole::load(task_dir, stream);
-                refresh_index(&file, len, ino, known, &mut hole).map_or(0, |p| p.line)
+                let lines = refresh_index(&file, len, ino, known, &mut hole).map_or(0, |p| p.line);
+                LogAtEnd {
+                    bytes: len,
+                    ino,
+                    lines,
+                }
             }
-            _ => 0,
+            _ => at(0),
         }
     };
-    (count(Stream::Stdout), count(Stream::Stderr))
+    LogsAtEnd {
+        stdout: end(Stream::Stdout),
+        stderr: end(Stream::Stderr),
+    }
 }
 
 #[cfg(test)]

@@ -194,6 +194,28 @@ pub struct TaskMeta {
     /// Per-stream log size kept on disk (oldest blocks are freed); none = unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_log_size: Option<u64>,
+    /// The logs as the supervisor left them once every process of the task
+    /// was gone; absent while it runs, and when a bounded log dropped
+    /// output. `status` of a finished task trusts these counts while each
+    /// file still is that file at that length (two stats), instead of
+    /// opening the task's directory and line index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_at_end: Option<LogsAtEnd>,
+}
+
+/// Both logs of an ended task.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogsAtEnd {
+    pub stdout: LogAtEnd,
+    pub stderr: LogAtEnd,
+}
+
+/// One log: its length, the file it was, and its complete lines.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogAtEnd {
+    pub bytes: u64,
+    pub ino: u64,
+    pub lines: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -18,7 +18,7 @@
 
 use crate::error::{ErrorKind, fail, io_message, usage};
 use crate::task::dirfd::{Access, DirFd};
-use crate::task::meta::{Exit, State, TaskMeta};
+use crate::task::meta::{Exit, LogsAtEnd, State, TaskMeta};
 use anyhow::{Context, Result, bail};
 use std::fs::{DirBuilder, File, TryLockError};
 use std::io::Read;
@@ -689,6 +689,25 @@ impl Task {
         self.root
             .open_dir(&self.id)
             .map_err(|e| anyhow::anyhow!("cannot open task {}: {}", self.id, io_message(&e)))
+    }
+
+    /// True when both logs are still the files and lengths in `ends`
+    /// (a missing log counts as empty). Stats through the state directory:
+    /// a directory swapped for a symlink meanwhile can only make this
+    /// false, and the caller then reads through [`Task::open_dir`].
+    pub fn logs_still_are(&self, ends: &LogsAtEnd) -> bool {
+        [(STDOUT_LOG, ends.stdout), (STDERR_LOG, ends.stderr)]
+            .into_iter()
+            .all(
+                |(name, end)| match self.root.stat_at(&format!("{}/{name}", self.id)) {
+                    Ok(st) => {
+                        st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG
+                            && st.st_size as u64 == end.bytes
+                            && (end.bytes == 0 || st.st_ino == end.ino)
+                    }
+                    Err(_) => end.bytes == 0,
+                },
+            )
     }
 
     /// The state directory the task lives in (queues and other tasks are reached from it).
