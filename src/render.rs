@@ -271,7 +271,10 @@ pub fn output_entry(
     if e.gap {
         writeln!(out, "{prefix}--")?;
     }
-    writeln!(out, "{prefix}{}", hl.line(&e.text))?;
+    // Written, not formatted: this runs once per line of every read.
+    out.write_all(prefix.as_bytes())?;
+    out.write_all(hl.line(&e.text).as_bytes())?;
+    out.write_all(b"\n")?;
     if e.similar > 0 {
         let s = if e.similar == 1 { "" } else { "s" };
         let note = format!("  … {} similar line{s}", thousands(e.similar));

@@ -869,7 +869,7 @@ fn look<'a>(raw: &'a [u8], req: &Request, keep: usize) -> Looked<'a> {
     let text = if req.clean {
         tidy::clean(raw)?
     } else {
-        String::from_utf8_lossy(raw)
+        tidy::utf8(raw)
     };
     let keeps = req.matcher.keeps(text.as_bytes());
     Some((text, 0, keeps))
@@ -883,7 +883,7 @@ fn look_unmatched<'a>(raw: &'a [u8], req: &Request, keep: usize) -> Looked<'a> {
     }
     let text = match req.clean {
         true => tidy::clean(raw)?,
-        false => String::from_utf8_lossy(raw),
+        false => tidy::utf8(raw),
     };
     Some((text, 0, false))
 }
@@ -1151,6 +1151,8 @@ struct Collector<'o, 'a, 's> {
     /// shorter, else its first line (counting the hidden ones) and its last.
     run: Vec<Entry>,
     run_key: Option<String>,
+    /// Scratch for the next line's key.
+    next_key: String,
     run_len: u64,
     found: Found,
     out: Option<&'o mut Out<'a, 's>>,
@@ -1192,6 +1194,7 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
             taken: 0,
             run: Vec::new(),
             run_key: None,
+            next_key: String::new(),
             run_len: 0,
             found: Found::default(),
             out,
@@ -1326,10 +1329,19 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
     /// starts a new run. An unfinished line never joins a run: it is not
     /// consumed, so the next read must show it again as itself.
     fn add(&mut self, entry: Entry) {
-        let key = (self.collapse && !entry.partial).then(|| tidy::similarity_key(&entry.text));
-        if key.is_none() || key != self.run_key || self.run.is_empty() {
+        let keyed = self.collapse && !entry.partial;
+        if keyed {
+            tidy::similarity_key_into(&entry.text, &mut self.next_key);
+        }
+        let same = keyed && self.run_key.as_ref() == Some(&self.next_key);
+        if !same || self.run.is_empty() {
             self.flush();
-            self.run_key = key;
+            // The buffers trade places: no key is allocated per line.
+            match (&mut self.run_key, keyed) {
+                (Some(run_key), true) => std::mem::swap(run_key, &mut self.next_key),
+                (run_key, true) => *run_key = Some(std::mem::take(&mut self.next_key)),
+                (run_key, false) => *run_key = None,
+            }
             self.run_len = 1;
             self.run.push(entry);
             return;
