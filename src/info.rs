@@ -3,7 +3,7 @@
 
 use crate::lifecycle::process::{LazyProcTree, Pid};
 use crate::logs::bounded::Record;
-use crate::logs::read as logread;
+use crate::logs::marks::log_ends;
 use crate::task::meta::{Exit, LogsAtEnd, TaskMeta};
 use crate::task::store::{Phase, Task, TaskState};
 use chrono::{DateTime, Utc};
@@ -242,7 +242,7 @@ fn logs_of(task: &Task, meta: &TaskMeta) -> (LogsAtEnd, Record) {
     let Ok(dir) = task.open_dir() else {
         return Default::default();
     };
-    let logs = logread::log_ends(&dir);
+    let logs = log_ends(&dir);
     let lengths = [logs.stdout.bytes, logs.stderr.bytes];
     (logs, Record::load_if_over(&dir, meta.max_log_size, lengths))
 }

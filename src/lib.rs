@@ -22,7 +22,8 @@
 //! - `lifecycle::sys`        the one module with `unsafe` (closing inherited fds, signal actions, sigqueue, fork, ioctl)
 //!
 //! Reading logs (`logs/`):
-//! - `logs::read`     the read engine: ranges, cursors, the line index, tail, caps, collapsing, one sink
+//! - `logs::read`     the read engine: ranges, filters, tail, caps, collapsing, one sink
+//! - `logs::marks`    where a reader is: positions, the line index, cursors, a bounded log's floor
 //! - `logs::options`  what a read asks for, in the words every face shares
 //! - `logs::pattern`  filters, excludes and presets, with a literal fast path
 //! - `logs::tidy`     cleaning a line (escapes, `\r` redraws, pnpm paths, long lines)

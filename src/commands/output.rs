@@ -2,9 +2,10 @@
 
 use crate::cli::OutputArgs;
 use crate::info::TaskInfo;
+use crate::logs::marks::Marks;
 use crate::logs::options::{DEFAULT_MAX_LINES, ReadOptions};
 use crate::logs::pattern::{Case, PRESETS};
-use crate::logs::read::{self as logread, Entry, Marks, MatchContext, Request};
+use crate::logs::read::{self as logread, Entry, MatchContext, Request};
 use crate::render;
 use crate::report::OutputReport;
 use crate::task::store::{Store, Task};

@@ -435,7 +435,7 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
     // The logs are final now: their counts go into the durable record, so
     // `status` need not open this directory again (a log that dropped
     // output keeps being read through its record of what was dropped).
-    let ends = crate::logs::read::log_ends(dir);
+    let ends = crate::logs::marks::log_ends(dir);
     let lengths = [ends.stdout.bytes, ends.stderr.bytes];
     if crate::logs::bounded::Record::load_if_over(dir, meta.max_log_size, lengths)
         == Default::default()

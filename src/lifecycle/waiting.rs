@@ -4,8 +4,9 @@
 
 use crate::error::usage;
 use crate::lifecycle::listeners::{self, Holder};
+use crate::logs::marks::Marks;
 use crate::logs::pattern::{Case, LineMatch};
-use crate::logs::read::{self as logread, Marks, Request, Stream, Window};
+use crate::logs::read::{self as logread, Request, Stream, Window};
 use crate::task::store::Task;
 use anyhow::Result;
 use std::collections::HashSet;

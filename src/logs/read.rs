@@ -2,7 +2,8 @@
 //! Nothing here prints: every read hands its entries to a sink, in order
 //! (collecting them is one sink, printing another; `render.rs` formats).
 //!
-//! Positions are a byte offset plus a line count ([`Pos`]), so an
+//! Positions are a byte offset plus a line count ([`Pos`], with the index,
+//! cursors and the bounded-log floor in [`crate::logs::marks`]), so an
 //! incremental `--since` read costs only the new bytes. A persisted index
 //! remembers how many complete lines a log has, so `--tail` reads only the
 //! end of the file. Cursors are files updated under a lock: two readers with
@@ -23,16 +24,17 @@
 //! the same selection ([`select`]) and the same [`Collector`].
 
 use crate::logs::blocks::{self, Block, BlockLine, BlockTracker, Place, Role, Shown};
+use crate::logs::marks::{
+    Hole, Mark, Marks, Pos, lock_cursor, open_log, read_exact_at, refresh_index, store_index,
+};
 use crate::logs::pattern::LineMatch;
 use crate::logs::tidy;
-use crate::task::dirfd::{Access, DirFd};
-use crate::task::meta::{LogAtEnd, LogsAtEnd};
+use crate::task::dirfd::DirFd;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 
 /// One of a task's two logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,190 +58,6 @@ impl Stream {
             Stream::Stdout => crate::task::store::STDOUT_LOG,
             Stream::Stderr => crate::task::store::STDERR_LOG,
         }
-    }
-}
-
-/// A place in a log: just after `line` complete lines, at byte `offset`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pos {
-    pub offset: u64,
-    pub line: u64,
-}
-
-impl Pos {
-    /// The later of two places in the same log.
-    fn max_with(self, other: Pos) -> Pos {
-        if other.offset > self.offset {
-            other
-        } else {
-            self
-        }
-    }
-}
-
-/// A position in one particular file, so a replaced or rewritten log is
-/// noticed: the inode, and a fingerprint of the bytes just before the
-/// position (not of the file's start, which a later feature may free).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Mark {
-    #[serde(flatten)]
-    pos: Pos,
-    #[serde(default)]
-    ino: u64,
-    /// Hash of the up to 64 bytes before `pos`; missing in files written by
-    /// older versions, which are trusted as before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    tag: Option<u64>,
-    /// In memory only: an unfinished last line already read past `pos`.
-    #[serde(skip)]
-    carry: Option<Box<Carry>>,
-}
-
-const TAG_BYTES: u64 = 64;
-
-/// FNV-1a of the bytes before `offset`; `None` if they cannot be read.
-fn fingerprint(file: &File, offset: u64) -> Option<u64> {
-    let from = offset.saturating_sub(TAG_BYTES);
-    let mut bytes = [0; TAG_BYTES as usize];
-    let bytes = &mut bytes[..(offset - from) as usize];
-    read_exact_at(file, bytes, from).ok()?;
-    Some(bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h: u64, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    }))
-}
-
-impl Mark {
-    fn at(file: &File, pos: Pos, ino: u64) -> Mark {
-        Mark {
-            pos,
-            ino,
-            tag: fingerprint(file, pos.offset),
-            carry: None,
-        }
-    }
-
-    /// Whether this position is still valid in the log `file` (`len`
-    /// bytes, inode `ino`): a shorter, replaced, or rewritten log
-    /// (truncated in place and regrown) is not. Bytes before `floor` may
-    /// have been freed (they read as zeros), so a position whose
-    /// fingerprint covers any of them is trusted on inode and length alone.
-    fn holds(&self, file: &File, len: u64, ino: u64, floor: u64) -> bool {
-        let in_hole = floor > 0 && self.pos.offset.saturating_sub(TAG_BYTES) < floor;
-        self.pos.offset <= len
-            && (self.ino == 0 || self.ino == ino)
-            && (in_hole
-                || self
-                    .tag
-                    .is_none_or(|tag| fingerprint(file, self.pos.offset) == Some(tag)))
-    }
-}
-
-/// Where the kept part of a bounded log starts (see [`crate::logs::bounded`]):
-/// nothing before `floor` is ever read (it may be a hole of zeros), and
-/// line numbers continue from `floor.line`, so line N stays line N.
-struct Hole<'d> {
-    dir: &'d DirFd,
-    stream: Stream,
-    floor: Pos,
-    /// Bytes and lines of this read's range that were dropped before it
-    /// could read them (`None`: the range did not reach dropped data).
-    missed: Option<Pos>,
-}
-
-impl<'d> Hole<'d> {
-    fn load(dir: &'d DirFd, stream: Stream) -> Hole<'d> {
-        let mut hole = Hole {
-            dir,
-            stream,
-            floor: Pos::default(),
-            missed: None,
-        };
-        hole.reload();
-        hole
-    }
-
-    /// Reads the record again (the supervisor may have freed more since);
-    /// whether the floor moved.
-    fn reload(&mut self) -> bool {
-        let d = crate::logs::bounded::dropped(self.dir, self.stream);
-        let floor = Pos {
-            offset: d.bytes,
-            line: d.lines,
-        };
-        let moved = floor.offset > self.floor.offset;
-        if moved {
-            self.floor = floor;
-        }
-        moved
-    }
-
-    /// A read that wanted to start at `from` starts at the floor instead if
-    /// `from` lies before it; the difference is remembered as missed.
-    fn lift(&mut self, from: Pos) -> Pos {
-        if from.offset >= self.floor.offset {
-            return from;
-        }
-        let missed = self.missed.get_or_insert_default();
-        missed.offset += self.floor.offset - from.offset;
-        missed.line += self.floor.line.saturating_sub(from.line);
-        self.floor
-    }
-
-    /// After reading `bytes` at `at` (bytes that were on disk a moment ago):
-    /// if they hold zeros the supervisor may just have freed them (the
-    /// record is written before the punch), so the record is read again.
-    /// Whether the read must continue at the (new) floor instead.
-    fn freed_under(&mut self, bytes: &[u8], at: u64) -> bool {
-        // A freed range is whole aligned units of zeros: it shows at the
-        // first byte or at a unit's start, so a 1 MiB chunk costs 256 looks.
-        let unit = crate::logs::bounded::PUNCH_UNIT;
-        let first_unit = (at.next_multiple_of(unit) - at) as usize;
-        let zeros = bytes.first() == Some(&0)
-            || (first_unit..bytes.len())
-                .step_by(unit as usize)
-                .any(|i| bytes[i] == 0);
-        zeros && self.reload() && self.floor.offset > at
-    }
-
-    /// Whether this read's range reached dropped data.
-    fn touched(&mut self) {
-        if self.floor.offset > 0 {
-            self.missed.get_or_insert(self.floor);
-        }
-    }
-}
-
-/// Per-stream positions: a reader's cursor, or the line-count index.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Marks {
-    #[serde(default)]
-    stdout: Mark,
-    #[serde(default)]
-    stderr: Mark,
-}
-
-impl Marks {
-    fn get(&self, stream: Stream) -> &Mark {
-        match stream {
-            Stream::Stdout => &self.stdout,
-            Stream::Stderr => &self.stderr,
-        }
-    }
-
-    fn set(&mut self, stream: Stream, mark: Mark) {
-        match stream {
-            Stream::Stdout => self.stdout = mark,
-            Stream::Stderr => self.stderr = mark,
-        }
-    }
-
-    /// Reads a cursor or index file; a missing, unreadable or planted
-    /// (symlinked) one reads as "from the start".
-    fn load(dir: &DirFd, name: &str) -> Marks {
-        dir.read(name)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
     }
 }
 
@@ -658,22 +476,6 @@ impl Scan {
     }
 }
 
-/// Opens a log without following a planted symlink; a missing log reads as empty.
-fn open_log(dir: &DirFd, name: &str) -> Result<Option<(File, u64, u64)>> {
-    match dir.open_file(name, Access::Read) {
-        Ok(file) => {
-            let info = file.metadata()?;
-            Ok(Some((file, info.len(), info.ino())))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(anyhow::anyhow!(
-            "cannot read {}: {}",
-            dir.path().join(name).display(),
-            crate::error::io_message(&e)
-        )),
-    }
-}
-
 fn scan_stream(
     task_dir: &DirFd,
     stream: Stream,
@@ -964,12 +766,12 @@ impl LineAcc {
 /// resumes at `at` instead of reading the line again (a `\r` progress bar
 /// can be a single line of hundreds of MB).
 #[derive(Clone, Debug)]
-struct Carry {
+pub(crate) struct Carry {
     at: u64,
     line: LineAcc,
 }
 
-const CHUNK: usize = 1 << 20;
+pub(crate) const CHUNK: usize = 1 << 20;
 
 /// Bytes a forward scan reads at a time. Small enough that the kernel's
 /// copy lands in cache the scan then reads from: on the 2-core VM a
@@ -2125,10 +1927,6 @@ fn tail_backward(
     Ok(found)
 }
 
-fn read_exact_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, at)
-}
-
 /// Offset just after the last newline before `at` (`low` if none after it).
 fn newline_before(file: &File, mut at: u64, low: u64) -> Result<u64> {
     let mut block = vec![0; 64 << 10];
@@ -2156,129 +1954,6 @@ fn read_line(file: &File, from: u64, to: u64, keep: usize, clean: bool) -> Resul
         at += want as u64;
     }
     Ok(acc)
-}
-
-/// Brings the line-count index (`index`, as last read from `index.json`) up
-/// to `len`: only new bytes are read, unless the log was rewritten under
-/// it (see [`Mark::holds`]); then it is counted again. Counting starts no
-/// earlier than the kept part of a bounded log, from the lines recorded
-/// as dropped, so the freed range is never read.
-fn refresh_index(file: &File, len: u64, ino: u64, index: &Mark, hole: &mut Hole) -> Result<Pos> {
-    let (task_dir, stream) = (hole.dir, hole.stream);
-    let valid = index.ino == ino
-        && (index.holds(file, len, ino, hole.floor.offset)
-            || (hole.reload() && index.holds(file, len, ino, hole.floor.offset)));
-    let from = if valid { index.pos } else { Pos::default() };
-    let mut pos = from.max_with(hole.floor);
-    if pos.offset < len || pos != from || !valid {
-        let mut buf = vec![0; CHUNK.min(len.saturating_sub(pos.offset) as usize)];
-        let mut at = pos.offset;
-        while at < len {
-            let want = buf.len().min((len - at) as usize);
-            read_exact_at(file, &mut buf[..want], at)?;
-            if hole.freed_under(&buf[..want], at) {
-                pos = pos.max_with(hole.floor);
-                at = pos.offset;
-                continue;
-            }
-            if let Some(last) = memchr::memrchr(b'\n', &buf[..want]) {
-                pos.line += memchr::memchr_iter(b'\n', &buf[..want]).count() as u64;
-                pos.offset = at + last as u64 + 1;
-            }
-            at += want as u64;
-        }
-        store_index(task_dir, stream, file, len, pos, ino);
-    }
-    Ok(pos)
-}
-
-/// Saves an index mark unless the stored one is still valid and ahead.
-/// Best effort: a reader that cannot write the index (read-only state dir)
-/// still answers correctly.
-fn store_index(task_dir: &DirFd, stream: Stream, file: &File, len: u64, pos: Pos, ino: u64) {
-    let Ok(lock) = task_dir.open_file(crate::task::store::INDEX_LOCK, Access::CreateOrOpen) else {
-        return;
-    };
-    if lock.lock().is_err() {
-        return;
-    }
-    let mut marks = Marks::load(task_dir, crate::task::store::INDEX);
-    let old = marks.get(stream);
-    let floor = crate::logs::bounded::dropped(task_dir, stream).bytes;
-    if old.ino == ino && old.pos.offset >= pos.offset && old.holds(file, len, ino, floor) {
-        return;
-    }
-    marks.set(stream, Mark::at(file, pos, ino));
-    if let Ok(bytes) = serde_json::to_vec(&marks) {
-        let _ = task_dir.write_atomic(crate::task::store::INDEX, &bytes, false);
-    }
-}
-
-/// Takes the named cursor's lock, held for the whole read-modify-write;
-/// returns the cursors directory (created 0700, never through a symlink).
-fn lock_cursor(task_dir: &DirFd, name: &str) -> Result<(DirFd, File)> {
-    crate::task::store::validate_name("cursor name", name).map_err(crate::error::usage)?;
-    let shown = || task_dir.path().join(crate::task::store::CURSORS);
-    match task_dir.create_dir(crate::task::store::CURSORS) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot create {}", shown().display()));
-        }
-    }
-    let dir = task_dir
-        .open_dir(crate::task::store::CURSORS)
-        .with_context(|| format!("refusing {}: not a directory", shown().display()))?;
-    let lock = dir
-        .open_file(&format!("{name}.lock"), Access::CreateOrOpen)
-        .with_context(|| format!("cannot open the lock of cursor '{name}'"))?;
-    lock.lock().context("cannot lock the cursor")?;
-    Ok((dir, lock))
-}
-
-/// Each log's length, file and complete lines now, from the line index
-/// (brought up to date when the log grew since): what `status` shows and
-/// what the supervisor records when a task ends.
-pub fn log_ends(task_dir: &DirFd) -> LogsAtEnd {
-    // Read only when a log is not empty (a queued or silent task has no index).
-    let index = std::cell::OnceCell::new();
-    let end = |stream: Stream| -> LogAtEnd {
-        let Ok(info) = task_dir.stat_at(stream.file()) else {
-            return LogAtEnd::default();
-        };
-        let (len, ino) = (info.st_size as u64, info.st_ino);
-        let at = |lines| LogAtEnd {
-            bytes: len,
-            ino,
-            lines,
-        };
-        if len == 0 {
-            return at(0);
-        }
-        let known = index
-            .get_or_init(|| Marks::load(task_dir, crate::task::store::INDEX))
-            .get(stream);
-        let regular = info.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG;
-        if regular && known.ino == ino && known.pos.offset == len {
-            return at(known.pos.line);
-        }
-        match open_log(task_dir, stream.file()) {
-            Ok(Some((file, len, ino))) => {
-                let mut hole = Hole::load(task_dir, stream);
-                let lines = refresh_index(&file, len, ino, known, &mut hole).map_or(0, |p| p.line);
-                LogAtEnd {
-                    bytes: len,
-                    ino,
-                    lines,
-                }
-            }
-            _ => at(0),
-        }
-    };
-    LogsAtEnd {
-        stdout: end(Stream::Stdout),
-        stderr: end(Stream::Stderr),
-    }
 }
 
 #[cfg(test)]
