@@ -201,7 +201,16 @@ impl Store {
                 }
             };
             match self.root.rename_noreplace(&tmp, &id) {
-                Ok(()) => return Ok((self.task(id), lock)),
+                // The record just written is the one in memory: no read back.
+                Ok(()) => {
+                    let task = Task {
+                        dir,
+                        id,
+                        root: self.root.clone(),
+                        meta: Ok(meta.clone()),
+                    };
+                    return Ok((task, lock));
+                }
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
