@@ -4,6 +4,10 @@
 //! locks and persisted cursors. README "How it works" tells the story; this
 //! is the map.
 //!
+//! Below everything, `sys`: the one module with `unsafe` (closing inherited
+//! fds, signal actions, sigqueue, fork, a terminal's size, log mappings that
+//! survive a shrinking file).
+//!
 //! The task as stored (`task/`):
 //! - `task::dirfd`   directories held open; every file operation relative to them, never through a symlink
 //! - `task::store`   the state directory (marker, adoption), task ids, names and labels, the file names, `Task` and its `Phase`
@@ -19,7 +23,6 @@
 //! - `lifecycle::waiting`    waiting for an end, a line, a port or a URL; the polling back-off
 //! - `lifecycle::listeners`  who listens on a port (`/proc/net/tcp*`), so a stale server is not "ready"
 //! - `lifecycle::process`    signals, the process table, a task's processes and proof of their identity
-//! - `lifecycle::sys`        the one module with `unsafe` (closing inherited fds, signal actions, sigqueue, fork, ioctl)
 //!
 //! Reading logs (`logs/`):
 //! - `logs::read`     the read engine: ranges, filters, tail, caps, collapsing, one sink
@@ -55,6 +58,7 @@ pub(crate) mod mcp;
 pub(crate) mod parallel;
 pub(crate) mod render;
 pub(crate) mod report;
+pub(crate) mod sys;
 pub(crate) mod task;
 pub(crate) mod term;
 pub(crate) mod toolbox;

@@ -80,8 +80,8 @@ pub fn width(out: Out) -> Option<usize> {
         return None;
     }
     let columns = match out {
-        Out::Stdout => crate::lifecycle::sys::terminal_columns(&std::io::stdout()),
-        Out::Stderr => crate::lifecycle::sys::terminal_columns(&std::io::stderr()),
+        Out::Stdout => crate::sys::terminal_columns(&std::io::stdout()),
+        Out::Stderr => crate::sys::terminal_columns(&std::io::stderr()),
     };
     columns
         .or_else(|| std::env::var("COLUMNS").ok()?.parse().ok())

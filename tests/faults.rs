@@ -337,3 +337,68 @@ fn a_50_mb_single_line_is_read_and_cut() {
     let tail = env.output_json(&[&id, "--tail", "2", "--stream", "stdout"]);
     assert_eq!(Env::texts(&tail), texts);
 }
+
+/// Large reads map the log instead of copying it; a log cut short while a
+/// reader is inside it must end that read with an error (or a complete
+/// answer, when the cut came late), never kill the reader with SIGBUS, and
+/// never print the zeros that stand in for the vanished pages as lines.
+#[test]
+fn a_log_cut_short_under_a_mapped_reader_is_an_error_not_a_crash() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let line = "GET /api/users/12345 200 in 13ms - ERROR maybe, WARN maybe, plain text\n";
+    let big: String = line.repeat((48 << 20) / line.len());
+    let source = env.file("big.log", &big);
+    let id = env.start(&["cat", &source]);
+    env.wait_done(&id);
+    let log = env.task_dir(&id).join("stdout.log");
+    let mut outcomes = std::collections::BTreeMap::new();
+    for round in 0..16u64 {
+        std::fs::copy(&source, &log).unwrap();
+        let reader = env
+            .cmd()
+            .args([
+                "output",
+                &id,
+                "--raw",
+                "--max-lines",
+                "0",
+                "--stream",
+                "stdout",
+            ])
+            .args(if round % 2 == 0 {
+                &["--filter", "ERROR"][..]
+            } else {
+                &[][..]
+            })
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5 + round * 7));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let out = reader.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.signal(),
+            None,
+            "round {round}: killed by a signal"
+        );
+        assert!(
+            !out.stdout.contains(&0),
+            "round {round}: zeros printed as text"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => {}
+            Some(1) => assert!(stderr.contains("log shrank while reading"), "{stderr}"),
+            other => panic!("round {round}: exit {other:?}: {stderr}"),
+        }
+        *outcomes.entry(out.status.code()).or_insert(0) += 1;
+    }
+    eprintln!("outcomes (exit code: rounds): {outcomes:?}");
+}

@@ -9,5 +9,4 @@ pub mod queue;
 pub mod start;
 pub mod stop;
 pub mod supervisor;
-pub(crate) mod sys;
 pub mod waiting;

@@ -280,9 +280,7 @@ fn start_supervisor(
         // A child it forks carries no marker until its exec; if the
         // supervisor dies then, `spawn_supervised` finds that child by the
         // supervisor's session (set before any child exists).
-        if let Some(pid) =
-            crate::lifecycle::sys::fork_with_fds(fds, || supervisor::main(&path, Some(meta)))?
-        {
+        if let Some(pid) = crate::sys::fork_with_fds(fds, || supervisor::main(&path, Some(meta)))? {
             // Our copies of the three close here: the lock stays held by the
             // supervisor, and its death now ends the pipe.
             return Ok((

@@ -101,7 +101,7 @@ impl StopRequest {
         #[cfg(target_os = "linux")]
         {
             let _ = dir;
-            crate::lifecycle::sys::sigqueue(supervisor.nix(), Signal::SIGTERM, self.encode())
+            crate::sys::sigqueue(supervisor.nix(), Signal::SIGTERM, self.encode())
                 .map_err(|e| anyhow::anyhow!("cannot signal the supervisor: {e}"))
         }
         #[cfg(not(target_os = "linux"))]
@@ -143,7 +143,7 @@ impl PauseRequest {
     pub fn send(self, supervisor: process::Pid) -> Result<()> {
         #[cfg(target_os = "linux")]
         {
-            crate::lifecycle::sys::sigqueue(supervisor.nix(), Signal::SIGUSR1, self.encode())
+            crate::sys::sigqueue(supervisor.nix(), Signal::SIGUSR1, self.encode())
                 .map_err(|e| anyhow::anyhow!("cannot signal the supervisor: {e}"))
         }
         #[cfg(not(target_os = "linux"))]
@@ -177,12 +177,12 @@ pub fn main(dir: &Path, meta: Option<TaskMeta>) -> i32 {
     // would be inherited by the child across exec; the mask is emptied
     // between fork and exec.
     let _ = SigSet::all().thread_block();
-    crate::lifecycle::sys::reset_signal_dispositions();
+    crate::sys::reset_signal_dispositions();
     // Detach: own session (no controlling terminal, no SIGHUP from the
     // caller's; its id names the task's processes once we are gone), and
     // none of the caller's descriptors kept open.
     let _ = nix::unistd::setsid();
-    crate::lifecycle::sys::close_inherited_fds();
+    crate::sys::close_inherited_fds();
     // Do not keep the caller's directory busy (an unmount would fail); the
     // child gets its own cwd from the record.
     let _ = std::env::set_current_dir("/");
@@ -368,7 +368,7 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
         .stdout(open_log(STDOUT_LOG)?)
         .stderr(open_log(STDERR_LOG)?)
         .process_group(0);
-    crate::lifecycle::sys::unblock_signals_in_child(&mut command);
+    crate::sys::unblock_signals_in_child(&mut command);
     // The child gets the caller's umask; ours stays 077 (single-threaded, so
     // swapping it around the spawn is safe).
     let ours = meta.umask.map(process::set_umask);

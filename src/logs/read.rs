@@ -780,6 +780,14 @@ pub(crate) const CHUNK: usize = 1 << 20;
 /// around a match work within each read as before.
 const SCAN_READ: usize = 64 << 10;
 
+/// A forward scan over at least this many bytes maps the log instead of
+/// reading it: below it the mapping's set-up costs more than the copy.
+const MAP_AT_LEAST: u64 = 4 << 20;
+
+/// How much of a log is mapped at once: the pages a read touched count in
+/// its resident size until they are unmapped.
+const MAP_SPAN: u64 = 16 << 20;
+
 /// Reads from `start` to `len`, handing every selected line to `collector`
 /// in order (an unfinished last line as partial). Returns the position
 /// after the last complete line, and the unfinished line's state.
@@ -802,12 +810,48 @@ fn scan_forward(
         // just before it (shown only as context of matches in the range).
         collector.start_around(file, pos, req, keep)?;
     }
-    // One pread(2) per SCAN_READ bytes into a buffer zeroed once.
-    let mut buf = vec![0; SCAN_READ.min((len - at) as usize)];
+    // A large range is read through mappings of MAP_SPAN bytes at a time
+    // (no copy out of the page cache, see `LogMap`; one span at a time keeps
+    // the pages counted in our RSS bounded); otherwise, or where no mapping
+    // can be made, one pread(2) per SCAN_READ bytes into a buffer zeroed once.
+    let mut mapping = len - at >= MAP_AT_LEAST;
+    let mut map: Option<(crate::sys::LogMap, u64, u64)> = None;
+    let mut buf = Vec::new();
     while at < len && !collector.failed() {
-        let want = SCAN_READ.min((len - at) as usize);
-        read_exact_at(file, &mut buf[..want], at).context("log shrank while reading")?;
-        if hole.freed_under(&buf[..want], at) {
+        if mapping && map.as_ref().is_none_or(|(_, _, to)| at >= *to) {
+            if map.take().is_some_and(|(span, ..)| span.shrank()) {
+                anyhow::bail!("log shrank while reading");
+            }
+            let to = len.min(at + MAP_SPAN);
+            map = crate::sys::LogMap::new(file, at, (to - at) as usize)
+                .ok()
+                .map(|span| (span, at, to));
+            mapping = map.is_some();
+        }
+        let window: &[u8] = match &map {
+            Some((span, from, to)) => {
+                // Mapped, a window is larger: nothing is copied, and the
+                // chunk search starts fewer times.
+                let want = CHUNK.min((to - at) as usize);
+                let start = (at - from) as usize;
+                let window = &span.bytes()[start..start + want];
+                span.touch(window);
+                if span.shrank() {
+                    anyhow::bail!("log shrank while reading");
+                }
+                window
+            }
+            None => {
+                let want = SCAN_READ.min((len - at) as usize);
+                if buf.len() < want {
+                    buf = vec![0; want]; // once: later reads are no larger
+                }
+                read_exact_at(file, &mut buf[..want], at).context("log shrank while reading")?;
+                &buf[..want]
+            }
+        };
+        let want = window.len();
+        if hole.freed_under(window, at) {
             // Freed while this read went on: continue where the log now starts.
             pos = hole.lift(pos);
             at = pos.offset;
@@ -816,7 +860,7 @@ fn scan_forward(
         }
         let chunk_at = at;
         at += want as u64;
-        let mut body = &buf[..want];
+        let mut body = window;
         if acc.in_line() {
             let Some(nl) = memchr::memchr(b'\n', body) else {
                 acc.absorb(body, keep, req.clean);
@@ -852,6 +896,9 @@ fn scan_forward(
             scan_lines(&body[..=last_nl], &mut pos, req, keep, collector);
         }
         acc.absorb(&body[last_nl + 1..], keep, req.clean);
+    }
+    if map.is_some_and(|(span, ..)| span.shrank()) {
+        anyhow::bail!("log shrank while reading");
     }
     if !acc.in_line() {
         collector.finish_around(pos);

@@ -1,7 +1,8 @@
 //! The one place with `unsafe`: closing file descriptors we do not own,
-//! resetting signal dispositions, `sigqueue` (which nix does not wrap), and
-//! asking a terminal for its size, and forking the supervisor out of a
-//! single-threaded `bgt run`.
+//! resetting signal dispositions, `sigqueue` (which nix does not wrap),
+//! asking a terminal for its size, forking the supervisor out of a
+//! single-threaded `bgt run`, and mapping logs so that one shrinking under
+//! the reader is an error, not a SIGBUS ([`LogMap`]).
 //!
 //! The supervisor is exec'd by `bgt run` and inherits every descriptor that
 //! `bgt run`'s own caller leaked to it without close-on-exec (a CI runner's
@@ -270,4 +271,235 @@ fn onto_stdio(fds: [std::os::fd::RawFd; 3]) -> bool {
         // run again in this process.
         unsafe { libc::dup2(high[target as usize], target) == target }
     })
+}
+
+/// A read-only mapping of part of a log, for reading large ranges without
+/// copying them out of the page cache (`read(2)` spends a third of a 1 GiB
+/// filter in that copy). A log can shrink while it is mapped (a user
+/// truncates it, a program rewrites it): touching a page past the new end
+/// raises SIGBUS, which would kill the process. [`LogMap`] registers its
+/// range with a SIGBUS handler that maps a page of zeros over the faulting
+/// address and marks the mapping [`LogMap::shrank`]; the reader checks that
+/// and reports the shrink as `read(2)` would have (a short read).
+///
+/// Up to [`MAP_SLOTS`] mappings may be live at once (the MCP server reads
+/// on several threads); [`LogMap::new`] fails when none is free, or when
+/// SIGBUS is blocked in this thread (the supervisor blocks every signal: a
+/// blocked SIGBUS would kill it anyway), and the caller then reads.
+pub struct LogMap {
+    addr: std::ptr::NonNull<nix::libc::c_void>,
+    len: usize,
+    /// Bytes mapped before the requested offset (to a page boundary).
+    skip: usize,
+    slot: &'static MapSlot,
+}
+
+/// How many mappings may be live at once.
+pub const MAP_SLOTS: usize = 16;
+
+/// One live mapping's range, as the SIGBUS handler sees it: `start` is
+/// claimed first (0 = free), `end` set last; a fault in `[start, end)` is ours.
+pub struct MapSlot {
+    start: std::sync::atomic::AtomicUsize,
+    end: std::sync::atomic::AtomicUsize,
+    faulted: std::sync::atomic::AtomicBool,
+}
+
+#[allow(clippy::declare_interior_mutable_const)] // a template for the array below
+const FREE_SLOT: MapSlot = MapSlot {
+    start: std::sync::atomic::AtomicUsize::new(0),
+    end: std::sync::atomic::AtomicUsize::new(0),
+    faulted: std::sync::atomic::AtomicBool::new(false),
+};
+static MAP_SLOTS_IN_USE: [MapSlot; MAP_SLOTS] = [FREE_SLOT; MAP_SLOTS];
+static PAGE_SIZE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl LogMap {
+    /// Maps `len` bytes of `file` from `offset`.
+    pub fn new(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<LogMap> {
+        use nix::libc;
+        use std::os::fd::AsRawFd;
+        use std::sync::atomic::Ordering;
+        let unavailable = |why: &str| std::io::Error::other(why.to_string());
+        if len == 0 || !install_sigbus_handler() || sigbus_blocked() {
+            return Err(unavailable("no mapping here"));
+        }
+        let page = PAGE_SIZE.load(Ordering::Relaxed) as u64;
+        let skip = (offset % page) as usize;
+        let (offset, len) = (offset - skip as u64, len + skip);
+        // SAFETY: a fresh read-only private mapping of an open file; the
+        // kernel picks the address, so it overlaps nothing of ours.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let addr = std::ptr::NonNull::new(addr).expect("mmap does not return null");
+        // SAFETY: advice on the mapping just made; failure is harmless.
+        unsafe { libc::madvise(addr.as_ptr(), len, libc::MADV_SEQUENTIAL) };
+        let start = addr.as_ptr() as usize;
+        let Some(slot) = MAP_SLOTS_IN_USE.iter().find(|s| {
+            s.start
+                .compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        }) else {
+            // SAFETY: unmapping what was mapped above, never handed out.
+            unsafe { libc::munmap(addr.as_ptr(), len) };
+            return Err(unavailable("every mapping slot is in use"));
+        };
+        slot.faulted.store(false, Ordering::Release);
+        slot.end.store(start + len, Ordering::Release);
+        Ok(LogMap {
+            addr,
+            len,
+            skip,
+            slot,
+        })
+    }
+
+    /// The bytes asked for. Where the file has shrunk since, they read as
+    /// zeros and [`LogMap::shrank`] is true.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` bytes mapped readable at `addr` for as long as self
+        // lives; pages the file no longer covers are replaced with zeros by
+        // the SIGBUS handler instead of faulting.
+        let all = unsafe { std::slice::from_raw_parts(self.addr.as_ptr() as *const u8, self.len) };
+        &all[self.skip..]
+    }
+
+    /// Touches one byte of every page of `bytes` (a slice of this mapping),
+    /// so a shrink that happened before shows in [`LogMap::shrank`] before
+    /// the bytes are used, not after.
+    pub fn touch(&self, bytes: &[u8]) {
+        let page = PAGE_SIZE.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        let sum = bytes.iter().step_by(page).fold(0u8, |acc, &b| acc ^ b);
+        std::hint::black_box(sum);
+    }
+
+    /// Whether a page past the file's end was touched: the bytes read from
+    /// it were zeros, not the log.
+    pub fn shrank(&self) -> bool {
+        self.slot.faulted.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Drop for LogMap {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        self.slot.end.store(0, Ordering::Release);
+        // SAFETY: the mapping made in `new`; no slice of it outlives self.
+        unsafe { nix::libc::munmap(self.addr.as_ptr(), self.len) };
+        self.slot.start.store(0, Ordering::Release);
+    }
+}
+
+/// Installs the SIGBUS handler once per process; false if it could not be.
+fn install_sigbus_handler() -> bool {
+    use nix::libc;
+    use std::sync::OnceLock;
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
+    *INSTALLED.get_or_init(|| {
+        // SAFETY: sysconf is a plain query.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if page <= 0 {
+            return false;
+        }
+        PAGE_SIZE.store(page as usize, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: a zeroed sigaction is a valid starting value; the handler
+        // is an `extern "C"` function with the SA_SIGINFO signature.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_sigbus as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) == 0
+        }
+    })
+}
+
+/// Whether SIGBUS is blocked in the calling thread.
+fn sigbus_blocked() -> bool {
+    use nix::sys::signal::{SigSet, Signal};
+    SigSet::thread_get_mask().is_ok_and(|mask| mask.contains(Signal::SIGBUS))
+}
+
+/// The SIGBUS handler. Async-signal-safe: atomic loads and stores and one
+/// `mmap` system call. A fault inside a registered mapping gets a page of
+/// zeros (the faulting access is retried and succeeds) and marks the
+/// mapping; any other SIGBUS is fatal, as it was before: the default
+/// action is restored and the retried access ends the process.
+extern "C" fn on_sigbus(
+    _signal: nix::libc::c_int,
+    info: *mut nix::libc::siginfo_t,
+    _context: *mut nix::libc::c_void,
+) {
+    use nix::libc;
+    use std::sync::atomic::Ordering;
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    let page = PAGE_SIZE.load(Ordering::Relaxed);
+    for slot in &MAP_SLOTS_IN_USE {
+        let (start, end) = (
+            slot.start.load(Ordering::Acquire),
+            slot.end.load(Ordering::Acquire),
+        );
+        if start != 0 && (start..end).contains(&addr) {
+            // SAFETY: replaces one page inside our own registered mapping
+            // (which stays mapped while registered) with anonymous zeros.
+            let zeros = unsafe {
+                libc::mmap(
+                    (addr & !(page - 1)) as *mut libc::c_void,
+                    page,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if zeros != libc::MAP_FAILED {
+                slot.faulted.store(true, Ordering::Release);
+                return;
+            }
+        }
+    }
+    // SAFETY: restoring the default action is async-signal-safe.
+    unsafe { libc::signal(libc::SIGBUS, libc::SIG_DFL) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mapping_outlives_the_file_shrinking_under_it() {
+        let path = std::env::temp_dir().join(format!("bgt-logmap-{}", std::process::id()));
+        std::fs::write(&path, vec![b'x'; 3 << 16]).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let map = LogMap::new(&file, 100, (3 << 16) - 100).unwrap();
+        assert_eq!(map.bytes().len(), (3 << 16) - 100);
+        assert!(map.bytes()[..10].iter().all(|&b| b == b'x'));
+        assert!(!map.shrank());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(1 << 16)
+            .unwrap();
+        // Past the new end: zeros instead of a fatal SIGBUS, and it is said.
+        assert_eq!(map.bytes()[(2 << 16) - 100], 0);
+        assert!(map.shrank());
+        drop(map);
+        // A new mapping in the same slot starts clean.
+        let again = LogMap::new(&file, 0, 1 << 16).unwrap();
+        assert!(!again.shrank());
+        std::fs::remove_file(&path).unwrap();
+    }
 }
