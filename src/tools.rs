@@ -116,31 +116,26 @@ mod lenient {
         }
     }
 
-    /// The schemas say what a client should send (a number, a boolean);
-    /// the string forms are a courtesy, not advertised.
-    impl JsonSchema for Count {
-        fn inline_schema() -> bool {
-            true
-        }
-        fn schema_name() -> Cow<'static, str> {
-            u64::schema_name()
-        }
-        fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-            u64::json_schema(generator)
-        }
+    /// The schemas say what a client should send (a number, a boolean):
+    /// each type's schema is its plain type's; the string forms are a
+    /// courtesy, not advertised.
+    macro_rules! schema_of_plain {
+        ($lenient:ty, $plain:ty) => {
+            impl JsonSchema for $lenient {
+                fn inline_schema() -> bool {
+                    true
+                }
+                fn schema_name() -> Cow<'static, str> {
+                    <$plain>::schema_name()
+                }
+                fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+                    <$plain>::json_schema(generator)
+                }
+            }
+        };
     }
-
-    impl JsonSchema for Flag {
-        fn inline_schema() -> bool {
-            true
-        }
-        fn schema_name() -> Cow<'static, str> {
-            bool::schema_name()
-        }
-        fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-            bool::json_schema(generator)
-        }
-    }
+    schema_of_plain!(Count, u64);
+    schema_of_plain!(Flag, bool);
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
