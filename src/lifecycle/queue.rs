@@ -28,8 +28,6 @@ use std::fs::{File, TryLockError};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 
-/// The directory of all queues, inside the state directory.
-pub const QUEUES_DIR: &str = ".queues";
 const LOCK: &str = "lock";
 const SEQ: &str = "seq";
 const SLOTS: &str = "slots";
@@ -73,7 +71,7 @@ impl Queue {
     /// Opens queue `name` in the state directory `state`, creating it (0700).
     pub fn open(state: &DirFd, name: &str) -> io::Result<Queue> {
         validate(name).map_err(io::Error::other)?;
-        let queues = open_or_create(state, QUEUES_DIR)?;
+        let queues = open_or_create(state, crate::task::store::QUEUES_DIR)?;
         Ok(Queue {
             dir: open_or_create(&queues, name)?,
             name: name.to_string(),
@@ -84,7 +82,11 @@ impl Queue {
     pub fn existing(state: &DirFd, name: &str) -> Option<Queue> {
         validate(name).ok()?;
         Some(Queue {
-            dir: state.open_dir(QUEUES_DIR).ok()?.open_dir(name).ok()?,
+            dir: state
+                .open_dir(crate::task::store::QUEUES_DIR)
+                .ok()?
+                .open_dir(name)
+                .ok()?,
             name: name.to_string(),
         })
     }

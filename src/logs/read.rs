@@ -784,6 +784,16 @@ const SCAN_READ: usize = 64 << 10;
 /// reading it: below it the mapping's set-up costs more than the copy.
 const MAP_AT_LEAST: u64 = 4 << 20;
 
+/// Whether no supervisor can free part of this task's logs during a read:
+/// the task has ended, or its logs have no size limit. A mapped page that a
+/// hole punch frees reads as zeros in place, under a scan already past its
+/// check for freed ranges (`Hole::freed_under`); a `pread` copy is a
+/// snapshot, so a log that may be punched is read, not mapped.
+fn cannot_be_freed_while_read(task_dir: &DirFd) -> bool {
+    crate::task::meta::TaskMeta::load_in(task_dir)
+        .is_ok_and(|meta| meta.state.is_final() || meta.max_log_size.is_none())
+}
+
 /// How much of a log is mapped at once: the pages a read touched count in
 /// its resident size until they are unmapped.
 const MAP_SPAN: u64 = 16 << 20;
@@ -814,7 +824,7 @@ fn scan_forward(
     // (no copy out of the page cache, see `LogMap`; one span at a time keeps
     // the pages counted in our RSS bounded); otherwise, or where no mapping
     // can be made, one pread(2) per SCAN_READ bytes into a buffer zeroed once.
-    let mut mapping = len - at >= MAP_AT_LEAST;
+    let mut mapping = len - at >= MAP_AT_LEAST && cannot_be_freed_while_read(hole.dir);
     let mut map: Option<(crate::sys::LogMap, u64, u64)> = None;
     let mut buf = Vec::new();
     while at < len && !collector.failed() {

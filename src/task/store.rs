@@ -45,6 +45,8 @@ const MARKER_TEXT: &str =
     "bgt state directory (layout 1): task directories t-XXXXXX, managed by bgt\n";
 /// Prefix of a task directory still being assembled by `bgt run`.
 pub const NEW_PREFIX: &str = ".new-";
+/// The directory of all queues (see `lifecycle::queue`).
+pub const QUEUES_DIR: &str = ".queues";
 /// Prefix of the per-label lock files that serialise `run --label`.
 const LABEL_LOCK_PREFIX: &str = ".label.lock-";
 /// Prefix of the per-label index files (the id of the task that last
@@ -403,7 +405,7 @@ fn adopt(dir: &DirFd) -> Result<()> {
                 || name.starts_with(NEW_PREFIX)
                 || name.starts_with(LABEL_LOCK_PREFIX)
                 || name.starts_with(LABEL_INDEX_PREFIX)
-                || name == crate::lifecycle::queue::QUEUES_DIR
+                || name == QUEUES_DIR
                 // another bgt marking it right now (`.bgt` and its temp file)
                 || name.starts_with(MARKER)
                 || name.starts_with(&format!(".{MARKER}"))
