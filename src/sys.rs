@@ -282,6 +282,10 @@ fn onto_stdio(fds: [std::os::fd::RawFd; 3]) -> bool {
 /// address and marks the mapping [`LogMap::shrank`]; the reader checks that
 /// and reports the shrink as `read(2)` would have (a short read).
 ///
+/// Bytes rewritten in place under a mapping (not shrunk) are seen as they
+/// change, as `rg` sees them; the log reader maps only logs that nobody
+/// but a user at the keyboard still writes (see `logs::read`).
+///
 /// Up to [`MAP_SLOTS`] mappings may be live at once (the MCP server reads
 /// on several threads); [`LogMap::new`] fails when none is free, or when
 /// SIGBUS is blocked in this thread (the supervisor blocks every signal: a
