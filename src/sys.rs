@@ -491,12 +491,13 @@ mod tests {
         assert_eq!(map.bytes().len(), (3 << 16) - 100);
         assert!(map.bytes()[..10].iter().all(|&b| b == b'x'));
         assert!(!map.shrank());
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(1 << 16)
-            .unwrap();
+        let cut = |len| {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)?
+                .set_len(len)
+        };
+        cut(1 << 16).unwrap();
         // Past the new end: zeros instead of a fatal SIGBUS, and it is said.
         assert_eq!(map.bytes()[(2 << 16) - 100], 0);
         assert!(map.shrank());
