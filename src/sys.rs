@@ -435,11 +435,12 @@ fn sigbus_blocked() -> bool {
     SigSet::thread_get_mask().is_ok_and(|mask| mask.contains(Signal::SIGBUS))
 }
 
-/// The SIGBUS handler. Async-signal-safe: atomic loads and stores and one
-/// `mmap` system call. A fault inside a registered mapping gets a page of
-/// zeros (the faulting access is retried and succeeds) and marks the
-/// mapping; any other SIGBUS is fatal, as it was before: the default
-/// action is restored and the retried access ends the process.
+/// The SIGBUS handler. Async-signal-safe: atomic loads and stores, one
+/// `mmap` (errno kept), `signal` and `raise`. A fault (`BUS_ADRERR`) inside
+/// a registered mapping gets a page of zeros (the faulting access is
+/// retried and succeeds) and marks the mapping; any other SIGBUS is fatal,
+/// as it was before: the default action is restored and the signal raised
+/// again (a sent one) or the access retried (a fault).
 extern "C" fn on_sigbus(
     _signal: nix::libc::c_int,
     info: *mut nix::libc::siginfo_t,
@@ -448,14 +449,22 @@ extern "C" fn on_sigbus(
     use nix::libc;
     use std::sync::atomic::Ordering;
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-    let addr = unsafe { (*info).si_addr() } as usize;
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
     let page = PAGE_SIZE.load(Ordering::Relaxed);
-    for slot in &MAP_SLOTS_IN_USE {
-        let (start, end) = (
-            slot.start.load(Ordering::Acquire),
-            slot.end.load(Ordering::Acquire),
-        );
-        if start != 0 && (start..end).contains(&addr) {
+    let ours = if code == libc::BUS_ADRERR {
+        &MAP_SLOTS_IN_USE[..]
+    } else {
+        &[] // sent by someone (`kill -BUS`), not a fault
+    };
+    for slot in ours {
+        let start = slot.start.load(Ordering::Acquire);
+        let end = slot.end.load(Ordering::Acquire);
+        // The same start before and after reading the end: not the start of
+        // one mapping with the end of the next, should the slot change hands.
+        if start != 0 && slot.start.load(Ordering::Acquire) == start && (start..end).contains(&addr)
+        {
+            // SAFETY: reading and later restoring this thread's errno.
+            let errno = unsafe { *libc::__errno_location() };
             // SAFETY: replaces one page inside our own registered mapping
             // (which stays mapped while registered) with anonymous zeros.
             let zeros = unsafe {
@@ -468,14 +477,23 @@ extern "C" fn on_sigbus(
                     0,
                 )
             };
+            // SAFETY: as above.
+            unsafe { *libc::__errno_location() = errno };
             if zeros != libc::MAP_FAILED {
                 slot.faulted.store(true, Ordering::Release);
                 return;
             }
         }
     }
-    // SAFETY: restoring the default action is async-signal-safe.
-    unsafe { libc::signal(libc::SIGBUS, libc::SIG_DFL) };
+    // SAFETY: both are async-signal-safe. A sent SIGBUS is raised again (it
+    // is delivered with the default action once this handler returns); a
+    // fault is retried and ends the process the same way.
+    unsafe {
+        libc::signal(libc::SIGBUS, libc::SIG_DFL);
+        if code != libc::BUS_ADRERR {
+            libc::raise(libc::SIGBUS);
+        }
+    }
 }
 
 #[cfg(test)]

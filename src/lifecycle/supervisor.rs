@@ -168,6 +168,11 @@ enum Ending {
     Timeout,
 }
 
+/// At its end, the supervisor counts at most this many bytes of its logs
+/// not yet in the line index (a few milliseconds); larger logs are left
+/// for `status` to count when asked.
+const COUNT_AT_END: u64 = 16 << 20;
+
 /// Entry point of `bgt __supervise <dir>` (`meta`: `None`, read from the
 /// task directory) and of a forked supervisor (`meta`: the record `run` has
 /// just written, already in memory); returns the process exit code.
@@ -435,12 +440,13 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
     // The logs are final now: their counts go into the durable record, so
     // `status` need not open this directory again (a log that dropped
     // output keeps being read through its record of what was dropped).
-    let ends = crate::logs::marks::log_ends(dir);
-    let lengths = [ends.stdout.bytes, ends.stderr.bytes];
-    if crate::logs::bounded::Record::load_if_over(dir, meta.max_log_size, lengths)
-        == Default::default()
-    {
-        meta.logs_at_end = Some(ends);
+    if let Some(ends) = crate::logs::marks::log_ends_within(dir, COUNT_AT_END) {
+        let lengths = [ends.stdout.bytes, ends.stderr.bytes];
+        if crate::logs::bounded::Record::load_if_over(dir, meta.max_log_size, lengths)
+            == Default::default()
+        {
+            meta.logs_at_end = Some(ends);
+        }
     }
     // Nobody is left to report to; a failed final write shows as `lost`.
     let _ = meta.store_final(dir);

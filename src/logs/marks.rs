@@ -312,11 +312,19 @@ pub(super) fn lock_cursor(task_dir: &DirFd, name: &str) -> Result<(DirFd, File)>
 /// (brought up to date when the log grew since): what `status` shows and
 /// what the supervisor records when a task ends.
 pub fn log_ends(task_dir: &DirFd) -> LogsAtEnd {
+    log_ends_within(task_dir, u64::MAX).expect("no limit on counting")
+}
+
+/// [`log_ends`], or `None` when bringing the index up to date would mean
+/// counting more than `budget` new bytes (the supervisor, recording a
+/// task's end, does not hold up its durable record to count a huge log
+/// nobody has read: `status` counts it when asked, as before).
+pub fn log_ends_within(task_dir: &DirFd, budget: u64) -> Option<LogsAtEnd> {
     // Read only when a log is not empty (a queued or silent task has no index).
     let index = std::cell::OnceCell::new();
-    let end = |stream: Stream| -> LogAtEnd {
+    let end = |stream: Stream| -> Option<LogAtEnd> {
         let Ok(info) = task_dir.stat_at(stream.file()) else {
-            return LogAtEnd::default();
+            return Some(LogAtEnd::default());
         };
         let (len, ino) = (info.st_size as u64, info.st_ino);
         let at = |lines| LogAtEnd {
@@ -325,16 +333,24 @@ pub fn log_ends(task_dir: &DirFd) -> LogsAtEnd {
             lines,
         };
         if len == 0 {
-            return at(0);
+            return Some(at(0));
         }
         let known = index
             .get_or_init(|| Marks::load(task_dir, crate::task::store::INDEX))
             .get(stream);
         let regular = info.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG;
         if regular && known.ino == ino && known.pos.offset == len {
-            return at(known.pos.line);
+            return Some(at(known.pos.line));
         }
-        match open_log(task_dir, stream.file()) {
+        let counted = if known.ino == ino {
+            known.pos.offset.min(len)
+        } else {
+            0
+        };
+        if len - counted > budget {
+            return None;
+        }
+        Some(match open_log(task_dir, stream.file()) {
             Ok(Some((file, len, ino))) => {
                 let mut hole = Hole::load(task_dir, stream);
                 let lines = refresh_index(&file, len, ino, known, &mut hole).map_or(0, |p| p.line);
@@ -345,10 +361,10 @@ pub fn log_ends(task_dir: &DirFd) -> LogsAtEnd {
                 }
             }
             _ => at(0),
-        }
+        })
     };
-    LogsAtEnd {
-        stdout: end(Stream::Stdout),
-        stderr: end(Stream::Stderr),
-    }
+    Some(LogsAtEnd {
+        stdout: end(Stream::Stdout)?,
+        stderr: end(Stream::Stderr)?,
+    })
 }

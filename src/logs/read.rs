@@ -794,6 +794,17 @@ fn cannot_be_freed_while_read(task_dir: &DirFd) -> bool {
         .is_ok_and(|meta| meta.state.is_final() || meta.max_log_size.is_none())
 }
 
+/// After a mapped span was read: the file still reaches its end. A file cut
+/// inside a page already mapped raises no SIGBUS (the kernel zeroes the rest
+/// of that page in place), so the length is checked too; checked after the
+/// reading, a pass means the bytes were intact while they were read.
+fn span_intact(file: &File, span: &crate::sys::LogMap, to: u64) -> Result<()> {
+    if span.shrank() || file.metadata().map_or(true, |m| m.len() < to) {
+        anyhow::bail!("log shrank while reading");
+    }
+    Ok(())
+}
+
 /// How much of a log is mapped at once: the pages a read touched count in
 /// its resident size until they are unmapped.
 const MAP_SPAN: u64 = 16 << 20;
@@ -829,8 +840,8 @@ fn scan_forward(
     let mut buf = Vec::new();
     while at < len && !collector.failed() {
         if mapping && map.as_ref().is_none_or(|(_, _, to)| at >= *to) {
-            if map.take().is_some_and(|(span, ..)| span.shrank()) {
-                anyhow::bail!("log shrank while reading");
+            if let Some((span, _, to)) = map.take() {
+                span_intact(file, &span, to)?;
             }
             let to = len.min(at + MAP_SPAN);
             map = crate::sys::LogMap::new(file, at, (to - at) as usize)
@@ -907,8 +918,8 @@ fn scan_forward(
         }
         acc.absorb(&body[last_nl + 1..], keep, req.clean);
     }
-    if map.is_some_and(|(span, ..)| span.shrank()) {
-        anyhow::bail!("log shrank while reading");
+    if let Some((span, _, to)) = map {
+        span_intact(file, &span, to)?;
     }
     if !acc.in_line() {
         collector.finish_around(pos);
@@ -936,7 +947,11 @@ fn scan_lines(complete: &[u8], pos: &mut Pos, req: &Request, keep: usize, c: &mu
                 break; // an empty match after the last line
             }
             let line_start = memchr::memrchr(b'\n', &complete[..at]).map_or(0, |i| i + 1);
-            let line_end = at + memchr::memchr(b'\n', &complete[at..]).expect("ends in newline");
+            // `complete` ends in a newline when it was cut; a mapped log cut
+            // short since may have lost it (the shrink is reported after).
+            let Some(line_end) = memchr::memchr(b'\n', &complete[at..]).map(|n| at + n) else {
+                return;
+            };
             pos.line += memchr::memchr_iter(b'\n', &complete[from..line_start]).count() as u64 + 1;
             pos.offset += (line_end + 1 - from) as u64;
             from = line_end + 1;
@@ -1877,7 +1892,10 @@ fn scan_lines_around(
             // a chunk searched, a line across reads): replay them first.
             c.catch_up(file, *pos, &complete[..from], req, keep)?;
         }
-        let nl = from + memchr::memchr(b'\n', &complete[from..]).expect("ends in newline");
+        // As in `scan_lines`: a mapped log cut short may have lost the newline.
+        let Some(nl) = memchr::memchr(b'\n', &complete[from..]).map(|n| from + n) else {
+            return Ok(());
+        };
         pos.line += 1;
         pos.offset += (nl + 1 - from) as u64;
         c.offer(pos.line, *pos, false, look(&complete[from..nl], req, keep));
@@ -2016,6 +2034,26 @@ fn read_line(file: &File, from: u64, to: u64, keep: usize, clean: bool) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file cut inside a page already mapped raises no SIGBUS (the rest of
+    /// the page turns to zeros in place): the length check still sees it.
+    #[test]
+    fn a_span_cut_inside_its_last_page_is_not_intact() {
+        let path = std::env::temp_dir().join(format!("bgt-span-{}", std::process::id()));
+        std::fs::write(&path, vec![b'y'; 10_000]).unwrap();
+        let file = File::open(&path).unwrap();
+        let span = crate::sys::LogMap::new(&file, 0, 10_000).unwrap();
+        span.touch(span.bytes());
+        assert!(span_intact(&file, &span, 10_000).is_ok());
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(9_000))
+            .unwrap();
+        assert!(!span.shrank(), "no fault: the page was there");
+        assert!(span_intact(&file, &span, 10_000).is_err());
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn cap_is_shared_fairly() {

@@ -703,9 +703,12 @@ impl Task {
     }
 
     /// True when both logs are still the files and lengths in `ends`
-    /// (a missing log counts as empty). Stats through the state directory:
-    /// a directory swapped for a symlink meanwhile can only make this
-    /// false, and the caller then reads through [`Task::open_dir`].
+    /// (a missing log counts as empty). Stats through the state directory
+    /// (one call, no open): a task directory swapped for a symlink could
+    /// point these stats elsewhere, but then at best a file of the same
+    /// inode and length elsewhere makes the recorded counts (bgt's own)
+    /// show; nothing is read through the link, and otherwise the caller
+    /// reads through [`Task::open_dir`], which refuses it.
     pub fn logs_still_are(&self, ends: &LogsAtEnd) -> bool {
         [(STDOUT_LOG, ends.stdout), (STDERR_LOG, ends.stderr)]
             .into_iter()
