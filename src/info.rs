@@ -243,8 +243,8 @@ fn logs_of(task: &Task, meta: &TaskMeta) -> (LogsAtEnd, Record) {
         return Default::default();
     };
     let logs = log_ends(&dir);
-    let lengths = [logs.stdout.bytes, logs.stderr.bytes];
-    (logs, Record::load_if_over(&dir, meta.max_log_size, lengths))
+    let dropped = Record::load_if_over(&dir, meta.max_log_size, &logs);
+    (logs, dropped)
 }
 
 pub fn all(tasks: &[Task]) -> Vec<TaskInfo> {

@@ -440,14 +440,10 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
     // The logs are final now: their counts go into the durable record, so
     // `status` need not open this directory again (a log that dropped
     // output keeps being read through its record of what was dropped).
-    if let Some(ends) = crate::logs::marks::log_ends_within(dir, COUNT_AT_END) {
-        let lengths = [ends.stdout.bytes, ends.stderr.bytes];
-        if crate::logs::bounded::Record::load_if_over(dir, meta.max_log_size, lengths)
+    meta.logs_at_end = crate::logs::marks::log_ends_within(dir, COUNT_AT_END).filter(|ends| {
+        crate::logs::bounded::Record::load_if_over(dir, meta.max_log_size, ends)
             == Default::default()
-        {
-            meta.logs_at_end = Some(ends);
-        }
-    }
+    });
     // Nobody is left to report to; a failed final write shows as `lost`.
     let _ = meta.store_final(dir);
     Ok(())

@@ -21,6 +21,7 @@
 
 use crate::logs::read::Stream;
 use crate::task::dirfd::{Access, DirFd};
+use crate::task::meta::LogsAtEnd;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -76,13 +77,13 @@ impl Record {
         }
     }
 
-    /// The record of `dir` for logs now `lengths` long under a limit of
-    /// `max`. Nothing is ever freed from a log no longer than its limit
-    /// (see `Limiter::plan`), so for such logs the file is not opened:
-    /// `status` of many small tasks opens one file less per task.
-    pub fn load_if_over(dir: &DirFd, max: Option<u64>, lengths: [u64; 2]) -> Record {
+    /// The record of `dir` for `logs` under a limit of `max`. Nothing is
+    /// ever freed from a log no longer than its limit (see `Limiter::plan`),
+    /// so for such logs the file is not opened: `status` of many small
+    /// tasks opens one file less per task.
+    pub fn load_if_over(dir: &DirFd, max: Option<u64>, logs: &LogsAtEnd) -> Record {
         match max {
-            Some(max) if lengths.iter().any(|&n| n > max) => Record::load(dir),
+            Some(max) if logs.stdout.bytes > max || logs.stderr.bytes > max => Record::load(dir),
             _ => Record::default(),
         }
     }

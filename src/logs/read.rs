@@ -753,10 +753,7 @@ impl LineAcc {
             },
             false => None,
         };
-        let text = changed.unwrap_or_else(|| {
-            String::from_utf8(self.kept)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-        });
+        let text = changed.unwrap_or_else(|| tidy::utf8_owned(self.kept));
         let keeps = req.matcher.keeps(text.as_bytes());
         Some((Cow::Owned(text), self.unseen, keeps))
     }
@@ -780,6 +777,10 @@ pub(crate) const CHUNK: usize = 1 << 20;
 /// around a match work within each read as before.
 const SCAN_READ: usize = 64 << 10;
 
+/// What a read says when the log lost bytes it was reading (a short
+/// `pread`, a vanished mapped page, a file shorter than its span).
+const SHRANK: &str = "log shrank while reading";
+
 /// A forward scan over at least this many bytes maps the log instead of
 /// reading it: below it the mapping's set-up costs more than the copy.
 const MAP_AT_LEAST: u64 = 4 << 20;
@@ -800,7 +801,7 @@ fn cannot_be_freed_while_read(task_dir: &DirFd) -> bool {
 /// reading, a pass means the bytes were intact while they were read.
 fn span_intact(file: &File, span: &crate::sys::LogMap, to: u64) -> Result<()> {
     if span.shrank() || file.metadata().map_or(true, |m| m.len() < to) {
-        anyhow::bail!("log shrank while reading");
+        anyhow::bail!(SHRANK);
     }
     Ok(())
 }
@@ -858,7 +859,7 @@ fn scan_forward(
                 let window = &span.bytes()[start..start + want];
                 span.touch(window);
                 if span.shrank() {
-                    anyhow::bail!("log shrank while reading");
+                    anyhow::bail!(SHRANK);
                 }
                 window
             }
@@ -867,7 +868,7 @@ fn scan_forward(
                 if buf.len() < want {
                     buf = vec![0; want]; // once: later reads are no larger
                 }
-                read_exact_at(file, &mut buf[..want], at).context("log shrank while reading")?;
+                read_exact_at(file, &mut buf[..want], at).context(SHRANK)?;
                 &buf[..want]
             }
         };

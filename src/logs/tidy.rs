@@ -48,6 +48,12 @@ pub fn utf8(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
+/// [`utf8`] for bytes already owned: they become the string without a
+/// copy when they are UTF-8.
+pub fn utf8_owned(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// Cleans one line (without its `\n`). `None` means the line is blank after
 /// cleaning and should be dropped.
 pub fn clean(raw: &[u8]) -> Option<Cow<'_, str>> {
@@ -71,10 +77,7 @@ pub fn clean(raw: &[u8]) -> Option<Cow<'_, str>> {
         };
     let text: Cow<str> = match stripped {
         Cow::Borrowed(bytes) => utf8(bytes),
-        Cow::Owned(bytes) => Cow::Owned(
-            String::from_utf8(bytes)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-        ),
+        Cow::Owned(bytes) => Cow::Owned(utf8_owned(bytes)),
     };
     if text.trim().is_empty() || is_marker_only(&text) {
         return None;
