@@ -252,7 +252,7 @@ pub struct StopArgs {
     #[arg(long, value_name = "DUR", value_parser = crate::duration::parse, conflicts_with = "tasks")]
     pub older_than: Option<Duration>,
     /// First signal sent to the tree
-    #[arg(long, value_name = "SIG", default_value = "TERM", value_parser = crate::lifecycle::process::parse_signal)]
+    #[arg(long, value_name = "SIG", default_value = "TERM", value_parser = crate::procs::parse_signal)]
     pub signal: Signal,
     /// Time between the signal and SIGKILL
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = crate::duration::parse)]

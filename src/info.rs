@@ -1,9 +1,9 @@
 //! `TaskInfo`: the one description of a task that `status` (table, detail,
 //! JSON) and the MCP tools all show, so they can never disagree.
 
-use crate::lifecycle::process::{LazyProcTree, Pid};
 use crate::logs::bounded::Record;
 use crate::logs::marks::log_ends;
+use crate::procs::{LazyProcTree, Pid};
 use crate::task::meta::{Exit, LogsAtEnd, TaskMeta};
 use crate::task::store::{Phase, Task, TaskState};
 use chrono::{DateTime, Utc};

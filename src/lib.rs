@@ -4,25 +4,23 @@
 //! locks and persisted cursors. README "How it works" tells the story; this
 //! is the map.
 //!
-//! Below everything, `sys`: the one module with `unsafe` (closing inherited
-//! fds, signal actions, sigqueue, fork, a terminal's size, log mappings that
-//! survive a shrinking file).
+//! Layers, bottom-up; a module imports only from its own layer and those
+//! listed before it.
+//!
+//! Foundations, importing nothing of bgt:
+//! - `error`    error kinds and exit codes
+//! - `duration` parsing and showing durations
+//! - `parallel` per-item work on every core (status, listing)
+//!
+//! The operating system:
+//! - `sys`    the one module with `unsafe` (closing inherited fds, signal actions, sigqueue, fork,
+//!   a terminal's size, log mappings that survive a shrinking file)
+//! - `procs`  pids, signal names, the process table, a task's processes and proof of their identity
 //!
 //! The task as stored (`task/`):
 //! - `task::dirfd`   directories held open; every file operation relative to them, never through a symlink
 //! - `task::store`   the state directory (marker, adoption), task ids, names and labels, the file names, `Task` and its `Phase`
 //! - `task::meta`    `meta.json`: the record, written atomically, with a spare for a full disk
-//!
-//! A task's life (`lifecycle/`):
-//! - `lifecycle::command`    what to run: argv or `sh -c`, shell quoting, the working directory
-//! - `lifecycle::start`      starting: the label claim, the supervisor (forked or exec'd), the start handshake
-//! - `lifecycle::supervisor` the per-task supervisor: waits its turn, spawns the child, reaps everything, records the end
-//! - `lifecycle::queue`      dependencies and queues: tickets, slots, waiting on locks and inotify
-//! - `lifecycle::stop`       stopping and pausing tasks, and reporting each
-//! - `lifecycle::cleanup`    removing finished tasks, never one with a process left
-//! - `lifecycle::waiting`    waiting for an end, a line, a port or a URL; the polling back-off
-//! - `lifecycle::listeners`  who listens on a port (`/proc/net/tcp*`), so a stale server is not "ready"
-//! - `lifecycle::process`    signals, the process table, a task's processes and proof of their identity
 //!
 //! Reading logs (`logs/`):
 //! - `logs::read`     the read engine: ranges, filters, tail, caps, collapsing, one sink
@@ -33,12 +31,19 @@
 //! - `logs::blocks`   stack traces and compiler errors as blocks; library frames folded
 //! - `logs::bounded`  keeping a long-lived task's logs within a size by punching holes at their start
 //!
+//! A task's life (`lifecycle/`):
+//! - `lifecycle::command`    what to run: argv or `sh -c`, shell quoting, the working directory
+//! - `lifecycle::start`      starting: the label claim, the supervisor (forked or exec'd), the start handshake
+//! - `lifecycle::supervisor` the per-task supervisor: waits its turn, spawns the child, reaps everything, records the end
+//! - `lifecycle::queue`      dependencies and queues: tickets, slots, waiting on locks and inotify
+//! - `lifecycle::stop`       stopping and pausing tasks (what each stop did)
+//! - `lifecycle::cleanup`    removing finished tasks, never one with a process left
+//! - `lifecycle::waiting`    waiting for an end, a line, a port or a URL; the polling back-off
+//! - `lifecycle::listeners`  who listens on a port (`/proc/net/tcp*`), so a stale server is not "ready"
+//!
 //! What every face shows:
 //! - `info`    a task as a reader sees it now (`TaskInfo`)
 //! - `report`  typed results of every operation, serialized as-is by every face
-//! - `error`   error kinds and exit codes
-//! - `duration` parsing and showing durations
-//! - `parallel` per-task work on every core (status, listing)
 //!
 //! The faces:
 //! - `cli` + `commands/`  the command line (one file per subcommand), printed by `render` (text) and `term` (colour, width, live line)
@@ -56,6 +61,7 @@ pub(crate) mod logs;
 #[cfg(feature = "mcp")]
 pub(crate) mod mcp;
 pub(crate) mod parallel;
+pub(crate) mod procs;
 pub(crate) mod render;
 pub(crate) mod report;
 pub(crate) mod sys;
@@ -73,7 +79,7 @@ use clap::Parser;
 /// printed as one line, `bgt: <message>`.
 pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
     // Private files whatever the caller's umask; the child gets it back.
-    lifecycle::process::restrict_umask();
+    procs::restrict_umask();
     if args
         .get(1)
         .is_some_and(|a| a == lifecycle::supervisor::SUBCOMMAND)

@@ -5,7 +5,10 @@
 //! `task` stay beside it for readers of earlier versions).
 
 use crate::info::TaskInfo;
-use crate::task::store::TaskState;
+use crate::lifecycle::cleanup::{self, Cleanup, CleanupPlan};
+use crate::lifecycle::start::Started;
+use crate::lifecycle::stop::StopOutcome;
+use crate::task::store::{Store, Task, TaskState};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -27,6 +30,20 @@ pub struct RunReport {
     /// For `restart`: the task this one replaces.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
+}
+
+impl RunReport {
+    /// What `run` reports about the task it started.
+    pub fn of(started: &Started) -> RunReport {
+        RunReport {
+            task_id: started.id.clone(),
+            id: started.id.clone(),
+            label: started.label.clone(),
+            pid: started.pid,
+            dir: started.dir.clone(),
+            replaces: None,
+        }
+    }
 }
 
 /// `status`: every task, oldest first.
@@ -65,6 +82,41 @@ pub struct StopItem {
     pub message: String,
 }
 
+impl StopItem {
+    fn of(task: &Task, outcome: anyhow::Result<StopOutcome>) -> StopItem {
+        let info = TaskInfo::of(&task.reload());
+        let id = &task.id;
+        let (result, message) = match outcome {
+            Ok(StopOutcome::Stopped) => (StopResult::Stopped, format!("{id} stopped")),
+            Ok(StopOutcome::AlreadyEnded(_)) => (
+                StopResult::AlreadyEnded,
+                format!("{id} already ended ({})", info.state_text()),
+            ),
+            Ok(StopOutcome::KilledOrphan) => (
+                StopResult::Stopped,
+                format!("{id} stopped (its supervisor was gone; killed its orphaned processes)"),
+            ),
+            Ok(StopOutcome::LostUnverifiable) => (
+                StopResult::Lost,
+                format!(
+                    "{id} is lost and its processes cannot be identified safely; nothing signalled"
+                ),
+            ),
+            Err(err) => (
+                StopResult::Error,
+                format!("{id}: {}", crate::error::one_line(&err)),
+            ),
+        };
+        StopItem {
+            task_id: id.clone(),
+            id: id.clone(),
+            result,
+            state: info.state,
+            message,
+        }
+    }
+}
+
 /// `stop`: one item per task asked for.
 #[derive(Serialize, Debug, Clone)]
 #[cfg_attr(feature = "mcp", derive(JsonSchema))]
@@ -73,6 +125,17 @@ pub struct StopReport {
 }
 
 impl StopReport {
+    /// Says what happened to each of `targets` (`outcomes` in the same
+    /// order): the one mapping from a [`StopOutcome`] to what every face prints.
+    pub fn of(targets: &[Task], outcomes: Vec<anyhow::Result<StopOutcome>>) -> StopReport {
+        let tasks = targets
+            .iter()
+            .zip(outcomes)
+            .map(|(task, outcome)| StopItem::of(task, outcome))
+            .collect();
+        StopReport { tasks }
+    }
+
     /// True when some task could not be stopped.
     pub fn failed(&self) -> bool {
         self.tasks.iter().any(|t| t.result == StopResult::Error)
@@ -91,6 +154,11 @@ pub struct TaskBrief {
 }
 
 impl TaskBrief {
+    /// A task as it stands now.
+    pub fn of_task(task: &Task) -> TaskBrief {
+        TaskBrief::of(&TaskInfo::of(task))
+    }
+
     pub fn of(info: &TaskInfo) -> TaskBrief {
         TaskBrief {
             task_id: info.task_id.clone(),
@@ -118,12 +186,25 @@ pub struct CleanupReport {
     pub dry_run: bool,
 }
 
-impl From<&crate::lifecycle::cleanup::Cleanup> for CleanupReport {
-    fn from(done: &crate::lifecycle::cleanup::Cleanup) -> CleanupReport {
+impl CleanupReport {
+    /// Cleans up as `plan` says; each task is described as it was just
+    /// before anything was done to it.
+    pub fn run(store: &Store, plan: CleanupPlan) -> anyhow::Result<CleanupReport> {
+        cleanup::cleanup(store, plan, TaskBrief::of_task).map(CleanupReport::from)
+    }
+
+    /// [`CleanupReport::run`] of the given tasks only.
+    pub fn run_on(tasks: Vec<Task>, plan: CleanupPlan) -> anyhow::Result<CleanupReport> {
+        cleanup::cleanup_tasks(tasks, plan, TaskBrief::of_task).map(CleanupReport::from)
+    }
+}
+
+impl From<Cleanup<TaskBrief>> for CleanupReport {
+    fn from(done: Cleanup<TaskBrief>) -> CleanupReport {
         CleanupReport {
-            removed: done.removed.iter().map(TaskBrief::of).collect(),
-            kept_running: done.kept_running.iter().map(TaskBrief::of).collect(),
-            stopped: done.stopped.iter().map(TaskBrief::of).collect(),
+            removed: done.removed,
+            kept_running: done.kept_running,
+            stopped: done.stopped,
             dry_run: done.dry_run,
         }
     }

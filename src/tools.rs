@@ -13,14 +13,14 @@ use crate::error::{ErrorKind, fail, usage};
 use crate::info::TaskInfo;
 use crate::lifecycle::stop::stop_tasks;
 use crate::lifecycle::waiting::{self, Condition, Outcome};
-use crate::lifecycle::{cleanup, command, start, start::StartSpec};
+use crate::lifecycle::{cleanup::CleanupPlan, command, start, start::StartSpec};
 use crate::logs::options::{DEFAULT_MAX_LINES, ReadOptions};
 use crate::logs::pattern::Case;
 use crate::logs::read::{self as logread, MatchContext, Stream};
 use crate::render::{self, thousands};
 use crate::report::{
-    CleanupReport, LastLines, OutputReport, StartReport, StatusReport, TaskBrief, WaitReport,
-    WaitResult,
+    CleanupReport, LastLines, OutputReport, RunReport, StartReport, StatusReport, StopReport,
+    TaskBrief, WaitReport, WaitResult,
 };
 use crate::task::store::{Store, Task, TaskState, validate_name};
 use anyhow::Result;
@@ -563,7 +563,7 @@ fn run(p: RunParams) -> Result<Reply> {
             ..StartSpec::new(command::shell_command(&p.command)?, cwd)
         },
     )?;
-    let run = started.report();
+    let run = RunReport::of(&started);
     // A long-lived face (MCP) reaps the supervisor when it exits; a
     // one-shot face exits first and the supervisor is re-parented.
     let mut supervisor = started.supervisor;
@@ -777,7 +777,13 @@ fn stop(p: StopParams) -> Result<Reply> {
     if p.action == Some(StopAction::Cleanup) {
         let report = match &p.task_id {
             Some(id) => cleanup_one(&store, id)?,
-            None => CleanupReport::from(&cleanup::cleanup(&store, older_than, false)?),
+            None => CleanupReport::run(
+                &store,
+                CleanupPlan {
+                    older_than,
+                    ..CleanupPlan::default()
+                },
+            )?,
         };
         return Ok(Reply {
             text: cleanup_text(&report),
@@ -788,7 +794,8 @@ fn stop(p: StopParams) -> Result<Reply> {
     let grace = crate::lifecycle::supervisor::DEFAULT_GRACE;
     if let Some(id) = &p.task_id {
         let task = store.resolve(id)?;
-        let report = stop_tasks(std::slice::from_ref(&task), sig, grace);
+        let targets = std::slice::from_ref(&task);
+        let report = StopReport::of(targets, stop_tasks(targets, sig, grace));
         let item = report.tasks.into_iter().next().expect("one task, one item");
         if item.result == crate::report::StopResult::Error {
             return Err(fail(ErrorKind::StopFailed, item.message));
@@ -816,7 +823,7 @@ fn stop(p: StopParams) -> Result<Reply> {
                 .is_some_and(|started| started < cutoff)
         })
         .collect();
-    let report = stop_tasks(&targets, sig, grace);
+    let report = StopReport::of(&targets, stop_tasks(&targets, sig, grace));
     let mut text: Vec<String> = report.tasks.iter().map(|t| t.message.clone()).collect();
     if text.is_empty() {
         text.push(format!(
@@ -833,12 +840,7 @@ fn stop(p: StopParams) -> Result<Reply> {
 /// Removes one finished task (bg_stop action=cleanup task_id=...).
 fn cleanup_one(store: &Store, id: &str) -> Result<CleanupReport> {
     let task = store.resolve(id)?;
-    Ok(CleanupReport::from(&cleanup::cleanup_tasks(
-        vec![task],
-        None,
-        false,
-        false,
-    )?))
+    CleanupReport::run_on(vec![task], CleanupPlan::default())
 }
 
 fn cleanup_text(report: &CleanupReport) -> String {

@@ -11,6 +11,7 @@ mod core;
 mod faults;
 mod filterperf;
 mod fork;
+mod layers;
 mod lifecycle;
 #[cfg(feature = "mcp")]
 mod mcp;

@@ -1,7 +1,7 @@
 //! `bgt cleanup`: remove finished tasks' directories, never a running one.
 
 use crate::cli::CleanupArgs;
-use crate::lifecycle::cleanup;
+use crate::lifecycle::cleanup::CleanupPlan;
 use crate::report::CleanupReport;
 use crate::task::store::Store;
 use anyhow::Result;
@@ -9,12 +9,14 @@ use std::io::Write;
 
 pub fn run(args: CleanupArgs) -> Result<i32> {
     let store = Store::open_default()?;
-    let done = if args.dry_run {
-        cleanup::cleanup_dry_run(&store, args.older_than, args.all)?
-    } else {
-        cleanup::cleanup(&store, args.older_than, args.all)?
-    };
-    let report = CleanupReport::from(&done);
+    let report = CleanupReport::run(
+        &store,
+        CleanupPlan {
+            older_than: args.older_than,
+            stop_running: args.all,
+            dry_run: args.dry_run,
+        },
+    )?;
     if args.json {
         super::print_json(&report)?;
         return Ok(0);

@@ -31,7 +31,7 @@ pub fn run(args: RestartArgs) -> Result<i32> {
         },
     )?;
     if args.json {
-        let mut report = started.report();
+        let mut report = crate::report::RunReport::of(&started);
         report.replaces = Some(old.id.clone());
         super::print_json(&report)?;
     } else {

@@ -33,7 +33,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         },
     )?;
     if args.json {
-        super::print_json(&started.report())?;
+        super::print_json(&crate::report::RunReport::of(&started))?;
     } else {
         writeln!(std::io::stdout().lock(), "{}", started.id)?;
     }

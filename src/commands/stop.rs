@@ -61,7 +61,8 @@ fn stop_showing_progress(targets: &[Task], args: &StopArgs) -> Result<StopReport
     let (done, report) = mpsc::channel();
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            let _ = done.send(stop_tasks(targets, args.signal, args.grace));
+            let outcomes = stop_tasks(targets, args.signal, args.grace);
+            let _ = done.send(StopReport::of(targets, outcomes));
         });
         let mut live = LiveLine::new(false, Duration::from_secs(1));
         let mut latest = LatestLine::new(targets);

@@ -1,8 +1,8 @@
 //! Removing finished tasks: only when a task's lock is free (checked for
 //! every task, broken ones included) and no process of it remains.
 
-use crate::lifecycle::process::{ProcTable, TaskMark};
 use crate::lifecycle::supervisor;
+use crate::procs::{ProcTable, TaskMark};
 use crate::task::store::{Phase, Store, Task};
 use anyhow::Result;
 use nix::sys::signal::Signal;
@@ -28,60 +28,69 @@ pub fn remove_stale_temp_dirs(store: &Store) {
     }
 }
 
-/// What `cleanup` did.
-#[derive(Debug, Default)]
-pub struct Cleanup {
+/// What `cleanup` did, each task described by the caller's `describe`
+/// (called before the task is removed, while its directory still exists).
+#[derive(Debug)]
+pub struct Cleanup<T> {
     /// Removed tasks, as they were just before removal.
-    pub removed: Vec<crate::info::TaskInfo>,
+    pub removed: Vec<T>,
     /// Tasks left alone because their supervisor or a process of theirs still runs.
-    pub kept_running: Vec<crate::info::TaskInfo>,
+    pub kept_running: Vec<T>,
     /// Tasks stopped first (`--all`), as they were before.
-    pub stopped: Vec<crate::info::TaskInfo>,
+    pub stopped: Vec<T>,
     /// Nothing was changed: the lists say what would have happened.
     pub dry_run: bool,
 }
 
-/// Removes finished (and broken) tasks that ended longer ago than
-/// `older_than`. A task is removable only when its lock is free (checked
-/// for every task, broken ones included) and no process of it remains;
-/// `stop_running` stops such tasks first (lost ones included).
-pub fn cleanup(store: &Store, older_than: Option<Duration>, stop_running: bool) -> Result<Cleanup> {
-    remove_stale_temp_dirs(store);
-    cleanup_tasks(store.list()?, older_than, stop_running, false)
+/// What to clean up and how.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CleanupPlan {
+    /// Only tasks that ended (or, never started, were created) longer ago.
+    pub older_than: Option<Duration>,
+    /// Stop running tasks (lost ones with processes included) first.
+    pub stop_running: bool,
+    /// Change nothing; report what would be done.
+    pub dry_run: bool,
 }
 
-/// What [`cleanup`] would do, changing nothing.
-pub fn cleanup_dry_run(
+/// Removes finished (and broken) tasks of the store, as `plan` says. A
+/// task is removable only when its lock is free (checked for every task,
+/// broken ones included) and no process of it remains.
+pub fn cleanup<T>(
     store: &Store,
-    older_than: Option<Duration>,
-    stop_running: bool,
-) -> Result<Cleanup> {
-    cleanup_tasks(store.list()?, older_than, stop_running, true)
+    plan: CleanupPlan,
+    describe: impl Fn(&Task) -> T,
+) -> Result<Cleanup<T>> {
+    if !plan.dry_run {
+        remove_stale_temp_dirs(store);
+    }
+    cleanup_tasks(store.list()?, plan, describe)
 }
 
 /// [`cleanup`] of the given tasks only (`bg_stop action=cleanup task_id=...`).
-pub fn cleanup_tasks(
+pub fn cleanup_tasks<T>(
     tasks: Vec<Task>,
-    older_than: Option<Duration>,
-    stop_running: bool,
-    dry_run: bool,
-) -> Result<Cleanup> {
-    let cutoff = older_than.map(crate::duration::cutoff);
+    plan: CleanupPlan,
+    describe: impl Fn(&Task) -> T,
+) -> Result<Cleanup<T>> {
+    let cutoff = plan.older_than.map(crate::duration::cutoff);
     let mut report = Cleanup {
-        dry_run,
-        ..Cleanup::default()
+        removed: Vec::new(),
+        kept_running: Vec::new(),
+        stopped: Vec::new(),
+        dry_run: plan.dry_run,
     };
     let mut table = ProcTable::read();
     for task in tasks {
         let phase = task.phase();
-        if stop_running
+        if plan.stop_running
             && (phase.is_active() || (phase == Phase::Lost && has_processes(&table, &task)))
         {
-            report.stopped.push(crate::info::TaskInfo::of(&task));
-            if dry_run {
+            report.stopped.push(describe(&task));
+            if plan.dry_run {
                 // Stopped now, it would have ended now: removed only without a cutoff.
                 if cutoff.is_none() {
-                    report.removed.push(crate::info::TaskInfo::of(&task));
+                    report.removed.push(describe(&task));
                 }
                 continue;
             }
@@ -89,20 +98,25 @@ pub fn cleanup_tasks(
             table = ProcTable::read();
         }
         let task = task.reload();
-        let info = crate::info::TaskInfo::of(&task);
+        let seen = describe(&task);
         if task.is_locked() || has_processes(&table, &task) {
-            report.kept_running.push(info);
+            report.kept_running.push(seen);
             continue;
         }
-        if let (Some(cutoff), Some(ended)) = (cutoff, info.ended.or(info.created))
+        let ended = task
+            .meta
+            .as_ref()
+            .ok()
+            .map(|m| m.ended.unwrap_or(m.created));
+        if let (Some(cutoff), Some(ended)) = (cutoff, ended)
             && ended > cutoff
         {
             continue;
         }
-        if !dry_run {
+        if !plan.dry_run {
             task.remove()?;
         }
-        report.removed.push(info);
+        report.removed.push(seen);
     }
     Ok(report)
 }
@@ -111,7 +125,7 @@ pub fn cleanup_tasks(
 /// signals, so an unreadable record is searched by its id alone.
 fn has_processes(table: &ProcTable, task: &Task) -> bool {
     let mark = match &task.meta {
-        Ok(meta) => TaskMark::of(meta),
+        Ok(meta) => meta.mark(),
         Err(_) => TaskMark {
             id: task.id.clone(),
             sid: None,

@@ -15,10 +15,10 @@ use std::collections::{HashMap, HashSet};
 /// A process holding a listening socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holder {
-    pub pid: crate::lifecycle::process::Pid,
+    pub pid: crate::procs::Pid,
     /// The process name (`/proc/PID/comm`), e.g. `python3`.
     pub name: String,
-    /// Kernel start time in clock ticks since boot (see `process::start_ticks`).
+    /// Kernel start time in clock ticks since boot (see `procs::start_ticks`).
     pub start_ticks: u64,
 }
 
@@ -54,7 +54,7 @@ fn listener_inode(row: &str, port: u16) -> Option<u64> {
 /// may not read are missing from the map.
 pub fn holders(inodes: &HashSet<u64>) -> HashMap<u64, Holder> {
     let mut found: HashMap<u64, Holder> = HashMap::new();
-    for pid in crate::lifecycle::process::pids() {
+    for pid in crate::procs::pids() {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue; // gone, or another user's
         };
@@ -68,7 +68,7 @@ pub fn holders(inodes: &HashSet<u64>) -> HashMap<u64, Holder> {
             if !inodes.contains(&inode) {
                 continue;
             }
-            let Some(start_ticks) = crate::lifecycle::process::start_ticks(pid) else {
+            let Some(start_ticks) = crate::procs::start_ticks(pid) else {
                 continue;
             };
             if found
@@ -131,6 +131,6 @@ mod tests {
         assert_eq!(inodes.len(), 1);
         let holders = holders(&inodes);
         let holder = holders.values().next().unwrap();
-        assert_eq!(holder.pid, crate::lifecycle::process::Pid::this());
+        assert_eq!(holder.pid, crate::procs::Pid::this());
     }
 }

@@ -4,7 +4,6 @@
 pub mod cleanup;
 pub mod command;
 pub mod listeners;
-pub mod process;
 pub mod queue;
 pub mod start;
 pub mod stop;

@@ -4,8 +4,8 @@
 //! process of it behind.
 
 use crate::error::{io_message, usage};
-use crate::lifecycle::process::{self, TaskMark};
 use crate::lifecycle::supervisor::{self, REPORT_ERR, REPORT_OK, REPORT_QUEUED};
+use crate::procs::{self, TaskMark};
 use crate::task::meta::{CommandSpec, State, TaskMeta};
 use crate::task::store::{Store, Task};
 use anyhow::{Result, bail};
@@ -76,15 +76,15 @@ pub struct Started {
 /// or a fresh `bgt __supervise` (caller with threads).
 #[derive(Debug)]
 pub enum Supervisor {
-    Forked(process::Pid),
+    Forked(procs::Pid),
     Spawned(Child),
 }
 
 impl Supervisor {
-    pub fn id(&self) -> process::Pid {
+    pub fn id(&self) -> procs::Pid {
         match self {
             Supervisor::Forked(pid) => *pid,
-            Supervisor::Spawned(child) => process::Pid::of(child),
+            Supervisor::Spawned(child) => procs::Pid::of(child),
         }
     }
 
@@ -98,20 +98,6 @@ impl Supervisor {
             Supervisor::Spawned(child) => {
                 let _ = child.wait();
             }
-        }
-    }
-}
-
-impl Started {
-    /// What `run` reports.
-    pub fn report(&self) -> crate::report::RunReport {
-        crate::report::RunReport {
-            task_id: self.id.clone(),
-            id: self.id.clone(),
-            label: self.label.clone(),
-            pid: self.pid,
-            dir: self.dir.clone(),
-            replaces: None,
         }
     }
 }
@@ -179,7 +165,7 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
         pid: None,
         pgid: None,
         pid_start: None,
-        umask: Some(process::caller_umask()),
+        umask: Some(procs::caller_umask()),
         state: State::Starting,
         stdout_log: PathBuf::new(),
         stderr_log: PathBuf::new(),
@@ -273,7 +259,7 @@ fn start_supervisor(
 ) -> std::io::Result<(Supervisor, std::fs::File)> {
     use std::os::fd::{AsFd, OwnedFd};
     let dir = OwnedFd::from(dir);
-    if std::env::var_os(process::TASK_ID_VAR).is_none() {
+    if std::env::var_os(procs::TASK_ID_VAR).is_none() {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let path = task.dir.clone();
         let fds = [lock.as_fd(), write.as_fd(), dir.as_fd()];
@@ -284,7 +270,7 @@ fn start_supervisor(
             // Our copies of the three close here: the lock stays held by the
             // supervisor, and its death now ends the pipe.
             return Ok((
-                Supervisor::Forked(process::Pid::from_nix(pid)),
+                Supervisor::Forked(procs::Pid::from_nix(pid)),
                 std::fs::File::from(read),
             ));
         }
@@ -296,7 +282,7 @@ fn start_supervisor(
     let mut child = Command::new(exe)
         .arg(supervisor::SUBCOMMAND)
         .arg(&task.dir)
-        .env(process::TASK_ID_VAR, &task.id)
+        .env(procs::TASK_ID_VAR, &task.id)
         .stdin(Stdio::from(lock))
         .stdout(Stdio::piped())
         .stderr(Stdio::from(dir))

@@ -1,14 +1,12 @@
-//! Stopping (and pausing) tasks, and saying what happened to each (the one
-//! mapping from [`StopOutcome`] to a [`StopReport`] every face prints). A stop needs no disk space (the request
+//! Stopping (and pausing) tasks, and what happened to each ([`StopOutcome`];
+//! `report::StopReport` says it in every face's words). A stop needs no disk space (the request
 //! rides in a signal) and records `stopped` only once no process of the task
 //! remains, naming any survivor otherwise; a lost task's processes are found
-//! by `process::TaskMark`.
+//! by `procs::TaskMark`.
 
-use crate::info::TaskInfo;
-use crate::lifecycle::process::{self, ProcInfo, ProcTable, TaskMark};
 use crate::lifecycle::supervisor::StopRequest;
 use crate::lifecycle::waiting::{Backoff, wait_unlocked};
-use crate::report::{StopItem, StopReport, StopResult};
+use crate::procs::{self, ProcInfo, ProcTable, TaskMark};
 use crate::task::meta::{State, TaskMeta};
 use crate::task::store::{Phase, Task};
 use anyhow::{Context, Result, bail};
@@ -78,8 +76,8 @@ pub fn stop(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
     // ourselves; give up if only processes we may not kill are left.
     let deadline = Instant::now() + Duration::from_secs(4);
     loop {
-        let tree = process::descendants(supervisor_pid);
-        let denied = process::signal_each(&tree, Signal::SIGKILL);
+        let tree = procs::descendants(supervisor_pid);
+        let denied = procs::signal_each(&tree, Signal::SIGKILL);
         if !denied.is_empty() && denied.len() == tree.len() {
             bail!(
                 "task {} is still running: {}",
@@ -103,11 +101,7 @@ pub fn stop(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
     if !wait_unlocked(task, Some(Instant::now() + Duration::from_secs(5))) {
         bail!("task {} did not stop", task.id)
     }
-    let survivors = kill_all(
-        &TaskMark::of(&meta),
-        false,
-        Instant::now() + Duration::from_secs(2),
-    );
+    let survivors = kill_all(&meta.mark(), false, Instant::now() + Duration::from_secs(2));
     if !survivors.is_empty() {
         bail!(
             "task {} is lost and {}",
@@ -141,7 +135,7 @@ fn record_stopped(task: &Task, meta: &TaskMeta, killed_by: Signal) -> Result<()>
 /// is left after `grace`, and record `stopped` only once none remains.
 fn stop_lost(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
     let meta = task.meta()?;
-    let mark = TaskMark::of(meta);
+    let mark = meta.mark();
     if mark.since.is_none() {
         return Ok(StopOutcome::LostUnverifiable);
     }
@@ -149,7 +143,7 @@ fn stop_lost(task: &Task, sig: Signal, grace: Duration) -> Result<StopOutcome> {
     if procs.is_empty() {
         return Ok(StopOutcome::AlreadyEnded(Phase::Lost));
     }
-    process::signal_each(&procs, sig);
+    procs::signal_each(&procs, sig);
     let deadline = Instant::now() + grace;
     let mut left = procs;
     while !left.is_empty() && Instant::now() < deadline {
@@ -186,7 +180,7 @@ pub(crate) fn kill_all(
         if left.is_empty() {
             return Vec::new();
         }
-        let denied = process::signal_each(&left, Signal::SIGKILL);
+        let denied = procs::signal_each(&left, Signal::SIGKILL);
         if Instant::now() >= deadline {
             return left
                 .into_iter()
@@ -206,16 +200,16 @@ pub(crate) fn describe_survivors(survivors: &[(ProcInfo, Option<nix::errno::Errn
         .iter()
         .map(|(p, err)| {
             let why = err.map_or("still running after SIGKILL", |e| e.desc());
-            format!("pid {} ({}) survives: {why}", p.pid, process::name(p.pid))
+            format!("pid {} ({}) survives: {why}", p.pid, procs::name(p.pid))
         })
         .collect::<Vec<_>>()
         .join("; ")
 }
 
-fn describe_denied(denied: &[(process::Pid, nix::errno::Errno)]) -> String {
+fn describe_denied(denied: &[(procs::Pid, nix::errno::Errno)]) -> String {
     denied
         .iter()
-        .map(|(pid, e)| format!("pid {pid} ({}) survives: {}", process::name(*pid), e.desc()))
+        .map(|(pid, e)| format!("pid {pid} ({}) survives: {}", procs::name(*pid), e.desc()))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -273,9 +267,10 @@ pub fn pause(task: &Task, pause: bool) -> Result<()> {
     }
 }
 
-/// Stops `targets` in parallel (each waits out its own grace period).
-pub fn stop_tasks(targets: &[Task], sig: Signal, grace: Duration) -> StopReport {
-    let outcomes: Vec<anyhow::Result<StopOutcome>> = std::thread::scope(|scope| {
+/// Stops `targets` in parallel (each waits out its own grace period);
+/// one outcome per target, in order.
+pub fn stop_tasks(targets: &[Task], sig: Signal, grace: Duration) -> Vec<Result<StopOutcome>> {
+    std::thread::scope(|scope| {
         let handles: Vec<_> = targets
             .iter()
             .map(|task| scope.spawn(move || stop(task, sig, grace)))
@@ -284,44 +279,5 @@ pub fn stop_tasks(targets: &[Task], sig: Signal, grace: Duration) -> StopReport 
             .into_iter()
             .map(|h| h.join().expect("stop thread panicked"))
             .collect()
-    });
-    let tasks = targets
-        .iter()
-        .zip(outcomes)
-        .map(|(task, outcome)| item(task, outcome))
-        .collect();
-    StopReport { tasks }
-}
-
-fn item(task: &Task, outcome: anyhow::Result<StopOutcome>) -> StopItem {
-    let info = TaskInfo::of(&task.reload());
-    let id = &task.id;
-    let (result, message) = match outcome {
-        Ok(StopOutcome::Stopped) => (StopResult::Stopped, format!("{id} stopped")),
-        Ok(StopOutcome::AlreadyEnded(_)) => (
-            StopResult::AlreadyEnded,
-            format!("{id} already ended ({})", info.state_text()),
-        ),
-        Ok(StopOutcome::KilledOrphan) => (
-            StopResult::Stopped,
-            format!("{id} stopped (its supervisor was gone; killed its orphaned processes)"),
-        ),
-        Ok(StopOutcome::LostUnverifiable) => (
-            StopResult::Lost,
-            format!(
-                "{id} is lost and its processes cannot be identified safely; nothing signalled"
-            ),
-        ),
-        Err(err) => (
-            StopResult::Error,
-            format!("{id}: {}", crate::error::one_line(&err)),
-        ),
-    };
-    StopItem {
-        task_id: id.clone(),
-        id: id.clone(),
-        result,
-        state: info.state,
-        message,
-    }
+    })
 }

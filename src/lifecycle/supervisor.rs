@@ -31,8 +31,8 @@
 //! parent before the supervisor reads the signal can no longer be told from
 //! an outside sender, and is honoured as a stop.
 
-use crate::lifecycle::process;
 use crate::lifecycle::queue::{Queue, Ticket};
+use crate::procs;
 use crate::task::dirfd::{Access, DirFd};
 use crate::task::meta::{Exit, State, TaskMeta};
 use crate::task::store::{STDERR_LOG, STDOUT_LOG};
@@ -97,7 +97,7 @@ impl StopRequest {
 
     /// Delivers the request to a live supervisor. Allocates nothing on disk
     /// on Linux; elsewhere (no signalfd) a `stop` file carries it.
-    pub fn send(&self, dir: &Path, supervisor: process::Pid) -> Result<()> {
+    pub fn send(&self, dir: &Path, supervisor: procs::Pid) -> Result<()> {
         #[cfg(target_os = "linux")]
         {
             let _ = dir;
@@ -140,7 +140,7 @@ impl PauseRequest {
     }
 
     /// Delivers the request to a live supervisor (Linux only: it rides in the signal).
-    pub fn send(self, supervisor: process::Pid) -> Result<()> {
+    pub fn send(self, supervisor: procs::Pid) -> Result<()> {
         #[cfg(target_os = "linux")]
         {
             crate::sys::sigqueue(supervisor.nix(), Signal::SIGUSR1, self.encode())
@@ -226,10 +226,10 @@ pub fn main(dir: &Path, meta: Option<TaskMeta>) -> i32 {
 
 /// Records who supervises the task (pid, start time, session).
 fn record_supervisor(meta: &mut TaskMeta) {
-    let me = process::Pid::this();
+    let me = procs::Pid::this();
     meta.supervisor_pid = Some(me);
-    meta.supervisor_start = process::start_ticks(me);
-    meta.sid = nix::unistd::getsid(None).ok().map(process::Pid::from_nix);
+    meta.supervisor_start = procs::start_ticks(me);
+    meta.sid = nix::unistd::getsid(None).ok().map(procs::Pid::from_nix);
 }
 
 /// Writes a final record for a task that never started.
@@ -307,7 +307,7 @@ fn wait_turn(
         let _ = tx.send(turn);
         let _ = nix::unistd::write(&wake_write, b"x");
     });
-    let me = process::Pid::this();
+    let me = procs::Pid::this();
     loop {
         if let Ok(turn) = rx.try_recv() {
             // Single-threaded again before the child is spawned (umask swap).
@@ -368,7 +368,7 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
         .args(&meta.command.argv[1..])
         .current_dir(&meta.cwd)
         .envs(&meta.env)
-        .env(process::TASK_ID_VAR, &meta.id)
+        .env(procs::TASK_ID_VAR, &meta.id)
         .stdin(Stdio::null())
         .stdout(open_log(STDOUT_LOG)?)
         .stderr(open_log(STDERR_LOG)?)
@@ -376,10 +376,10 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
     crate::sys::unblock_signals_in_child(&mut command);
     // The child gets the caller's umask; ours stays 077 (single-threaded, so
     // swapping it around the spawn is safe).
-    let ours = meta.umask.map(process::set_umask);
+    let ours = meta.umask.map(procs::set_umask);
     let spawned = command.spawn();
     if let Some(ours) = ours {
-        process::set_umask(ours);
+        procs::set_umask(ours);
     }
     let child = match spawned {
         Ok(child) => child,
@@ -399,16 +399,16 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
     };
     drop(command); // closes our copies of the log descriptors
 
-    let me = process::Pid::this();
-    let pid = process::Pid::of(&child);
+    let me = procs::Pid::this();
+    let pid = procs::Pid::of(&child);
     meta.state = State::Running { exit: None };
     meta.started = Some(Utc::now());
     record_supervisor(&mut meta);
     meta.pid = Some(pid);
     meta.pgid = Some(pid);
-    meta.pid_start = process::start_ticks(pid);
+    meta.pid_start = procs::start_ticks(pid);
     if let Err(err) = meta.store_in(dir) {
-        process::signal_tree(me, Some(pid), Signal::SIGKILL);
+        procs::signal_tree(me, Some(pid), Signal::SIGKILL);
         let _ = waitpid(pid.nix(), None);
         return Err(err);
     }
@@ -456,10 +456,10 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
 fn watch(
     dir: &DirFd,
     meta: &mut TaskMeta,
-    pid: process::Pid,
+    pid: procs::Pid,
     signals: &mut Signals,
 ) -> (Option<Ending>, Option<Exit>) {
-    let me = process::Pid::this();
+    let me = procs::Pid::this();
     let pgid = meta.pgid;
     let mut timeout_at = meta
         .timeout_ms
@@ -512,7 +512,7 @@ fn watch(
 
         match requests.pause {
             Some(PauseRequest::Pause) if paused_at.is_none() && ending.is_none() => {
-                process::signal_tree(me, pgid, Signal::SIGSTOP);
+                procs::signal_tree(me, pgid, Signal::SIGSTOP);
                 paused_at = Some(now);
                 meta.state = State::Paused {
                     paused_since: Utc::now(),
@@ -521,7 +521,7 @@ fn watch(
                 let _ = meta.store_in(dir);
             }
             Some(PauseRequest::Resume) if paused_at.is_some() => {
-                process::signal_tree(me, pgid, Signal::SIGCONT);
+                procs::signal_tree(me, pgid, Signal::SIGCONT);
                 let paused = paused_at.take().map(|at| at.elapsed()).unwrap_or_default();
                 // Paused time does not count against --timeout.
                 timeout_at = timeout_at.map(|at| at + paused);
@@ -534,10 +534,10 @@ fn watch(
         let mut begin = |why: Ending, sig: Signal, grace: Duration| {
             if ending.is_none() {
                 ending = Some(why);
-                process::signal_tree(me, pgid, sig);
+                procs::signal_tree(me, pgid, sig);
                 if paused_at.is_some() {
                     // A stopped process acts on the signal once continued.
-                    process::signal_tree(me, pgid, Signal::SIGCONT);
+                    procs::signal_tree(me, pgid, Signal::SIGCONT);
                 }
                 kill_at = Some(now + grace);
             }
@@ -554,7 +554,7 @@ fn watch(
                 // Past the grace period: SIGKILL, and again every half second
                 // for anything forked in the meantime (or that we may not
                 // kill: it keeps the task running, never falsely ended).
-                process::signal_tree(me, pgid, Signal::SIGKILL);
+                procs::signal_tree(me, pgid, Signal::SIGKILL);
                 kill_at = Some(now + Duration::from_millis(500));
             }
             next = kill_at;
@@ -571,14 +571,14 @@ fn watch(
 
 /// Reaps every exited child without blocking, noting their pids. Returns
 /// the main process's exit (if it was among them) and whether any child is left.
-fn reap(main: process::Pid, reaped: &mut HashSet<process::Pid>) -> (Option<Exit>, bool) {
+fn reap(main: procs::Pid, reaped: &mut HashSet<procs::Pid>) -> (Option<Exit>, bool) {
     let mut main_exit = None;
     loop {
         let status = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG));
         if let Ok(status) = &status
             && let Some(p) = status.pid()
         {
-            reaped.insert(process::Pid::from_nix(p));
+            reaped.insert(procs::Pid::from_nix(p));
         }
         match status {
             Ok(WaitStatus::Exited(p, code)) if p == main.nix() => {
@@ -629,16 +629,15 @@ impl Signals {
     /// holds children reaped since the last drain) is ignored too, and so
     /// is a pause request from one.
     #[cfg(target_os = "linux")]
-    fn drain(&mut self, me: process::Pid, reaped: &HashSet<process::Pid>) -> Requests {
+    fn drain(&mut self, me: procs::Pid, reaped: &HashSet<procs::Pid>) -> Requests {
         let mut requests = Requests::default();
         let Some(fd) = self.fd.as_ref() else {
             return requests;
         };
         while let Ok(Some(info)) = fd.read_signal() {
-            let sender = process::Pid::from(info.ssi_pid);
+            let sender = procs::Pid::from(info.ssi_pid);
             let from_task = || {
-                sender.raw() > 0
-                    && (reaped.contains(&sender) || process::is_task_process(sender, me))
+                sender.raw() > 0 && (reaped.contains(&sender) || procs::is_task_process(sender, me))
             };
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGTERM | Signal::SIGINT) => {}
@@ -671,7 +670,7 @@ impl Signals {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn drain(&mut self, _me: process::Pid, _reaped: &HashSet<process::Pid>) -> Requests {
+    fn drain(&mut self, _me: procs::Pid, _reaped: &HashSet<procs::Pid>) -> Requests {
         let stop = std::fs::read_to_string(self.dir.join(crate::task::store::STOP))
             .ok()
             .and_then(|text| StopRequest::decode(text.trim().parse().ok()?));

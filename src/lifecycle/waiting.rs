@@ -226,7 +226,7 @@ fn start_ticks(task: &Task) -> Option<u64> {
     meta.pid_start.or_else(|| {
         let supervisor = meta.supervisor_pid?;
         task.is_locked()
-            .then(|| crate::lifecycle::process::start_ticks(supervisor))?
+            .then(|| crate::procs::start_ticks(supervisor))?
     })
 }
 

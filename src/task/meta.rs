@@ -11,7 +11,7 @@
 //! cannot be represented.
 
 use crate::error::io_message;
-use crate::lifecycle::process::Pid;
+use crate::procs::Pid;
 use crate::task::dirfd::{Access, DirFd};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -54,7 +54,7 @@ impl Exit {
     pub fn status(&self) -> i32 {
         match self {
             Exit::Code(code) => *code,
-            Exit::Signal(name) => 128 + crate::lifecycle::process::signal_number(name).unwrap_or(0),
+            Exit::Signal(name) => 128 + crate::procs::signal_number(name).unwrap_or(0),
         }
     }
 }
@@ -159,7 +159,7 @@ pub struct TaskMeta {
     /// Kernel start time of the supervisor (clock ticks since boot, Linux).
     /// Every process of the task started at or after it, which is what makes
     /// a lost task's leftovers identifiable despite pid reuse (see
-    /// `process::TaskMark`).
+    /// `procs::TaskMark`).
     #[serde(default)]
     pub supervisor_start: Option<u64>,
     /// The task's session id: the supervisor calls setsid, so it equals
@@ -237,6 +237,15 @@ impl TaskMeta {
             _ => 0,
         };
         self.paused_ms + current
+    }
+
+    /// What identifies the task's processes once its supervisor is gone.
+    pub fn mark(&self) -> crate::procs::TaskMark {
+        crate::procs::TaskMark {
+            id: self.id.clone(),
+            sid: self.sid,
+            since: self.supervisor_start.or(self.pid_start),
+        }
     }
 }
 

@@ -787,11 +787,11 @@ impl Task {
 
     /// The phase as of now. Liveness comes from the lock, never from a pid.
     pub fn phase(&self) -> Phase {
-        self.phase_with(&crate::lifecycle::process::LazyProcTree::default())
+        self.phase_with(&crate::procs::LazyProcTree::default())
     }
 
     /// [`Task::phase`], sharing one look at the process tree with other tasks.
-    pub fn phase_with(&self, procs: &crate::lifecycle::process::LazyProcTree) -> Phase {
+    pub fn phase_with(&self, procs: &crate::procs::LazyProcTree) -> Phase {
         let meta = match &self.meta {
             Ok(meta) => meta,
             // A held lock means the supervisor lives whatever the record

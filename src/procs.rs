@@ -1,4 +1,5 @@
-//! Process control: signal names, process trees, proof of identity, umask.
+//! The machine's processes as bgt needs them, below every task notion:
+//! pids, signal names, the process table and trees, proof of identity, umask.
 //!
 //! bgt never signals a bare pid it read from a file: a pid is trusted only
 //! while the task's supervisor provably lives (its lock is held), or when
@@ -13,7 +14,6 @@
 //! marker every task process inherits in its environment (the supervisor
 //! carries it too, so even a child forked but not yet exec'd has it).
 
-use crate::task::meta::TaskMeta;
 use nix::sys::signal::{self, Signal};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -288,16 +288,6 @@ pub struct TaskMark {
     /// The supervisor's start time; `None` for records from before it was
     /// kept, where the child's start time is the best lower bound.
     pub since: Option<u64>,
-}
-
-impl TaskMark {
-    pub fn of(meta: &TaskMeta) -> TaskMark {
-        TaskMark {
-            id: meta.id.clone(),
-            sid: meta.sid,
-            since: meta.supervisor_start.or(meta.pid_start),
-        }
-    }
 }
 
 /// One look at `/proc`: every process with its task marker, if any.
