@@ -188,7 +188,7 @@ impl StreamParam {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct OutputParams {
-    /// Task id, id prefix or label.
+    /// The task whose logs to read: its id, an id prefix or its label.
     pub task_id: String,
     /// Only lines matching this regex (case-insensitive unless case_sensitive; `ERROR|WARN` or grep-style `ERROR\|WARN`).
     pub filter: Option<String>,
@@ -245,7 +245,7 @@ pub struct StopParams {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct WaitParams {
-    /// Task id, id prefix or label.
+    /// The task to wait for: its id, an id prefix or its label.
     pub task_id: String,
     /// Return as soon as a log line matches this regex (e.g. "ready|listening").
     pub for_line: Option<String>,
@@ -389,6 +389,16 @@ pub struct Context {
 pub struct Reply {
     pub text: String,
     pub structured: Value,
+}
+
+impl Reply {
+    /// `text` for the model and `report` as the structured result.
+    fn of(text: String, report: &impl serde::Serialize) -> Result<Reply> {
+        Ok(Reply {
+            text,
+            structured: serde_json::to_value(report)?,
+        })
+    }
 }
 
 /// A cursor name for a caller: `prefix-who-unique`, with `who` folded to
@@ -570,72 +580,64 @@ fn run(p: RunParams) -> Result<Reply> {
     std::thread::spawn(move || supervisor.wait());
     let task = store.task(run.task_id.clone());
     let label = run.label.clone().unwrap_or_else(|| "none".into());
-    if run.pid.is_none() {
+    // Queued, or still running after the start window: say so and return.
+    let (text, state) = if run.pid.is_none() {
         let info = TaskInfo::of(&task);
         let text = format!(
             "task {} queued (label {label}): waits for {}",
             run.task_id,
             info.waiting_for.as_deref().unwrap_or("its turn")
         );
-        let report = StartReport {
-            run,
-            state: info.state,
-            exit_code: None,
-            output: None,
-        };
-        return Ok(Reply {
-            text,
-            structured: to_json(&report)?,
-        });
-    }
-    let ended = waiting::wait_unlocked(&task, Some(Instant::now() + START_WINDOW));
-    let task = task.reload();
-    let info = TaskInfo::of(&task);
-    if !ended || task.phase().is_active() {
-        let text = format!(
-            "task {} started (label {label}, pid {})",
-            run.task_id,
-            run.pid.unwrap_or_default()
-        );
-        let report = StartReport {
-            run,
-            state: info.state,
-            exit_code: None,
-            output: None,
-        };
-        return Ok(Reply {
-            text,
-            structured: to_json(&report)?,
-        });
-    }
-    let lines = last_output(&task, LAST_LINES);
-    if info.exit_status() != 0 {
-        let mut message = format!("task {} failed at once: {}", run.task_id, info.state_text());
-        for line in &lines {
-            message.push('\n');
-            message.push_str(line);
+        (text, info.state)
+    } else {
+        let ended = waiting::wait_unlocked(&task, Some(Instant::now() + START_WINDOW));
+        let task = task.reload();
+        if !ended || task.phase().is_active() {
+            let text = format!(
+                "task {} started (label {label}, pid {})",
+                run.task_id,
+                run.pid.unwrap_or_default()
+            );
+            (text, TaskInfo::of(&task).state)
+        } else {
+            return ended_at_once(run, &task, &label);
         }
+    };
+    let report = StartReport {
+        run,
+        state,
+        exit_code: None,
+        output: None,
+    };
+    Reply::of(text, &report)
+}
+
+/// `bg_run` of a task that ended within the start window: its last lines,
+/// and an error when it failed.
+fn ended_at_once(run: RunReport, task: &Task, label: &str) -> Result<Reply> {
+    let info = TaskInfo::of(task);
+    let lines = last_output(task, LAST_LINES);
+    let last: String = lines.iter().map(|line| format!("\n{line}")).collect();
+    if info.exit_status() != 0 {
+        let message = format!(
+            "task {} failed at once: {}{last}",
+            run.task_id,
+            info.state_text()
+        );
         return Err(fail(ErrorKind::StartFailed, message));
     }
-    let mut text = format!(
-        "task {} finished at once: {} (label {label})",
+    let text = format!(
+        "task {} finished at once: {} (label {label}){last}",
         run.task_id,
         info.state_text()
     );
-    for line in &lines {
-        text.push('\n');
-        text.push_str(line);
-    }
     let report = StartReport {
         run,
         state: info.state,
         exit_code: info.exit_code,
         output: Some(lines),
     };
-    Ok(Reply {
-        text,
-        structured: to_json(&report)?,
-    })
+    Reply::of(text, &report)
 }
 
 fn status(p: StatusParams) -> Result<Reply> {
@@ -707,10 +709,7 @@ fn output(p: OutputParams, ctx: &Context) -> Result<Reply> {
     let mut text = String::from_utf8_lossy(&text).into_owned();
     let filtered = opts.filter.is_some() || opts.exclude.is_some() || !opts.presets.is_empty();
     text.push_str(&read_summary(&result, &info, opts.since, filtered));
-    Ok(Reply {
-        text,
-        structured: to_json(&OutputReport::of(&info, &result))?,
-    })
+    Reply::of(text, &OutputReport::of(&info, &result))
 }
 
 /// The one summary line after the lines of a read, e.g.
@@ -785,10 +784,7 @@ fn stop(p: StopParams) -> Result<Reply> {
                 },
             )?,
         };
-        return Ok(Reply {
-            text: cleanup_text(&report),
-            structured: to_json(&report)?,
-        });
+        return Reply::of(cleanup_text(&report), &report);
     }
     let sig = nix::sys::signal::Signal::SIGTERM;
     let grace = crate::lifecycle::supervisor::DEFAULT_GRACE;
@@ -800,10 +796,7 @@ fn stop(p: StopParams) -> Result<Reply> {
         if item.result == crate::report::StopResult::Error {
             return Err(fail(ErrorKind::StopFailed, item.message));
         }
-        return Ok(Reply {
-            text: item.message.clone(),
-            structured: to_json(&item)?,
-        });
+        return Reply::of(item.message.clone(), &item);
     }
     let Some(age) = older_than else {
         return Err(usage(
@@ -831,10 +824,7 @@ fn stop(p: StopParams) -> Result<Reply> {
             p.older_than.unwrap_or_default()
         ));
     }
-    Ok(Reply {
-        text: text.join("\n"),
-        structured: to_json(&report)?,
-    })
+    Reply::of(text.join("\n"), &report)
 }
 
 /// Removes one finished task (bg_stop action=cleanup task_id=...).
@@ -971,10 +961,7 @@ fn wait(p: WaitParams) -> Result<Reply> {
         line,
         last_lines,
     };
-    Ok(Reply {
-        text,
-        structured: to_json(&report)?,
-    })
+    Reply::of(text, &report)
 }
 
 /// Schemas every client accepts: no list-valued `type` (an optional input

@@ -124,7 +124,10 @@ fn the_agent_faces_import_neither_the_command_line_nor_its_commands() {
     for face in ["mcp.rs", "toolbox.rs", "tools.rs"] {
         let names = imports(&src().join(face));
         for cli in ["cli", "commands"] {
-            assert!(!names.iter().any(|n| n == cli), "{face} imports crate::{cli}");
+            assert!(
+                !names.iter().any(|n| n == cli),
+                "{face} imports crate::{cli}"
+            );
         }
     }
 }
