@@ -140,3 +140,49 @@ fn a_match_just_after_a_line_across_two_reads_keeps_its_before_context() {
         }
     }
 }
+
+#[test]
+fn block_starts_at_the_edge_of_the_replay_window_read_as_line_by_line() {
+    // A match far after the previous one looks at the bytes before it at
+    // once (about 8 KiB) before walking back line by line. A match inside a
+    // trace whose header lies just inside or outside the lines replayed,
+    // in short lines (the probe holds them all) and in long ones (it does
+    // not), must read as a line-by-line read does; so must a match whose
+    // previous one lies inside the probe, and one after a closed trace.
+    let padded = |lines: usize, width: usize| -> String {
+        (0..lines)
+            .map(|i| format!("GET /p/{i:05} 200 {}\n", "x".repeat(width)))
+            .collect()
+    };
+    let frames = |lines: usize, width: usize| -> String {
+        (0..lines)
+            .map(|i| format!("    at f{i}{} (/app/src/x.js:{i}:1)\n", "y".repeat(width)))
+            .collect()
+    };
+    let mut log = String::new();
+    for (i, depth) in [30, 59, 60, 61, 100, 118, 119, 120, 121, 150]
+        .into_iter()
+        .enumerate()
+    {
+        for width in [10, 40, 120] {
+            log += &padded(300, width);
+            log += &format!("TypeError: boom {i}\n{}", frames(depth, width));
+            log += &format!("    at ERROR handler {i} {width} (/app/src/y.js:1:1)\n");
+            log += &padded(20, width);
+            log += &format!("ERROR near {i} {width}\n");
+            log += &padded(depth, width);
+            log += &format!("ERROR after {i} {width}\n");
+        }
+    }
+    fast_path_agrees(
+        &log,
+        &[
+            // Case-sensitive: the trace's header does not match, its frame does.
+            &["--filter", "ERROR", "--case-sensitive"],
+            &["--filter", "ERROR", "--case-sensitive", "-B", "3"],
+            &["--filter", "ERROR", "--case-sensitive", "-C", "1"],
+            &["--filter", "ERROR", "--case-sensitive", "--raw"],
+            &["--filter", "ERROR"],
+        ],
+    );
+}

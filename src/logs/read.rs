@@ -1360,6 +1360,11 @@ struct Around {
 /// Replaying before a match reads at most this much of the log.
 const PREROLL_BYTES: u64 = 4 << 20;
 
+/// Bytes before a candidate match checked at once for a possible block
+/// start (see `Around::quiet_before`): enough for `REPLAY_LINES` typical
+/// log lines; longer lines take the line-by-line walk.
+const QUIET_PROBE: usize = 8 << 10;
+
 impl Around {
     fn new(req: &Request, head: Option<usize>) -> Around {
         let MatchContext {
@@ -1430,6 +1435,12 @@ impl Around {
         req: &Request,
         keep: usize,
     ) -> Result<()> {
+        // Far from any block (the common case), only the before-context is
+        // fed: found without walking back `back` lines one by one.
+        let back = match skipped && self.quiet_before(seen, to, floor, back) {
+            true => self.before as usize,
+            false => back,
+        };
         let mut from = match back_lines_in(seen, to, floor, back) {
             Some(from) => from,
             None => back_lines(file, to, floor, back)?,
@@ -1476,6 +1487,29 @@ impl Around {
         }
         self.fed_end = Some(to);
         Ok(())
+    }
+
+    /// Whether the `back` lines before `to` (not before `floor`) certainly
+    /// hold no block start and follow no line fed: they lie within the last
+    /// [`QUIET_PROBE`] bytes of `seen`, which come after the last line fed
+    /// and of which none may open a block. One vectorised count and one
+    /// search of those bytes stand for finding the window's exact start.
+    fn quiet_before(&self, seen: &[u8], to: Pos, floor: Pos, back: usize) -> bool {
+        let span = QUIET_PROBE
+            .min(seen.len())
+            .min(to.offset.saturating_sub(floor.offset) as usize);
+        let probe_start = to.offset - span as u64;
+        if span == 0
+            || self.tracker.is_none()
+            || self.fed_end.is_none_or(|e| e.offset >= probe_start)
+        {
+            return false;
+        }
+        let probe = &seen[seen.len() - span..];
+        // The probe's last byte is the newline that ends the line before `to`;
+        // `back` newlines before it put the window's start inside the probe.
+        memchr::memchr_iter(b'\n', &probe[..span - 1]).count() >= back
+            && !blocks::may_start_in(probe)
     }
 
     /// Takes line `n` (`looked`: `None` when cleaning drops it).
