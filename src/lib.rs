@@ -24,6 +24,7 @@
 //!
 //! Reading logs (`logs/`):
 //! - `logs::read`     the read engine: ranges, filters, tail, caps, collapsing, one sink
+//! - `logs::read::around` what a match brings: its block replayed and followed, grep-style context
 //! - `logs::marks`    where a reader is: positions, the line index, cursors, a bounded log's floor
 //! - `logs::options`  what a read asks for, in the words every face shares
 //! - `logs::pattern`  filters, excludes and presets, with a literal fast path
