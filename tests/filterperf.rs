@@ -5,9 +5,11 @@
 use crate::util::Env;
 
 /// Reads `content` twice with `args`: once as it is (plain chunks: the fast
-/// path) and once with a coloured first line (cleaning changes the chunk,
-/// so every line is read one by one). After cleaning both logs are the
-/// same text, so the outputs must be the same.
+/// path) and once with every line starting with a colour reset (cleaning
+/// changes every chunk, so every line is read one by one, whatever read it
+/// falls in). After cleaning both logs are the same text, so the outputs
+/// must be the same. `--raw` reads no cleaning, so it always takes the fast
+/// path: it is not a case here.
 fn fast_path_agrees(content: &str, arg_sets: &[&[&str]]) {
     for args in arg_sets {
         agrees_with(content, args);
@@ -29,8 +31,17 @@ fn agrees_with(content: &str, args: &[&str]) {
         all.extend_from_slice(args);
         env.ok(&all)
     };
+    assert!(
+        !args.contains(&"--raw"),
+        "a raw read has no line-by-line twin"
+    );
     let fast = read(format!("boot\n{content}"));
-    let slow = read(format!("\x1b[2mboot\x1b[0m\n{content}"));
+    let slow = read(
+        format!("boot\n{content}")
+            .split_inclusive('\n')
+            .map(|line| format!("\x1b[0m{line}"))
+            .collect(),
+    );
     assert_eq!(fast, slow, "{args:?}");
     assert!(fast.contains("ERROR"), "the case has matches: {fast}");
 }
@@ -181,8 +192,38 @@ fn block_starts_at_the_edge_of_the_replay_window_read_as_line_by_line() {
             &["--filter", "ERROR", "--case-sensitive"],
             &["--filter", "ERROR", "--case-sensitive", "-B", "3"],
             &["--filter", "ERROR", "--case-sensitive", "-C", "1"],
-            &["--filter", "ERROR", "--case-sensitive", "--raw"],
             &["--filter", "ERROR"],
+        ],
+    );
+}
+
+#[test]
+fn a_match_deep_in_a_trace_of_long_lines_without_block_words_reads_as_line_by_line() {
+    // Go frames hold none of the words that may open a block, and at 300+
+    // bytes the 8 KiB before the match hold fewer lines than the replay
+    // needs: the window must be found line by line, and it reaches the
+    // panic that opens the block. The prefix puts it past the first read.
+    let prefix: String = (0..5000)
+        .map(|i| format!("GET /pre/{i} 200 ok\n"))
+        .collect();
+    let frames: String = (0..25)
+        .map(|i| {
+            format!(
+                "main.handler{i}{}()\n\t/app/main.go:{i} +0x1d\n",
+                "z".repeat(300)
+            )
+        })
+        .collect();
+    let log = format!(
+        "{prefix}{}panic: runtime error: index out of range\n\ngoroutine 1 [running]:\n{frames}main.ERROR()\n\t/app/main.go:99 +0x1d\n{}",
+        quiet(400, "a"),
+        quiet(400, "b")
+    );
+    fast_path_agrees(
+        &log,
+        &[
+            &["--filter", "ERROR", "--case-sensitive"],
+            &["--filter", "ERROR", "--case-sensitive", "-B", "2"],
         ],
     );
 }

@@ -17,7 +17,11 @@ fn modules() -> Vec<String> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let module = name.strip_suffix(".rs").unwrap_or(&name).to_string();
+            let module = match name.strip_suffix(".rs") {
+                Some(module) => module.to_string(),
+                None if e.path().is_dir() => name,
+                None => return None,
+            };
             (module != "lib" && module != "main").then_some(module)
         })
         .collect();
@@ -64,17 +68,46 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level modules a file names as `crate::x` outside comments.
+/// The top-level modules a file names as `crate::x` or in a group
+/// `crate::{x, y::z}` (over several lines too), outside comment lines.
 fn imports(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap();
-    let mut found = Vec::new();
-    for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
-        for (at, _) in line.match_indices("crate::") {
-            let rest = &line[at + "crate::".len()..];
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
+    let code: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut found: Vec<String> = Vec::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = code[at + "crate::".len()..].trim_start();
+        let names = match rest.strip_prefix('{') {
+            // Top-level items of the group: split at commas outside braces.
+            Some(group) => {
+                let mut depth = 0;
+                let mut items = vec![String::new()];
+                for c in group.chars() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => break,
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => items.push(String::new()),
+                        _ => {}
+                    }
+                    if depth == 0 && c != ',' {
+                        items.last_mut().unwrap().push(c);
+                    }
+                }
+                items.iter().map(|item| ident(item)).collect()
+            }
+            None => vec![ident(rest)],
+        };
+        for name in names {
             if !name.is_empty() && !found.contains(&name) {
                 found.push(name);
             }
@@ -149,4 +182,16 @@ fn the_map_puts_the_layers_in_the_order_the_readme_tells() {
         numbers.windows(2).all(|w| w[0] < w[1]),
         "layers out of order: {order:?} -> {numbers:?}"
     );
+}
+
+#[test]
+fn grouped_and_multi_line_imports_are_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.rs");
+    std::fs::write(
+        &file,
+        "use crate::{\n    info::TaskInfo,\n    report::{A, B},\n};\n// crate::cli\nfn f() { crate::task::store::x(); }\n",
+    )
+    .unwrap();
+    assert_eq!(imports(&file), ["info", "report", "task"]);
 }
