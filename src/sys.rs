@@ -4,9 +4,10 @@
 //! single-threaded `bgt run`, and mapping logs so that one shrinking under
 //! the reader is an error, not a SIGBUS ([`LogMap`]).
 //!
-//! The supervisor is exec'd by `bgt run` and inherits every descriptor that
-//! `bgt run`'s own caller leaked to it without close-on-exec (a CI runner's
-//! pipe, a shell's fd 3). Holding one would keep that pipe open for the
+//! The supervisor, forked or exec'd by `bgt run`, inherits descriptors it
+//! must not keep: those `bgt run`'s own caller leaked to it without
+//! close-on-exec (a CI runner's pipe, a shell's fd 3) and, when forked,
+//! every one `run` itself had open. Holding one would keep that pipe open for the
 //! task's whole life and hang whoever waits for its EOF. No Rust object owns
 //! those numbers, so safe code cannot close them; this module can.
 #![allow(unsafe_code)]

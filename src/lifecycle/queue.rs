@@ -23,6 +23,7 @@
 //! and a killed waiter or runner frees its place because its locks die with it.
 
 use crate::task::dirfd::{Access, DirFd};
+use crate::task::store::QUEUES_DIR;
 use crate::task::store::validate_name;
 use std::fs::{File, TryLockError};
 use std::io;
@@ -71,7 +72,7 @@ impl Queue {
     /// Opens queue `name` in the state directory `state`, creating it (0700).
     pub fn open(state: &DirFd, name: &str) -> io::Result<Queue> {
         validate(name).map_err(io::Error::other)?;
-        let queues = open_or_create(state, crate::task::store::QUEUES_DIR)?;
+        let queues = open_or_create(state, QUEUES_DIR)?;
         Ok(Queue {
             dir: open_or_create(&queues, name)?,
             name: name.to_string(),
@@ -82,11 +83,7 @@ impl Queue {
     pub fn existing(state: &DirFd, name: &str) -> Option<Queue> {
         validate(name).ok()?;
         Some(Queue {
-            dir: state
-                .open_dir(crate::task::store::QUEUES_DIR)
-                .ok()?
-                .open_dir(name)
-                .ok()?,
+            dir: state.open_dir(QUEUES_DIR).ok()?.open_dir(name).ok()?,
             name: name.to_string(),
         })
     }
