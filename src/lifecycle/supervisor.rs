@@ -434,9 +434,11 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
     // now, not after the final record's fsync. Readers must see this task
     // ended first (a queue never shows more running tasks than slots), so
     // the record is renamed into place before the slot is let go, and made
-    // durable after.
-    let _ = meta.store_unsynced(dir);
-    drop(slot);
+    // durable after. Outside a queue, the one durable write below is all.
+    if let Some(slot) = slot {
+        let _ = meta.store_unsynced(dir);
+        drop(slot);
+    }
     // The logs are final now: their counts go into the durable record, so
     // `status` need not open this directory again (a log that dropped
     // output keeps being read through its record of what was dropped).

@@ -141,16 +141,17 @@ impl DirFd {
         )
         .map_err(io)?;
         let file = File::from(fd);
-        if matches!(access, Access::CreateNew | Access::CreateOrOpen) {
-            // A file we may just have created: its mode must not depend on
-            // the umask. Never widen one we did not create, though.
-            let info = fstat(file.as_fd()).map_err(io)?;
-            if info.st_mode & 0o777 & !FILE_MODE != 0 {
-                fchmod(file.as_fd(), Mode::from_bits_truncate(FILE_MODE)).map_err(io)?;
-            }
-        }
-        if !file.metadata()?.is_file() {
+        // One fstat answers both questions (a task start opens six files).
+        let info = fstat(file.as_fd()).map_err(io)?;
+        if info.st_mode & nix::libc::S_IFMT != nix::libc::S_IFREG {
             return Err(io::Error::other("not a regular file"));
+        }
+        // A file we may just have created: its mode must not depend on the
+        // umask. Never widen one we did not create, though.
+        if matches!(access, Access::CreateNew | Access::CreateOrOpen)
+            && info.st_mode & 0o777 & !FILE_MODE != 0
+        {
+            fchmod(file.as_fd(), Mode::from_bits_truncate(FILE_MODE)).map_err(io)?;
         }
         Ok(file)
     }
@@ -198,9 +199,15 @@ impl DirFd {
     /// never a mix: a private temp file, fsync'd when `durable`, renamed over.
     pub fn write_atomic(&self, name: &str, data: &[u8], durable: bool) -> io::Result<()> {
         let tmp = format!(".{name}.{}.tmp", std::process::id());
-        let _ = self.remove_file(&tmp); // a leftover of a killed writer with our pid
         let result = (|| {
-            let mut file = self.open_file(&tmp, Access::CreateNew)?;
+            let mut file = match self.open_file(&tmp, Access::CreateNew) {
+                Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => {
+                    // A leftover of a killed writer that had our pid.
+                    self.remove_file(&tmp)?;
+                    self.open_file(&tmp, Access::CreateNew)?
+                }
+                other => other?,
+            };
             file.write_all(data)?;
             if durable {
                 file.sync_all()?;

@@ -4,9 +4,9 @@
 //! Writes are atomic (temp file, fsync, rename), so a reader sees either the
 //! old or the new record, never half of one. The final record must not need
 //! free disk space (a task that fills the disk would otherwise end `lost`):
-//! the supervisor reserves a spare file when the task starts, and when the
-//! normal write fails the final record is written into that file's already
-//! allocated blocks and renamed over `meta.json` (see `store_final`). The state is an enum whose
+//! the supervisor reserves a spare file when the task starts, and the final
+//! record is written into that file's already allocated blocks and renamed
+//! over `meta.json` (see `store_final`). The state is an enum whose
 //! variants carry their own data, so a finished task without an exit status
 //! cannot be represented.
 
@@ -320,16 +320,38 @@ impl TaskMeta {
             })
     }
 
+    /// Writes the first record of a task whose directory no reader can see
+    /// yet (it is renamed into place afterwards): no temp file is needed.
+    pub fn store_first(&self, dir: &DirFd) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self)?;
+        dir.open_file(crate::task::store::META, Access::CreateNew)
+            .and_then(|mut file| file.write_all(&json))
+            .map_err(|e| anyhow::anyhow!("cannot write the task record: {}", io_message(&e)))
+    }
+
     /// Allocates the spare record file in the task directory, big enough for
     /// this record's final form twice over (the final one adds only a few fields).
     pub fn reserve_spare(&self, dir: &DirFd) -> Result<()> {
         let size = (serde_json::to_vec_pretty(self)?.len() * 2 + 4096).next_multiple_of(4096);
         let result = (|| -> std::io::Result<()> {
-            let _ = dir.remove_file(SPARE);
-            let mut file = dir.open_file(SPARE, Access::CreateNew)?;
-            // Real zeros, not a hole or a bare set_len: the blocks must exist
-            // (tmpfs allocates pages only when written).
-            file.write_all(&vec![0u8; size])
+            let mut file = match dir.open_file(SPARE, Access::CreateNew) {
+                Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => {
+                    dir.remove_file(SPARE)?;
+                    dir.open_file(SPARE, Access::CreateNew)?
+                }
+                other => other?,
+            };
+            // The blocks must exist, not a hole or a bare set_len: fallocate
+            // allocates them (tmpfs too) in one call; where it is not
+            // supported, real zeros do.
+            use nix::fcntl::{FallocateFlags, fallocate};
+            match fallocate(&file, FallocateFlags::empty(), 0, size as i64) {
+                Ok(()) => Ok(()),
+                Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOSYS) => {
+                    file.write_all(&vec![0u8; size])
+                }
+                Err(e) => Err(e.into()),
+            }
         })();
         result.map_err(|e| {
             let _ = dir.remove_file(SPARE);
@@ -340,18 +362,16 @@ impl TaskMeta {
         })
     }
 
-    /// Writes a final record. When the normal atomic write fails (a full
-    /// disk), the spare's blocks are overwritten in place, cut to size,
-    /// fsync'd and renamed over `meta.json`: still atomic for readers, and no
-    /// new block is needed. The spare is gone afterwards either way.
+    /// Writes a final record into the spare's already allocated blocks (cut
+    /// to size, fsync'd) and renames it over `meta.json`: atomic for
+    /// readers, and it needs no free space, so a task that filled the disk
+    /// still ends with its status. The spare has never been seen by a
+    /// reader, so writing it in place cannot tear a read; and it takes no
+    /// new inode (a temp file would, and free the spare's too: on an ext4
+    /// without a journal, every freed inode slows the next creations for a
+    /// minute). Without a usable spare (a task started by an older bgt, or
+    /// a second final write), the normal atomic write.
     pub fn store_final(&self, dir: &DirFd) -> Result<()> {
-        let err = match self.store_in(dir) {
-            Ok(()) => {
-                let _ = dir.remove_file(SPARE);
-                return Ok(());
-            }
-            Err(err) => err,
-        };
         let json = serde_json::to_vec_pretty(self)?;
         let reused = (|| -> std::io::Result<bool> {
             use std::os::unix::fs::FileExt;
@@ -367,7 +387,11 @@ impl TaskMeta {
         })();
         match reused {
             Ok(true) => Ok(()),
-            _ => Err(err),
+            _ => {
+                self.store_in(dir)?;
+                let _ = dir.remove_file(SPARE);
+                Ok(())
+            }
         }
     }
 }

@@ -241,7 +241,7 @@ impl Store {
         for log in [STDOUT_LOG, STDERR_LOG] {
             dir.open_file(log, Access::CreateNew).map_err(err)?;
         }
-        meta.store_in(&dir)?;
+        meta.store_first(&dir)?;
         Ok(lock)
     }
 
