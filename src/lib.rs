@@ -14,7 +14,7 @@
 //!
 //! The operating system:
 //! - `sys`    the one module with `unsafe` (closing inherited fds, signal actions, sigqueue, fork,
-//!   a terminal's size, log mappings that survive a shrinking file)
+//!   posix_spawn, a terminal's size, log mappings that survive a shrinking file)
 //! - `procs`  pids, signal names, the process table, a task's processes and proof of their identity
 //!
 //! The task as stored (`task/`):
@@ -35,6 +35,7 @@
 //! A task's life (`lifecycle/`):
 //! - `lifecycle::command`    what to run: argv or `sh -c`, shell quoting, the working directory
 //! - `lifecycle::start`      starting: the label claim, the supervisor (forked or exec'd), the start handshake
+//! - `lifecycle::launch`     the task's command as execvp would start it: environment, PATH, `#!`-less scripts
 //! - `lifecycle::supervisor` the per-task supervisor: waits its turn, spawns the child, reaps everything, records the end
 //! - `lifecycle::queue`      dependencies and queues: tickets, slots, waiting on locks and inotify
 //! - `lifecycle::stop`       stopping and pausing tasks (what each stop did)

@@ -139,6 +139,68 @@ fn start_errors_reach_the_caller_and_leave_no_task() {
     assert_eq!(env.ok(&["status"]).trim(), "no tasks");
 }
 
+/// The command starts as a shell's `execvp` would start it: its own PATH
+/// searched, a relative program found from its working directory, a script
+/// without `#!` run by `sh`, a directory or a missing program refused.
+#[test]
+fn commands_start_as_execvp_would_start_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let bin = env.work().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let tool = |name: &str, text: &str| {
+        let path = bin.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    tool("bgt-test-tool", "#!/bin/sh\necho tool \"$@\" in \"$PWD\"\n");
+    tool("bgt-test-plain", "echo plain \"$1\"\n");
+    let task_path = format!("PATH={}:/usr/bin:/bin", bin.display());
+    let bin_dir = bin.to_str().unwrap();
+    let output = |options: &[&str], words: &[&str]| {
+        let id = env.start_with(options, words);
+        assert_eq!(env.wait_done(&id)["exit_code"], 0, "{words:?}");
+        env.ok(&["output", &id, "--raw"])
+    };
+    let real = std::fs::canonicalize(&bin).unwrap();
+    let work = env.work().to_str().unwrap();
+    assert_eq!(
+        output(
+            &["--env", &task_path, "--cwd", work],
+            &["bgt-test-tool", "a b"]
+        ),
+        format!(
+            "tool a b in {}\n",
+            env.work().canonicalize().unwrap().display()
+        )
+    );
+    assert_eq!(
+        output(&["--cwd", bin_dir], &["./bgt-test-tool", "x"]),
+        format!("tool x in {}\n", real.display())
+    );
+    assert_eq!(
+        output(&[], &[bin.join("bgt-test-plain").to_str().unwrap(), "y"]),
+        "plain y\n"
+    );
+    assert_eq!(
+        output(&["--env", &task_path], &["bgt-test-plain", "z"]),
+        "plain z\n"
+    );
+    // Not on the caller's PATH: only the task's own PATH finds it.
+    let err = env.fails(&["run", "--", "bgt-test-tool"], 1);
+    assert_eq!(
+        err.trim(),
+        "bgt: cannot start 'bgt-test-tool': No such file or directory"
+    );
+    let err = env.fails(&["run", "--", bin_dir], 1);
+    assert!(err.contains("Permission denied"), "{err}");
+    let err = env.fails(&["run", "--env", "PATH=/nowhere", "--", "true"], 1);
+    assert_eq!(
+        err.trim(),
+        "bgt: cannot start 'true': No such file or directory"
+    );
+}
+
 #[test]
 fn stop_kills_the_whole_tree_including_a_setsid_grandchild() {
     let env = Env::new();

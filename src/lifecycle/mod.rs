@@ -3,6 +3,7 @@
 
 pub mod cleanup;
 pub mod command;
+pub mod launch;
 pub mod listeners;
 pub mod queue;
 pub mod start;

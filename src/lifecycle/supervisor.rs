@@ -31,6 +31,7 @@
 //! parent before the supervisor reads the signal can no longer be told from
 //! an outside sender, and is honoured as a stop.
 
+use crate::lifecycle::launch::launch;
 use crate::lifecycle::queue::{Queue, Ticket};
 use crate::procs;
 use crate::task::dirfd::{Access, DirFd};
@@ -45,9 +46,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The hidden subcommand name; not part of the CLI surface.
@@ -363,26 +362,19 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
         })
     };
     let program = meta.command.argv.first().context("empty command")?.clone();
-    let mut command = Command::new(&program);
-    command
-        .args(&meta.command.argv[1..])
-        .current_dir(&meta.cwd)
-        .envs(&meta.env)
-        .env(procs::TASK_ID_VAR, &meta.id)
-        .stdin(Stdio::null())
-        .stdout(open_log(STDOUT_LOG)?)
-        .stderr(open_log(STDERR_LOG)?)
-        .process_group(0);
-    crate::sys::unblock_signals_in_child(&mut command);
+    let null = File::open("/dev/null").context("cannot open /dev/null")?;
+    let (stdout, stderr) = (open_log(STDOUT_LOG)?, open_log(STDERR_LOG)?);
     // The child gets the caller's umask; ours stays 077 (single-threaded, so
     // swapping it around the spawn is safe).
     let ours = meta.umask.map(procs::set_umask);
-    let spawned = command.spawn();
+    let spawned = launch(&meta, [null.as_fd(), stdout.as_fd(), stderr.as_fd()]);
     if let Some(ours) = ours {
         procs::set_umask(ours);
     }
-    let child = match spawned {
-        Ok(child) => child,
+    // Our copies of the log descriptors close here.
+    drop((null, stdout, stderr));
+    let pid = match spawned {
+        Ok(pid) => pid,
         Err(e) => {
             let message = format!("cannot start '{program}': {}", crate::error::io_message(&e));
             if report.is_some() {
@@ -397,10 +389,8 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
             return Ok(());
         }
     };
-    drop(command); // closes our copies of the log descriptors
 
     let me = procs::Pid::this();
-    let pid = procs::Pid::of(&child);
     meta.state = State::Running { exit: None };
     meta.started = Some(Utc::now());
     record_supervisor(&mut meta);
