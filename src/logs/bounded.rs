@@ -285,7 +285,7 @@ fn count_newlines(file: &File, from: u64, to: u64) -> Option<u64> {
         if n == 0 {
             break;
         }
-        count += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+        count += crate::logs::marks::newlines(&buf[..n]);
         at += n as u64;
     }
     Some(count)

@@ -13,6 +13,12 @@ use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 
+/// How many newlines `bytes` holds. Every line a read returns carries its
+/// number, so reads count the newlines of everything they pass over.
+pub(crate) fn newlines(bytes: &[u8]) -> u64 {
+    bytecount::count(bytes, b'\n') as u64
+}
+
 /// A place in a log: just after `line` complete lines, at byte `offset`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pos {
@@ -247,7 +253,7 @@ pub(super) fn refresh_index(
                 continue;
             }
             if let Some(last) = memchr::memrchr(b'\n', &buf[..want]) {
-                pos.line += memchr::memchr_iter(b'\n', &buf[..want]).count() as u64;
+                pos.line += newlines(&buf[..want]);
                 pos.offset = at + last as u64 + 1;
             }
             at += want as u64;

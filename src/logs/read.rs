@@ -24,7 +24,8 @@
 //! the same selection ([`select`]) and the same [`Collector`].
 
 use crate::logs::marks::{
-    Hole, Mark, Marks, Pos, lock_cursor, open_log, read_exact_at, refresh_index, store_index,
+    Hole, Mark, Marks, Pos, lock_cursor, newlines, open_log, read_exact_at, refresh_index,
+    store_index,
 };
 use crate::logs::pattern::LineMatch;
 use crate::logs::tidy;
@@ -955,14 +956,14 @@ fn scan_lines(complete: &[u8], pos: &mut Pos, req: &Request, keep: usize, c: &mu
             let Some(line_end) = memchr::memchr(b'\n', &complete[at..]).map(|n| at + n) else {
                 return;
             };
-            pos.line += memchr::memchr_iter(b'\n', &complete[from..line_start]).count() as u64 + 1;
+            pos.line += newlines(&complete[from..line_start]) + 1;
             pos.offset += (line_end + 1 - from) as u64;
             from = line_end + 1;
             if !offer_whole(&complete[line_start..line_end], *pos, req, keep, c) {
                 return;
             }
         }
-        pos.line += memchr::memchr_iter(b'\n', &complete[from..]).count() as u64;
+        pos.line += newlines(&complete[from..]);
         pos.offset += (complete.len() - from) as u64;
         return;
     }

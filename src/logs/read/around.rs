@@ -8,7 +8,7 @@
 
 use super::{Collector, Line, Looked, MatchContext, Request, look, look_unmatched};
 use crate::logs::blocks::{self, Block, BlockLine, BlockTracker, Place, Role, Shown};
-use crate::logs::marks::{Pos, read_exact_at};
+use crate::logs::marks::{Pos, newlines, read_exact_at};
 use crate::logs::tidy;
 use anyhow::Result;
 use std::borrow::Cow;
@@ -309,8 +309,7 @@ impl Around {
         let probe = &seen[seen.len() - span..];
         // The probe's last byte is the newline that ends the line before `to`;
         // `back` newlines before it put the window's start inside the probe.
-        memchr::memchr_iter(b'\n', &probe[..span - 1]).count() >= back
-            && !blocks::may_start_in(probe)
+        newlines(&probe[..span - 1]) >= back as u64 && !blocks::may_start_in(probe)
     }
 
     /// Takes line `n` (`looked`: `None` when cleaning drops it).
@@ -719,13 +718,13 @@ pub(super) fn scan_lines_around(
                 .next_candidate(complete, from)
                 .filter(|&at| at < complete.len());
             let Some(at) = next else {
-                pos.line += memchr::memchr_iter(b'\n', &complete[from..]).count() as u64;
+                pos.line += newlines(&complete[from..]);
                 pos.offset += (complete.len() - from) as u64;
                 return Ok(());
             };
             let line_start = memchr::memrchr(b'\n', &complete[..at]).map_or(0, |i| i + 1);
             if line_start > from {
-                pos.line += memchr::memchr_iter(b'\n', &complete[from..line_start]).count() as u64;
+                pos.line += newlines(&complete[from..line_start]);
                 pos.offset += (line_start - from) as u64;
                 from = line_start;
             }
