@@ -788,8 +788,8 @@ const SHRANK: &str = "log shrank while reading";
 /// reading it: below it the mapping's set-up costs more than the copy.
 const MAP_AT_LEAST: u64 = 4 << 20;
 
-/// Whether no supervisor can free part of this task's logs during a read:
-/// the task has ended, or its logs have no size limit. A mapped page that a
+/// Whether no supervisor can free part of this task's logs during a read
+/// begun after this call: the task has ended, or its logs have no size limit. A mapped page that a
 /// hole punch frees reads as zeros in place, under a scan already past its
 /// check for freed ranges (`Hole::freed_under`); a `pread` copy is a
 /// snapshot, so a log that may be punched is read, not mapped.
@@ -839,7 +839,13 @@ fn scan_forward(
     // (no copy out of the page cache, see `LogMap`; one span at a time keeps
     // the pages counted in our RSS bounded); otherwise, or where no mapping
     // can be made, one pread(2) per SCAN_READ bytes into a buffer zeroed once.
-    let mut mapping = len - at >= MAP_AT_LEAST && cannot_be_freed_while_read(hole.dir);
+    let frozen = len - at >= MAP_AT_LEAST && cannot_be_freed_while_read(hole.dir);
+    let mut mapping = frozen;
+    // Freeing only ever cuts a prefix of the log: once a window passed the
+    // look for freed ranges after the log was seen frozen, none can follow.
+    // (One look per page of every window, each a cache miss of its own, cost
+    // a sixth of a filter.)
+    let mut look_for_holes = true;
     let mut map: Option<(crate::sys::LogMap, u64, u64)> = None;
     let mut buf = Vec::new();
     while at < len && !collector.failed() {
@@ -876,13 +882,14 @@ fn scan_forward(
             }
         };
         let want = window.len();
-        if hole.freed_under(window, at) {
+        if look_for_holes && hole.freed_under(window, at) {
             // Freed while this read went on: continue where the log now starts.
             pos = hole.lift(pos);
             at = pos.offset;
             acc = LineAcc::default();
             continue;
         }
+        look_for_holes = !frozen;
         let chunk_at = at;
         at += want as u64;
         let mut body = window;
