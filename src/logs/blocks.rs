@@ -42,7 +42,6 @@
 //! lines are expected to have been dropped, so a blank line does not end a
 //! block.
 
-use regex::Regex;
 use std::sync::LazyLock;
 
 /// A block keeps at most this many lines; the rest is counted and shown as
@@ -236,15 +235,36 @@ enum Phase {
     Compiler,
 }
 
-fn re(pattern: &str) -> Regex {
-    Regex::new(pattern).expect("valid regex")
+/// A block pattern, matched on a line's bytes with ASCII classes (`\w`,
+/// `\d`, `\s`; `\S` is any byte but ASCII space): the names, numbers and
+/// indentation these patterns look at are ASCII, while Unicode's `\w` alone
+/// compiles to thousands of states, which every read with blocks on paid
+/// before its first line (the patterns took 2 of the 5 ms of a `bgt output`
+/// of a one-line log). Non-ASCII literals match their UTF-8 bytes.
+struct Pattern(regex::bytes::Regex);
+
+impl Pattern {
+    fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text.as_bytes())
+    }
+}
+
+fn re(pattern: &str) -> Pattern {
+    Pattern(ascii(pattern))
+}
+
+fn ascii(pattern: &str) -> regex::bytes::Regex {
+    regex::bytes::RegexBuilder::new(pattern)
+        .unicode(false)
+        .build()
+        .expect("valid regex")
 }
 
 /// Exception lines: `TypeError: x`, `json.decoder.JSONDecodeError: x`,
 /// `java.lang.IllegalStateException: x`, `Error [ERR_X]: x`, Next's
 /// `⨯ TypeError: x`, a bare `KeyError`, Vite's `[vite] Internal server
 /// error: x`.
-static EXCEPTION: LazyLock<Regex> = LazyLock::new(|| {
+static EXCEPTION: LazyLock<Pattern> = LazyLock::new(|| {
     re(
         r"^\s*(?:⨯ |Uncaught (?:exception )?|Unhandled \w+: )?(?:[\w$]+\.)*(?:[A-Z][\w$]*)?(?:Error|Exception|Throwable|Panic)(?: \[[\w-]+\])?(?::(?: |$)|$| \{$)|(?:Internal server|Pre-transform|Transform|Build) error: ",
     )
@@ -252,36 +272,36 @@ static EXCEPTION: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Compiler diagnostics: tsc (plain and pretty), rustc/cargo, esbuild,
 /// webpack.
-static COMPILER: LazyLock<Regex> = LazyLock::new(|| {
+static COMPILER: LazyLock<Pattern> = LazyLock::new(|| {
     re(
-        r"^(?:\S+\(\d+,\d+\): (?:error|warning) TS\d+: |\S+:\d+:\d+ - (?:error|warning) TS\d+: |(?:error|warning)(?:\[\w+\])?: |[✘▲] \[(?:ERROR|WARNING)\] |(?:ERROR|WARNING) in )",
+        r"^(?:\S+\(\d+,\d+\): (?:error|warning) TS\d+: |\S+:\d+:\d+ - (?:error|warning) TS\d+: |(?:error|warning)(?:\[\w+\])?: |(?:✘|▲) \[(?:ERROR|WARNING)\] |(?:ERROR|WARNING) in )",
     )
 });
 
 /// Ruby's first line `file:line:in 'meth': message (Class)` and Rails' bare
 /// frames `app/x.rb:21:in 'meth'`.
-static RUBY_FRAME: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*(?:from )?\S+:\d+:in [`']"));
+static RUBY_FRAME: LazyLock<Pattern> = LazyLock::new(|| re(r"^\s*(?:from )?\S+:\d+:in [`']"));
 
 /// Rails' exception line: `NoMethodError (undefined method …`.
-static RAILS_HEADER: LazyLock<Regex> =
+static RAILS_HEADER: LazyLock<Pattern> =
     LazyLock::new(|| re(r"^(?:[A-Z]\w*::)*[A-Z]\w*(?:Error|Exception|NotFound|Invalid) \("));
 
 /// Node's throw site: a path and line number alone on a line.
-static JS_SITE: LazyLock<Regex> =
+static JS_SITE: LazyLock<Pattern> =
     LazyLock::new(|| re(r"^(?:/|file://|[A-Za-z]:\\|\./)\S*\.[cm]?[jt]sx?:\d+$"));
 
 /// A Python frame line: `  File "x.py", line 3, in f` (or without `in`
 /// for a SyntaxError).
-static PY_FRAME: LazyLock<Regex> = LazyLock::new(|| re(r#"^\s*File "[^"]*", line \d+"#));
+static PY_FRAME: LazyLock<Pattern> = LazyLock::new(|| re(r#"^\s*File "[^"]*", line \d+"#));
 
 /// A code frame line: `  12 |`, `> 3 |`, `    |  ^`, esbuild's `│`.
-static CODE_FRAME: LazyLock<Regex> = LazyLock::new(|| re(r"^\s*>?\s*\d*\s*[|│╵]"));
+static CODE_FRAME: LazyLock<Pattern> = LazyLock::new(|| re(r"^\s*>?\s*\d*\s*(?:\||│|╵)"));
 
 /// Paths and names of code the project did not write: Python's stdlib and
 /// packages, node_modules and Node's internals, the Rust standard library
 /// and cargo registry, the JVM's modules, GOROOT and the Go module cache,
 /// Ruby's stdlib and gems.
-static LIBRARY: LazyLock<Regex> = LazyLock::new(|| {
+static LIBRARY: LazyLock<Pattern> = LazyLock::new(|| {
     re(concat!(
         r"site-packages/|dist-packages/|/lib/python\d+(?:\.\d+)?/|<frozen |",
         r"node_modules/|\(node:|at node:|\(internal/|\(<anonymous>\)|\(index \d+\)$|",
@@ -294,7 +314,7 @@ static LIBRARY: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Rust frames named after the standard library (seen when a frame has no
 /// `at` line).
-static RUST_LIBRARY_SYMBOL: LazyLock<Regex> = LazyLock::new(|| {
+static RUST_LIBRARY_SYMBOL: LazyLock<Pattern> = LazyLock::new(|| {
     re(
         r"^\s*\d+: (?:0x[0-9a-f]+ - )?<?(?:std|core|alloc|__rustc|panic_unwind|backtrace)::|rust_begin_unwind$|__libc_start",
     )
@@ -314,10 +334,9 @@ fn library(text: &str) -> bool {
 /// (checked on every call in debug builds): a run of lines without any of
 /// them opens no block, so the reader need not replay it around a match.
 static MAY_START: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
-    regex::bytes::Regex::new(
+    ascii(
         r#"Traceback|Error|Exception|Throwable|Panic|NotFound|Invalid|File "|panicked|panic: |goroutine |error|warning|ERROR|WARNING|:in [`']|[jt]sx?:\d"#,
     )
-    .expect("valid regex")
 });
 
 /// Whether some line of `lines` (raw bytes that cleaning leaves as they
