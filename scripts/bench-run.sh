@@ -9,6 +9,11 @@
 #   RT=1 scripts/bench-run.sh       # latency under SCHED_FIFO (root): on a machine
 #                                   # busy with other work, scheduling delays
 #                                   # otherwise dominate every command's time
+#   TMPDIR=/dev/shm scripts/bench-run.sh  # every tool's state on tmpfs: on an ext4
+#                                   # without a journal, each file created walks
+#                                   # over the inodes freed in the last minutes
+#                                   # (a build or a test run frees thousands), so
+#                                   # the disk's recent history shows in the times
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-30}
