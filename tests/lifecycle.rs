@@ -173,6 +173,49 @@ fn a_lost_tasks_leftover_processes_are_kept_by_cleanup_and_killed_by_stop() {
     assert!(!env.home().join(&id).exists());
 }
 
+/// Several `bgt stop` of a task whose supervisor is gone each write its
+/// final record at once; a reader polling `meta.json` meanwhile must only
+/// ever see a whole record (the spare is taken by one writer alone: two
+/// writing into it tore the record in 2 of 200 rounds).
+#[test]
+fn concurrent_stops_of_a_lost_task_never_show_a_torn_record() {
+    let env = Env::new();
+    let mut torn = Vec::new();
+    for round in 0..20 {
+        // Deaf to the stop signals: every stop waits out the same grace,
+        // then all kill and write their records at about the same moment.
+        let id = env.start(&["sh", "-c", "trap '' INT TERM; sleep 300"]);
+        let status = env.status(&id);
+        let child = status["pid"].as_i64().unwrap() as i32;
+        let _guard = KillOnDrop(vec![child]);
+        kill(status["supervisor_pid"].as_i64().unwrap() as i32, "KILL");
+        poll_until(Duration::from_secs(5), || env.state(&id) == "lost");
+        let meta = env.home().join(&id).join("meta.json");
+        let mut stops: Vec<_> = ["INT", "TERM", "INT", "TERM"]
+            .iter()
+            .map(|signal| {
+                env.cmd()
+                    .args(["stop", "--grace", "200ms", "--signal", signal, &id])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        while stops.iter_mut().any(|p| p.try_wait().unwrap().is_none()) {
+            if let Ok(bytes) = std::fs::read(&meta)
+                && serde_json::from_slice::<serde_json::Value>(&bytes).is_err()
+            {
+                torn.push((round, String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+        // Killed; reaped by whoever adopted it once the supervisor died.
+        poll_until(Duration::from_secs(5), || !alive(child));
+        assert_eq!(env.state(&id), "stopped", "round {round}");
+    }
+    assert!(torn.is_empty(), "torn reads: {torn:?}");
+}
+
 #[test]
 fn a_process_older_than_the_task_is_never_taken_for_one_of_its_processes() {
     let env = Env::new();

@@ -365,34 +365,37 @@ impl TaskMeta {
     /// Writes a final record into the spare's already allocated blocks (cut
     /// to size, fsync'd) and renames it over `meta.json`: atomic for
     /// readers, and it needs no free space, so a task that filled the disk
-    /// still ends with its status. The spare has never been seen by a
-    /// reader, so writing it in place cannot tear a read; and it takes no
-    /// new inode (a temp file would, and free the spare's too: on an ext4
+    /// still ends with its status. The spare is first renamed to a name of
+    /// this writer's own, so of two writers at once (two `bgt stop` of a
+    /// task whose supervisor is gone) one takes it and the other writes a
+    /// temp file: never both into one file, one of them already renamed
+    /// over `meta.json` under a reader. Taken so, the spare has never been
+    /// seen by a reader, and writing it in place tears no read; and it takes
+    /// no new inode (a temp file would, and free the spare's too: on an ext4
     /// without a journal, every freed inode slows the next creations for a
-    /// minute). Without a usable spare (a task started by an older bgt, or
-    /// a second final write), the normal atomic write.
+    /// minute). Without a spare (a task started by an older bgt, or taken
+    /// by another writer), the normal atomic write.
     pub fn store_final(&self, dir: &DirFd) -> Result<()> {
         let json = serde_json::to_vec_pretty(self)?;
-        let reused = (|| -> std::io::Result<bool> {
+        let taken = format!("{SPARE}.{}", std::process::id());
+        let reused = dir.rename(SPARE, &taken).and_then(|()| {
             use std::os::unix::fs::FileExt;
-            let file = dir.open_file(SPARE, Access::ReadWrite)?;
+            let file = dir.open_file(&taken, Access::ReadWrite)?;
             if file.metadata()?.len() < json.len() as u64 {
                 return Ok(false);
             }
             file.write_all_at(&json, 0)?;
             file.set_len(json.len() as u64)?;
             file.sync_all()?;
-            dir.rename(SPARE, crate::task::store::META)?;
+            dir.rename(&taken, crate::task::store::META)?;
             Ok(true)
-        })();
-        match reused {
-            Ok(true) => Ok(()),
-            _ => {
-                self.store_in(dir)?;
-                let _ = dir.remove_file(SPARE);
-                Ok(())
-            }
+        });
+        if reused.is_ok_and(|done| done) {
+            return Ok(());
         }
+        self.store_in(dir)?;
+        let _ = dir.remove_file(&taken);
+        Ok(())
     }
 }
 
@@ -435,6 +438,50 @@ pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(state: State) -> TaskMeta {
+        let mut meta: TaskMeta = serde_json::from_value(serde_json::json!({
+            "schema": SCHEMA, "id": "t-000001", "label": null,
+            "command": {"argv": ["true"], "display": "true", "shell": false},
+            "cwd": "/", "timeout_ms": null, "created": "2026-01-01T00:00:00Z",
+            "started": null, "ended": null, "supervisor_pid": null, "pid": null,
+            "pgid": null, "pid_start": null, "state": "starting",
+            "stdout_log": "stdout.log", "stderr_log": "stderr.log"
+        }))
+        .unwrap();
+        meta.state = state;
+        meta
+    }
+
+    /// Two final writers at once (two `bgt stop` of a task whose supervisor
+    /// is gone): the second must not write into the spare the first has
+    /// taken, which may be `meta.json` already when it writes.
+    #[test]
+    fn a_spare_taken_by_one_final_writer_is_not_written_by_another() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = DirFd::open(root.path()).unwrap();
+        let first = record(State::Starting);
+        first.store_in(&dir).unwrap();
+        first.reserve_spare(&dir).unwrap();
+        // Another writer has taken the spare and is writing into it.
+        dir.rename(SPARE, ".meta.json.spare.1").unwrap();
+        let taken = std::fs::read(root.path().join(".meta.json.spare.1")).unwrap();
+        let ended = record(State::ended(Exit::Code(0)));
+        ended.store_final(&dir).unwrap();
+        assert_eq!(
+            std::fs::read(root.path().join(".meta.json.spare.1")).unwrap(),
+            taken,
+            "the other writer's file was written"
+        );
+        let stored = TaskMeta::load_in(&dir).unwrap();
+        assert!(stored.state.is_final());
+        // With the spare there, it is used and is gone after.
+        first.store_in(&dir).unwrap();
+        first.reserve_spare(&dir).unwrap();
+        ended.store_final(&dir).unwrap();
+        assert!(!dir.exists(SPARE));
+        assert!(TaskMeta::load_in(&dir).unwrap().state.is_final());
+    }
 
     #[test]
     fn state_serializes_flat() {
