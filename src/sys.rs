@@ -139,7 +139,7 @@ fn set_default_action(sig: i32) {
 
 /// Starts `argv` in a new process group with no signal blocked, `stdio`
 /// as its descriptors 0, 1 and 2 and `cwd` as its directory; `program` is
-/// a path, or a name looked up in this process's `PATH` when `search`.
+/// a path (a relative one is taken from `cwd`).
 /// Returns its pid once it has exec'd, or the error of the failed exec:
 /// glibc's posix_spawn shares our memory until the exec, as vfork does,
 /// and hands the child's errno back.
@@ -151,7 +151,6 @@ fn set_default_action(sig: i32) {
 /// `bgt run`'s start to its answer, against ~120 µs for this).
 pub fn spawn(
     program: &std::ffi::CStr,
-    search: bool,
     argv: &[std::ffi::CString],
     envp: &[std::ffi::CString],
     cwd: &std::ffi::CStr,
@@ -201,12 +200,9 @@ pub fn spawn(
     if rc != 0 {
         return Err(std::io::Error::from_raw_os_error(rc));
     }
-    let spawned = if search {
-        nix::spawn::posix_spawnp(program, &actions, &attr, argv, envp)
-    } else {
-        nix::spawn::posix_spawn(program, &actions, &attr, argv, envp)
-    };
-    Ok(spawned?)
+    Ok(nix::spawn::posix_spawn(
+        program, &actions, &attr, argv, envp,
+    )?)
 }
 
 /// Every signal, glibc's two internal ones (32 and 33) included: its

@@ -1,6 +1,6 @@
 //! The process model: run, status, stop, cleanup, states, resolution.
 
-use crate::util::{Env, alive, kill, poll_until, read_pid};
+use crate::util::{Env, alive, kill, poll_until, read_pid, succeeded};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -199,6 +199,51 @@ fn commands_start_as_execvp_would_start_them() {
         err.trim(),
         "bgt: cannot start 'true': No such file or directory"
     );
+
+    // As execvp: a file whose `#!` names a missing interpreter is passed
+    // over for the next directory's, and the `#!`-less one found there is
+    // the one the shell runs, whichever PATH (the caller's or the task's).
+    let other = env.work().join("bin2");
+    std::fs::create_dir(&other).unwrap();
+    tool("bgt-test-twice", "#!/nonexistent/interpreter\necho wrong\n");
+    std::fs::write(other.join("bgt-test-twice"), "echo right \"$1\"\n").unwrap();
+    std::fs::set_permissions(
+        other.join("bgt-test-twice"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let both = format!("{}:{}:/usr/bin:/bin", bin.display(), other.display());
+    assert_eq!(
+        output(
+            &["--env", &format!("PATH={both}")],
+            &["bgt-test-twice", "a"]
+        ),
+        "right a\n"
+    );
+    let out = env
+        .cmd()
+        .env("PATH", &both)
+        .args(["run", "--", "bgt-test-twice", "b"])
+        .output()
+        .unwrap();
+    let id = succeeded("run", out).trim().to_string();
+    env.wait_done(&id);
+    assert_eq!(env.ok(&["output", &id, "--raw"]), "right b\n");
+    // A file that is there but not executable is "permission denied".
+    std::fs::write(bin.join("bgt-test-plain-file"), "echo no\n").unwrap();
+    let err = env.fails(
+        &["run", "--env", &task_path, "--", "bgt-test-plain-file"],
+        1,
+    );
+    assert!(err.contains("Permission denied"), "{err}");
+    // The task's marker is its own, whatever --env says (its processes are
+    // found by it).
+    let id = env.start_with(
+        &["--env", "BGT_TASK_ID=not-mine"],
+        &["sh", "-c", "env | grep -c ^BGT_TASK_ID=; echo $BGT_TASK_ID"],
+    );
+    env.wait_done(&id);
+    assert_eq!(env.ok(&["output", &id, "--raw"]), format!("1\n{id}\n"));
 }
 
 #[test]

@@ -9,13 +9,25 @@ use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Where `execvp` looks when `PATH` is not set (glibc's default).
 const DEFAULT_PATH: &str = "/bin:/usr/bin";
 
+/// The shell that runs an executable file that is no program.
+const SHELL: &str = "/bin/sh";
+
 /// Starts the task's command with `stdio` as its descriptors 0, 1 and 2;
 /// returns its pid once it has exec'd.
+///
+/// The search is execvp's, made here rather than by posix_spawnp (which
+/// would search our `PATH`, not the task's, and tell a file without `#!`
+/// only by ENOEXEC, without saying which file): each directory of the
+/// task's `PATH` in turn, skipping a name that is not there (one stat, where
+/// a failed exec in the child costs several times more), going on after a
+/// file that cannot be exec'd for a missing interpreter or a denied
+/// permission, and failing with "permission denied" rather than "not found"
+/// when a denied one was met.
 pub fn launch(meta: &TaskMeta, stdio: [BorrowedFd<'_>; 3]) -> io::Result<Pid> {
     let words = &meta.command.argv;
     let program = words
@@ -27,39 +39,63 @@ pub fn launch(meta: &TaskMeta, stdio: [BorrowedFd<'_>; 3]) -> io::Result<Pid> {
         pair
     }))?;
     let cwd = c_string(meta.cwd.as_os_str())?;
-    let spawn = |file: &OsStr, search: bool, argv: &[CString]| {
-        crate::sys::spawn(&c_string(file)?, search, argv, &envp, &cwd, stdio).map(Pid::from_nix)
-    };
-    // The child's PATH is searched: posix_spawnp searches ours, so a task
-    // that sets its own is looked up here.
-    let task_path = meta.env.get("PATH").map(OsStr::new);
-    let lookup = || match task_path {
-        Some(path) => find_in_path(program, Some(path), &meta.cwd),
-        None => find_in_path(program, std::env::var_os("PATH").as_deref(), &meta.cwd),
-    };
     let argv = c_strings(words)?;
-    let result = match (program.contains('/'), task_path) {
-        (true, _) => spawn(OsStr::new(program), false, &argv),
-        (false, None) => spawn(OsStr::new(program), true, &argv),
-        (false, Some(_)) => match lookup() {
-            Some(file) => spawn(file.as_os_str(), false, &argv),
-            None => Err(io::Error::from_raw_os_error(nix::libc::ENOENT)),
-        },
+    let spawn = |file: &OsStr, argv: &[CString]| {
+        crate::sys::spawn(&c_string(file)?, argv, &envp, &cwd, stdio).map(Pid::from_nix)
     };
-    match result {
-        // An executable file that is no program (a script without `#!`):
-        // a shell runs it, as execvp does.
+    // An executable file that is no program (a script without `#!`): a
+    // shell runs it, as execvp does.
+    let exec = |file: &OsStr| match spawn(file, &argv) {
         Err(e) if e.raw_os_error() == Some(nix::libc::ENOEXEC) => {
-            let file = match program.contains('/') {
-                true => PathBuf::from(program),
-                false => lookup().ok_or(e)?,
-            };
-            let mut shell_words = vec![OsString::from("sh"), file.into_os_string()];
-            shell_words.extend(words[1..].iter().map(OsString::from));
-            spawn(OsStr::new("/bin/sh"), false, &c_strings(shell_words)?)
+            let mut shell_words = vec![OsStr::new(SHELL), file];
+            shell_words.extend(words[1..].iter().map(OsStr::new));
+            spawn(OsStr::new(SHELL), &c_strings(shell_words)?)
         }
         other => other,
+    };
+    if program.contains('/') {
+        return exec(OsStr::new(program));
     }
+    let path = match meta.env.get("PATH") {
+        Some(path) => OsString::from(path),
+        None => std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
+    };
+    let mut denied = false;
+    for dir in path.as_bytes().split(|b| *b == b':') {
+        // An empty entry is the task's directory.
+        let file = Path::new(OsStr::from_bytes(dir)).join(program);
+        // A relative one is the child's to resolve, from its directory.
+        match std::fs::metadata(meta.cwd.join(&file)) {
+            Ok(found) if found.is_file() => {}
+            Ok(_) => {
+                denied = true; // execve refuses a directory with EACCES
+                continue;
+            }
+            Err(e) => {
+                denied |= e.raw_os_error() == Some(nix::libc::EACCES);
+                continue;
+            }
+        }
+        match exec(file.as_os_str()) {
+            Err(e) => match e.raw_os_error() {
+                Some(nix::libc::EACCES) => denied = true,
+                Some(
+                    nix::libc::ENOENT
+                    | nix::libc::ENOTDIR
+                    | nix::libc::ESTALE
+                    | nix::libc::ENODEV
+                    | nix::libc::ETIMEDOUT,
+                ) => {}
+                _ => return Err(e),
+            },
+            started => return started,
+        }
+    }
+    Err(io::Error::from_raw_os_error(if denied {
+        nix::libc::EACCES
+    } else {
+        nix::libc::ENOENT
+    }))
 }
 
 /// Ours, with the task's own variables and its marker (which names the
@@ -68,26 +104,17 @@ fn environment(meta: &TaskMeta) -> Vec<(OsString, OsString)> {
     let own =
         |key: &OsStr| key == procs::TASK_ID_VAR || meta.env.keys().any(|k| OsStr::new(k) == key);
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os().filter(|(k, _)| !own(k)).collect();
-    env.extend(meta.env.iter().map(|(k, v)| (k.into(), v.into())));
+    // The marker is the task's own whatever `--env` says: a second one
+    // ahead of it would be the one `getenv` and bgt's search for the
+    // task's processes read.
+    env.extend(
+        meta.env
+            .iter()
+            .filter(|(k, _)| *k != procs::TASK_ID_VAR)
+            .map(|(k, v)| (k.into(), v.into())),
+    );
     env.push((procs::TASK_ID_VAR.into(), meta.id.clone().into()));
     env
-}
-
-/// The first executable regular file named `program` in the directories of
-/// `path` (glibc's default when unset); relative ones are taken from `cwd`,
-/// where the child starts.
-fn find_in_path(program: &str, path: Option<&OsStr>, cwd: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = path.unwrap_or(OsStr::new(DEFAULT_PATH));
-    path.as_bytes().split(|b| *b == b':').find_map(|dir| {
-        let dir = if dir.is_empty() { b".".as_slice() } else { dir };
-        let file = cwd.join(OsStr::from_bytes(dir)).join(program);
-        let meta = std::fs::metadata(&file).ok()?;
-        (meta.is_file()
-            && meta.permissions().mode() & 0o111 != 0
-            && nix::unistd::access(&file, nix::unistd::AccessFlags::X_OK).is_ok())
-        .then_some(file)
-    })
 }
 
 fn c_string(s: &OsStr) -> io::Result<CString> {
