@@ -236,11 +236,13 @@ enum Phase {
 }
 
 /// A block pattern, matched on a line's bytes with ASCII classes (`\w`,
-/// `\d`, `\s`; `\S` is any byte but ASCII space): the names, numbers and
-/// indentation these patterns look at are ASCII, while Unicode's `\w` alone
+/// `\d`, `\s`; `\S` is any byte but ASCII space): Unicode's `\w` alone
 /// compiles to thousands of states, which every read with blocks on paid
 /// before its first line (the patterns took 2 of the 5 ms of a `bgt output`
-/// of a one-line log). Non-ASCII literals match their UTF-8 bytes.
+/// of a one-line log). Numbers and indentation are ASCII; where a name may
+/// not be (`com.société.PaymentException`), the class adds `\x80-\xFF`, the
+/// bytes of every non-ASCII character. Non-ASCII literals match their UTF-8
+/// bytes.
 struct Pattern(regex::bytes::Regex);
 
 impl Pattern {
@@ -266,7 +268,7 @@ fn ascii(pattern: &str) -> regex::bytes::Regex {
 /// error: x`.
 static EXCEPTION: LazyLock<Pattern> = LazyLock::new(|| {
     re(
-        r"^\s*(?:⨯ |Uncaught (?:exception )?|Unhandled \w+: )?(?:[\w$]+\.)*(?:[A-Z][\w$]*)?(?:Error|Exception|Throwable|Panic)(?: \[[\w-]+\])?(?::(?: |$)|$| \{$)|(?:Internal server|Pre-transform|Transform|Build) error: ",
+        r"^\s*(?:⨯ |Uncaught (?:exception )?|Unhandled [\w\x80-\xFF]+: )?(?:[\w$\x80-\xFF]+\.)*(?:[A-Z][\w$\x80-\xFF]*)?(?:Error|Exception|Throwable|Panic)(?: \[[\w-]+\])?(?::(?: |$)|$| \{$)|(?:Internal server|Pre-transform|Transform|Build) error: ",
     )
 });
 
@@ -283,8 +285,9 @@ static COMPILER: LazyLock<Pattern> = LazyLock::new(|| {
 static RUBY_FRAME: LazyLock<Pattern> = LazyLock::new(|| re(r"^\s*(?:from )?\S+:\d+:in [`']"));
 
 /// Rails' exception line: `NoMethodError (undefined method …`.
-static RAILS_HEADER: LazyLock<Pattern> =
-    LazyLock::new(|| re(r"^(?:[A-Z]\w*::)*[A-Z]\w*(?:Error|Exception|NotFound|Invalid) \("));
+static RAILS_HEADER: LazyLock<Pattern> = LazyLock::new(|| {
+    re(r"^(?:[A-Z][\w\x80-\xFF]*::)*[A-Z][\w\x80-\xFF]*(?:Error|Exception|NotFound|Invalid) \(")
+});
 
 /// Node's throw site: a path and line number alone on a line.
 static JS_SITE: LazyLock<Pattern> =
@@ -729,6 +732,44 @@ mod tests {
             }
         }
         outside(&places, around);
+    }
+
+    /// The blocks of `text`, fed line by line as the reader feeds them.
+    fn blocks_in(text: &str) -> Vec<Block> {
+        let mut tracker = BlockTracker::new();
+        let mut blocks = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            blocks.extend(tracker.push(i as u64 + 1, line).closed);
+        }
+        blocks.extend(tracker.finish());
+        blocks
+    }
+
+    /// The patterns' classes are ASCII for speed; names need not be.
+    #[test]
+    fn names_with_non_ascii_letters_open_blocks() {
+        for (text, (start, end)) in [
+            (
+                "starting\ncom.société.paiement.PaymentException: refusé\n\tat com.société.paiement.Service.pay(Service.java:10)\n\tat com.société.Main.main(Main.java:3)\ndone",
+                (2, 4),
+            ),
+            (
+                "com.example.DonnéesInvalidesException: bad\n\tat com.example.Main.main(Main.java:3)\nnext",
+                (1, 2),
+            ),
+            (
+                "DonnéesError: x\n    at ƒoo (/home/josé/app.js:7:11)\n    at Object.<anonymous> (/home/josé/app.js:9:1)\nnext",
+                (1, 3),
+            ),
+            (
+                "Pagamento::CartãoInvalid (bad card):\n  app/x.rb:21:in 'meth'\nnext",
+                (1, 2),
+            ),
+        ] {
+            let blocks = blocks_in(text);
+            let block = block_at(&blocks, start);
+            assert_eq!((block.start(), block.end), (start, end), "{text}");
+        }
     }
 
     #[test]
