@@ -174,7 +174,7 @@ fn a_lost_tasks_leftover_processes_are_kept_by_cleanup_and_killed_by_stop() {
 }
 
 /// Several `bgt stop` of a task whose supervisor is gone each write its
-/// final record at once; a reader polling `meta.json` meanwhile must only
+/// final record at once, as do several threads of one `bgt stop`; a reader polling `meta.json` meanwhile must only
 /// ever see a whole record (the spare is taken by one writer alone: two
 /// writing into it tore the record in 2 of 200 rounds).
 #[test]
@@ -214,6 +214,17 @@ fn concurrent_stops_of_a_lost_task_never_show_a_torn_record() {
         assert_eq!(env.state(&id), "stopped", "round {round}");
     }
     assert!(torn.is_empty(), "torn reads: {torn:?}");
+    // Several writers in one process (the same task named four times;
+    // likewise two bg_stop calls at once in the MCP server) share no file.
+    for round in 0..5 {
+        let id = env.start(&["sleep", "300"]);
+        let status = env.status(&id);
+        let _guard = KillOnDrop(vec![status["pid"].as_i64().unwrap() as i32]);
+        kill(status["supervisor_pid"].as_i64().unwrap() as i32, "KILL");
+        poll_until(Duration::from_secs(5), || env.state(&id) == "lost");
+        env.ok(&["stop", &id, &id, &id, &id]);
+        assert_eq!(env.state(&id), "stopped", "round {round}");
+    }
 }
 
 #[test]

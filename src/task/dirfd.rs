@@ -48,6 +48,16 @@ pub enum Access {
     CreateOrOpen,
 }
 
+/// A name part of this writer's own, for the files it writes before renaming
+/// them into place: the pid tells processes apart, the count the threads of
+/// one process (two `bg_stop` at once in the MCP server, `bgt stop T T`),
+/// so that no two writers ever share a temp file.
+pub fn writer_tag() -> String {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}.{n}", std::process::id())
+}
+
 fn io(err: Errno) -> io::Error {
     io::Error::from(err)
 }
@@ -198,11 +208,11 @@ impl DirFd {
     /// Writes `data` to `name` so readers see the old or the new content,
     /// never a mix: a private temp file, fsync'd when `durable`, renamed over.
     pub fn write_atomic(&self, name: &str, data: &[u8], durable: bool) -> io::Result<()> {
-        let tmp = format!(".{name}.{}.tmp", std::process::id());
+        let tmp = format!(".{name}.{}.tmp", writer_tag());
         let result = (|| {
             let mut file = match self.open_file(&tmp, Access::CreateNew) {
                 Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => {
-                    // A leftover of a killed writer that had our pid.
+                    // A leftover of a killed writer that had our tag.
                     self.remove_file(&tmp)?;
                     self.open_file(&tmp, Access::CreateNew)?
                 }

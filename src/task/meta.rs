@@ -366,10 +366,10 @@ impl TaskMeta {
     /// to size, fsync'd) and renames it over `meta.json`: atomic for
     /// readers, and it needs no free space, so a task that filled the disk
     /// still ends with its status. The spare is first renamed to a name of
-    /// this writer's own, so of two writers at once (two `bgt stop` of a
-    /// task whose supervisor is gone) one takes it and the other writes a
-    /// temp file: never both into one file, one of them already renamed
-    /// over `meta.json` under a reader. Taken so, the spare has never been
+    /// this writer's own ([`crate::task::dirfd::writer_tag`]), so of two
+    /// writers at once (two `bgt stop` of a task whose supervisor is gone)
+    /// one takes it and the other writes a temp file: never both into one
+    /// file, one of them already renamed over `meta.json` under a reader. Taken so, the spare has never been
     /// seen by a reader, and writing it in place tears no read; and it takes
     /// no new inode (a temp file would, and free the spare's too: on an ext4
     /// without a journal, every freed inode slows the next creations for a
@@ -377,7 +377,7 @@ impl TaskMeta {
     /// by another writer), the normal atomic write.
     pub fn store_final(&self, dir: &DirFd) -> Result<()> {
         let json = serde_json::to_vec_pretty(self)?;
-        let taken = format!("{SPARE}.{}", std::process::id());
+        let taken = format!("{SPARE}.{}", crate::task::dirfd::writer_tag());
         let reused = dir.rename(SPARE, &taken).and_then(|()| {
             use std::os::unix::fs::FileExt;
             let file = dir.open_file(&taken, Access::ReadWrite)?;
@@ -409,7 +409,7 @@ pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()> {
         .file_name()
         .context("path has no file name")?
         .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = dir.join(format!(".{name}.{}.tmp", crate::task::dirfd::writer_tag()));
     let result = (|| -> std::io::Result<()> {
         let mut file = OpenOptions::new()
             .write(true)
@@ -464,12 +464,12 @@ mod tests {
         first.store_in(&dir).unwrap();
         first.reserve_spare(&dir).unwrap();
         // Another writer has taken the spare and is writing into it.
-        dir.rename(SPARE, ".meta.json.spare.1").unwrap();
-        let taken = std::fs::read(root.path().join(".meta.json.spare.1")).unwrap();
+        dir.rename(SPARE, ".meta.json.spare.1.0").unwrap();
+        let taken = std::fs::read(root.path().join(".meta.json.spare.1.0")).unwrap();
         let ended = record(State::ended(Exit::Code(0)));
         ended.store_final(&dir).unwrap();
         assert_eq!(
-            std::fs::read(root.path().join(".meta.json.spare.1")).unwrap(),
+            std::fs::read(root.path().join(".meta.json.spare.1.0")).unwrap(),
             taken,
             "the other writer's file was written"
         );
