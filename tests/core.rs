@@ -236,6 +236,22 @@ fn commands_start_as_execvp_would_start_them() {
         1,
     );
     assert!(err.contains("Permission denied"), "{err}");
+    // Any other error ends the search, as in execvp: a symlink loop
+    // earlier in PATH is not passed over for /usr/bin's program.
+    let looping = env.work().join("loop");
+    std::fs::create_dir(&looping).unwrap();
+    std::os::unix::fs::symlink(looping.join("true"), looping.join("true")).unwrap();
+    let err = env.fails(
+        &[
+            "run",
+            "--env",
+            &format!("PATH={}:/usr/bin:/bin", looping.display()),
+            "--",
+            "true",
+        ],
+        1,
+    );
+    assert!(err.contains("symbolic links"), "{err}");
     // The task's marker is its own, whatever --env says (its processes are
     // found by it).
     let id = env.start_with(

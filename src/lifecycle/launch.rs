@@ -71,23 +71,11 @@ pub fn launch(meta: &TaskMeta, stdio: [BorrowedFd<'_>; 3]) -> io::Result<Pid> {
                 denied = true; // execve refuses a directory with EACCES
                 continue;
             }
-            Err(e) => {
-                denied |= e.raw_os_error() == Some(nix::libc::EACCES);
-                continue;
-            }
+            Err(e) if passed_over(&e, &mut denied) => continue,
+            Err(e) => return Err(e),
         }
         match exec(file.as_os_str()) {
-            Err(e) => match e.raw_os_error() {
-                Some(nix::libc::EACCES) => denied = true,
-                Some(
-                    nix::libc::ENOENT
-                    | nix::libc::ENOTDIR
-                    | nix::libc::ESTALE
-                    | nix::libc::ENODEV
-                    | nix::libc::ETIMEDOUT,
-                ) => {}
-                _ => return Err(e),
-            },
+            Err(e) if passed_over(&e, &mut denied) => {}
             started => return started,
         }
     }
@@ -96,6 +84,21 @@ pub fn launch(meta: &TaskMeta, stdio: [BorrowedFd<'_>; 3]) -> io::Result<Pid> {
     } else {
         nix::libc::ENOENT
     }))
+}
+
+/// Whether execvp goes on to the next directory after this error (a
+/// denied one is remembered); any other (a symlink loop, a name too long)
+/// ends the search with it.
+fn passed_over(e: &io::Error, denied: &mut bool) -> bool {
+    use nix::libc::{EACCES, ENODEV, ENOENT, ENOTDIR, ESTALE, ETIMEDOUT};
+    match e.raw_os_error() {
+        Some(EACCES) => {
+            *denied = true;
+            true
+        }
+        Some(ENOENT | ENOTDIR | ESTALE | ENODEV | ETIMEDOUT) => true,
+        _ => false,
+    }
 }
 
 /// Ours, with the task's own variables and its marker (which names the
