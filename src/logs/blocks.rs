@@ -239,10 +239,9 @@ enum Phase {
 /// `\d`, `\s`; `\S` is any byte but ASCII space): Unicode's `\w` alone
 /// compiles to thousands of states, which every read with blocks on paid
 /// before its first line (the patterns took 2 of the 5 ms of a `bgt output`
-/// of a one-line log). Numbers and indentation are ASCII; where a name may
-/// not be (`com.société.PaymentException`), the class adds `\x80-\xFF`, the
-/// bytes of every non-ASCII character. Non-ASCII literals match their UTF-8
-/// bytes.
+/// of a one-line log). Numbers and indentation are ASCII; a name may not be
+/// (`com.société.PaymentException`): see [`NAME_CHAR`]. Non-ASCII literals
+/// match their UTF-8 bytes.
 struct Pattern(regex::bytes::Regex);
 
 impl Pattern {
@@ -250,6 +249,14 @@ impl Pattern {
         self.0.is_match(text.as_bytes())
     }
 }
+
+/// A character of a class or package name (`@W` in the patterns): an ASCII
+/// word character or `$`, or a letter of the Latin, Greek, Cyrillic,
+/// Hebrew and Arabic blocks (UTF-8 lead bytes C3 to DF) or a CJK ideograph
+/// (E4 to E9). Not any non-ASCII byte: a no-break space, an arrow, a dash,
+/// CJK punctuation or an emoji before `Error:` would make a header of an
+/// ordinary line (`API调用失败，Error: 500`).
+const NAME_CHAR: &str = r"(?:[\w$]|[\xC3-\xDF][\x80-\xBF]|[\xE4-\xE9][\x80-\xBF]{2})";
 
 fn re(pattern: &str) -> Pattern {
     Pattern(ascii(pattern))
@@ -268,7 +275,8 @@ fn ascii(pattern: &str) -> regex::bytes::Regex {
 /// error: x`.
 static EXCEPTION: LazyLock<Pattern> = LazyLock::new(|| {
     re(
-        r"^\s*(?:⨯ |Uncaught (?:exception )?|Unhandled [\w\x80-\xFF]+: )?(?:[\w$\x80-\xFF]+\.)*(?:[A-Z][\w$\x80-\xFF]*)?(?:Error|Exception|Throwable|Panic)(?: \[[\w-]+\])?(?::(?: |$)|$| \{$)|(?:Internal server|Pre-transform|Transform|Build) error: ",
+        &r"^\s*(?:⨯ |Uncaught (?:exception )?|Unhandled @W+: )?(?:@W+\.)*(?:[A-Z]@W*)?(?:Error|Exception|Throwable|Panic)(?: \[[\w-]+\])?(?::(?: |$)|$| \{$)|(?:Internal server|Pre-transform|Transform|Build) error: "
+            .replace("@W", NAME_CHAR),
     )
 });
 
@@ -286,7 +294,10 @@ static RUBY_FRAME: LazyLock<Pattern> = LazyLock::new(|| re(r"^\s*(?:from )?\S+:\
 
 /// Rails' exception line: `NoMethodError (undefined method …`.
 static RAILS_HEADER: LazyLock<Pattern> = LazyLock::new(|| {
-    re(r"^(?:[A-Z][\w\x80-\xFF]*::)*[A-Z][\w\x80-\xFF]*(?:Error|Exception|NotFound|Invalid) \(")
+    re(
+        &r"^(?:[A-Z]@W*::)*[A-Z]@W*(?:Error|Exception|NotFound|Invalid) \("
+            .replace("@W", NAME_CHAR),
+    )
 });
 
 /// Node's throw site: a path and line number alone on a line.
@@ -769,6 +780,22 @@ mod tests {
             let blocks = blocks_in(text);
             let block = block_at(&blocks, start);
             assert_eq!((block.start(), block.end), (start, end), "{text}");
+        }
+        // Non-ASCII that is no letter before the word does not make a
+        // header of an ordinary line (nor did Unicode's `\w`).
+        for line in [
+            "API调用失败，Error: 500",
+            "Fatal\u{a0}Error: disk full",
+            "Build\u{3000}Error: x",
+            "Parse→Error: x",
+            "Retrying…Error: timeout",
+            "“java.lang.IllegalStateException: bad",
+            "🔥.Error: x",
+            "GET→NotFound (404)",
+            "Token\u{a0}Invalid (expired)",
+        ] {
+            let text = format!("{line}\n  retrying in 5s\n  request id 42\nnext");
+            assert!(blocks_in(&text).is_empty(), "{line} opened a block");
         }
     }
 
