@@ -168,22 +168,19 @@ pub fn spawn(
     attr.set_sigmask(&nix::sys::signal::SigSet::empty())?;
     attr.set_sigdefault(&every_signal())?;
     let mut actions = PosixSpawnFileActions::init()?;
-    // Each source above 2 first, so that placing one cannot overwrite
-    // another still to be placed (a queued supervisor has closed its fd 1).
-    let mut high = Vec::new();
-    for fd in stdio {
-        if fd.as_raw_fd() < 3 {
-            high.push(nix::fcntl::fcntl(
-                fd,
-                nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3),
-            )?);
-        }
-    }
-    let mut spare = high.iter();
+    // A source numbered 0 to 2 is copied above 2 first (a queued
+    // supervisor has closed its fd 1, so a log may have taken it), so that
+    // placing one cannot overwrite another still to be placed; the copies
+    // live until the spawn is done.
+    let mut copies = Vec::new();
     for (target, fd) in stdio.iter().enumerate() {
-        let source = match fd.as_raw_fd() {
-            n if n < 3 => spare.next().map_or(n, |h| h.as_raw_fd()),
-            n => n,
+        let source = if fd.as_raw_fd() < 3 {
+            let copy = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))?;
+            let raw = copy.as_raw_fd();
+            copies.push(copy);
+            raw
+        } else {
+            fd.as_raw_fd()
         };
         actions.add_dup2(source, target as i32)?;
     }

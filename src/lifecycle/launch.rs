@@ -104,8 +104,9 @@ fn passed_over(e: &io::Error, denied: &mut bool) -> bool {
 /// Ours, with the task's own variables and its marker (which names the
 /// task, so its processes can be found) set over it.
 fn environment(meta: &TaskMeta) -> Vec<(OsString, OsString)> {
-    let own =
-        |key: &OsStr| key == procs::TASK_ID_VAR || meta.env.keys().any(|k| OsStr::new(k) == key);
+    let own = |key: &OsStr| {
+        key == procs::TASK_ID_VAR || key.to_str().is_some_and(|k| meta.env.contains_key(k))
+    };
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os().filter(|(k, _)| !own(k)).collect();
     // The marker is the task's own whatever `--env` says: a second one
     // ahead of it would be the one `getenv` and bgt's search for the

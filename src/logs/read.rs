@@ -789,10 +789,11 @@ const SHRANK: &str = "log shrank while reading";
 const MAP_AT_LEAST: u64 = 4 << 20;
 
 /// Whether no supervisor can free part of this task's logs during a read
-/// begun after this call: the task has ended, or its logs have no size limit. A mapped page that a
-/// hole punch frees reads as zeros in place, under a scan already past its
-/// check for freed ranges (`Hole::freed_under`); a `pread` copy is a
-/// snapshot, so a log that may be punched is read, not mapped.
+/// begun after this call: the task has ended, or its logs have no size
+/// limit. A mapped page that a hole punch frees reads as zeros in place,
+/// under a scan already past its check for freed ranges
+/// (`Hole::freed_under`); a `pread` copy is a snapshot, so a log that may
+/// be punched is read, not mapped.
 fn cannot_be_freed_while_read(task_dir: &DirFd) -> bool {
     crate::task::meta::TaskMeta::load_in(task_dir)
         .is_ok_and(|meta| meta.state.is_final() || meta.max_log_size.is_none())

@@ -205,19 +205,25 @@ impl DirFd {
         self.stat_at(name).is_ok()
     }
 
+    /// Creates the file `name` (0600), empty: a file already there is a
+    /// leftover of a killed writer of ours (temp and spare names are ours
+    /// alone), removed first, never opened and reused.
+    pub fn create_fresh(&self, name: &str) -> io::Result<File> {
+        match self.open_file(name, Access::CreateNew) {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => {
+                self.remove_file(name)?;
+                self.open_file(name, Access::CreateNew)
+            }
+            other => other,
+        }
+    }
+
     /// Writes `data` to `name` so readers see the old or the new content,
     /// never a mix: a private temp file, fsync'd when `durable`, renamed over.
     pub fn write_atomic(&self, name: &str, data: &[u8], durable: bool) -> io::Result<()> {
         let tmp = format!(".{name}.{}.tmp", writer_tag());
         let result = (|| {
-            let mut file = match self.open_file(&tmp, Access::CreateNew) {
-                Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => {
-                    // A leftover of a killed writer that had our tag.
-                    self.remove_file(&tmp)?;
-                    self.open_file(&tmp, Access::CreateNew)?
-                }
-                other => other?,
-            };
+            let mut file = self.create_fresh(&tmp)?;
             file.write_all(data)?;
             if durable {
                 file.sync_all()?;

@@ -334,13 +334,7 @@ impl TaskMeta {
     pub fn reserve_spare(&self, dir: &DirFd) -> Result<()> {
         let size = (serde_json::to_vec_pretty(self)?.len() * 2 + 4096).next_multiple_of(4096);
         let result = (|| -> std::io::Result<()> {
-            let mut file = match dir.open_file(SPARE, Access::CreateNew) {
-                Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => {
-                    dir.remove_file(SPARE)?;
-                    dir.open_file(SPARE, Access::CreateNew)?
-                }
-                other => other?,
-            };
+            let mut file = dir.create_fresh(SPARE)?;
             // The blocks must exist, not a hole or a bare set_len: fallocate
             // allocates them (tmpfs too) in one call; where it is not
             // supported, real zeros do.
@@ -369,12 +363,13 @@ impl TaskMeta {
     /// this writer's own ([`crate::task::dirfd::writer_tag`]), so of two
     /// writers at once (two `bgt stop` of a task whose supervisor is gone)
     /// one takes it and the other writes a temp file: never both into one
-    /// file, one of them already renamed over `meta.json` under a reader. Taken so, the spare has never been
-    /// seen by a reader, and writing it in place tears no read; and it takes
-    /// no new inode (a temp file would, and free the spare's too: on an ext4
-    /// without a journal, every freed inode slows the next creations for a
-    /// minute). Without a spare (a task started by an older bgt, or taken
-    /// by another writer), the normal atomic write.
+    /// file, one of them already renamed over `meta.json` under a reader.
+    /// Taken so, the spare has never been seen by a reader, and writing it
+    /// in place tears no read; and it takes no new inode (a temp file would,
+    /// and free the spare's too: on an ext4 without a journal, every freed
+    /// inode slows the next creations for a minute). Without a spare (a
+    /// task started by an older bgt, or taken by another writer), the
+    /// normal atomic write.
     pub fn store_final(&self, dir: &DirFd) -> Result<()> {
         let json = serde_json::to_vec_pretty(self)?;
         let taken = format!("{SPARE}.{}", crate::task::dirfd::writer_tag());
