@@ -634,3 +634,50 @@ fn every_read_path_agrees_on_a_log_whose_start_was_dropped() {
         paths_agree_on(&env, &id, &case, args);
     }
 }
+
+/// An ended task's bounded log, large enough past its dropped start to be
+/// read through a mapping: the reader looks for freed ranges only where it
+/// starts (nothing can be freed any more), and must still begin after the
+/// dropped lines, number every line as written and never show the hole.
+#[test]
+fn a_mapped_read_of_an_ended_bounded_log_starts_after_its_dropped_lines() {
+    let env = Env::new();
+    let script = "awk 'BEGIN { for (i = 1; i <= 200000; i++) printf \"line %d %0100d\\n\", i, 0 }'";
+    let id = env.start_with(&["--max-log-size", "6M"], &["sh", "-c", script]);
+    let done = env.wait_done(&id);
+    let dropped = done["stdout_dropped_lines"].as_u64().unwrap();
+    assert!(dropped > 0, "a hole was punched: {done}");
+    let out = env.ok(&[
+        "output",
+        &id,
+        "--raw",
+        "--max-lines",
+        "0",
+        "--stream",
+        "stdout",
+    ]);
+    assert!(!out.contains('\0'), "the hole's zeros were shown");
+    let numbers: Vec<u64> = out
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        numbers.len() as u64 * 112 >= 4 << 20,
+        "kept part too small to be mapped: {} lines",
+        numbers.len()
+    );
+    assert_eq!(
+        numbers[0],
+        dropped + 1,
+        "reads start after the dropped lines"
+    );
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "a line is missing"
+    );
+    assert_eq!(*numbers.last().unwrap(), 200_000);
+    let doc = env.output_json(&[&id, "--raw", "--max-lines", "0", "--filter", "line 199999 "]);
+    let seen = entries(&doc);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].line, 199_999, "numbered as written");
+}
