@@ -346,11 +346,39 @@ fn library(text: &str) -> bool {
 
 /// Words of which every line that [`start`] opens a block with contains one
 /// (checked on every call in debug builds): a run of lines without any of
-/// them opens no block, so the reader need not replay it around a match.
-static MAY_START: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
-    ascii(
-        r#"Traceback|Error|Exception|Throwable|Panic|NotFound|Invalid|File "|panicked|panic: |goroutine |error|warning|ERROR|WARNING|:in [`']|[jt]sx?:\d"#,
-    )
+/// them opens no block, so the reader need not replay it around a match,
+/// and a line without any is no start without running the start patterns.
+/// Plain words, so one vectorised multi-word search (Teddy) looks for all
+/// of them at once: twice as fast as the same alternation compiled as a
+/// regex, whose `[jt]sx?:\d` expanded into forty literals and a slower
+/// search. Looser words only mean "look" more often (`sx:` covers `jsx:`
+/// and `tsx:`, `panic` covers `panicked` and `panic: `).
+static MAY_START: LazyLock<aho_corasick::AhoCorasick> = LazyLock::new(|| {
+    // Leftmost-first: only the leftmost kinds get the Teddy prefilter.
+    aho_corasick::AhoCorasick::builder()
+        .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+        .build([
+            "Traceback",
+            "Error",
+            "Exception",
+            "Throwable",
+            "Panic",
+            "NotFound",
+            "Invalid",
+            "File \"",
+            "panic",
+            "goroutine ",
+            "error",
+            "warning",
+            "ERROR",
+            "WARNING",
+            ":in `",
+            ":in '",
+            "js:",
+            "ts:",
+            "sx:",
+        ])
+        .expect("valid words")
 });
 
 /// Whether some line of `lines` (raw bytes that cleaning leaves as they
@@ -361,12 +389,14 @@ pub fn may_start_in(lines: &[u8]) -> bool {
 
 /// The line opens a block: its phase and role.
 fn start(text: &str) -> Option<(Phase, Role)> {
-    let found = start_unchecked(text);
-    debug_assert!(
-        found.is_none() || MAY_START.is_match(text.as_bytes()),
-        "MAY_START misses a block start: {text:?}"
-    );
-    found
+    if !may_start_in(text.as_bytes()) {
+        debug_assert!(
+            start_unchecked(text).is_none(),
+            "MAY_START misses a block start: {text:?}"
+        );
+        return None;
+    }
+    start_unchecked(text)
 }
 
 fn start_unchecked(text: &str) -> Option<(Phase, Role)> {
