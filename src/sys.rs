@@ -376,8 +376,17 @@ pub struct LogMap {
     slot: &'static MapSlot,
 }
 
+// SAFETY: a `LogMap` owns a read-only mapping that stays valid until it is
+// dropped, and its slot is static atomics: reading the bytes from several
+// threads reads shared, never-written memory, and a shrink is answered by the
+// process-wide SIGBUS handler whichever thread touches the page (the log
+// reader searches a mapping ahead on a second thread).
+unsafe impl Send for LogMap {}
+// SAFETY: as for `Send`: `&LogMap` gives only reads of the mapping and of atomics.
+unsafe impl Sync for LogMap {}
+
 /// How many mappings may be live at once.
-pub const MAP_SLOTS: usize = 16;
+pub const MAP_SLOTS: usize = 64;
 
 /// One live mapping's range, as the SIGBUS handler sees it: `start` is
 /// claimed first (0 = free), `end` set last; a fault in `[start, end)` is ours.

@@ -366,10 +366,11 @@ fn a_log_cut_short_under_a_mapped_reader_is_an_error_not_a_crash() {
                 "--stream",
                 "stdout",
             ])
-            .args(if round % 2 == 0 {
-                &["--filter", "ERROR"][..]
-            } else {
-                &[][..]
+            .args(match round % 4 {
+                0 => &["--filter", "ERROR"][..],
+                // Searched on two cores, with context after each match.
+                2 => &["--filter", "WARN", "--case-sensitive", "-C", "1"][..],
+                _ => &[][..],
             })
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

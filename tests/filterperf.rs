@@ -18,32 +18,33 @@ fn fast_path_agrees(content: &str, arg_sets: &[&[&str]]) {
 
 fn agrees_with(content: &str, args: &[&str]) {
     let env = Env::new();
-    let read = |log: String| {
-        let id = env.task_printing(log);
-        let mut all = vec![
-            "output",
-            id.as_str(),
-            "--stream",
-            "stdout",
-            "--max-lines",
-            "0",
-        ];
-        all.extend_from_slice(args);
-        env.ok(&all)
-    };
     assert!(
         !args.contains(&"--raw"),
         "a raw read has no line-by-line twin"
     );
-    let fast = read(format!("boot\n{content}"));
-    let slow = read(
+    let fast = env.task_printing(format!("boot\n{content}"));
+    let slow = env.task_printing(
         format!("boot\n{content}")
             .split_inclusive('\n')
             .map(|line| format!("\x1b[0m{line}"))
-            .collect(),
+            .collect::<String>(),
     );
-    assert_eq!(fast, slow, "{args:?}");
-    assert!(fast.contains("ERROR"), "the case has matches: {fast}");
+    let read = |id: &str, json: bool| {
+        let mut all = vec!["output", id, "--stream", "stdout", "--max-lines", "0"];
+        all.extend_from_slice(args);
+        if json {
+            all.push("--json");
+        }
+        env.ok(&all)
+    };
+    let text = read(&fast, false);
+    assert_eq!(text, read(&slow, false), "{args:?}");
+    assert!(text.contains("ERROR"), "the case has matches: {text}");
+    // Line numbers too (the text shows them only through the `--` marks).
+    let lines = |id: &str| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&read(id, true)).unwrap()["lines"].clone()
+    };
+    assert_eq!(lines(&fast), lines(&slow), "{args:?} (JSON)");
 }
 
 fn quiet(lines: usize, tag: &str) -> String {
@@ -224,6 +225,50 @@ fn a_match_deep_in_a_trace_of_long_lines_without_block_words_reads_as_line_by_li
         &[
             &["--filter", "ERROR", "--case-sensitive"],
             &["--filter", "ERROR", "--case-sensitive", "-B", "2"],
+        ],
+    );
+}
+
+#[test]
+fn a_large_log_searched_on_two_cores_reads_as_line_by_line() {
+    // Past 4 MiB an ended task's log is mapped in 4 MiB windows, and with
+    // a filter a second thread searches windows ahead of the reader (on a
+    // machine with two cores or more). At the window edges: a matching line
+    // across one, a matching line starting exactly at one, and a trace
+    // whose header lies before one and whose matching frame lies after it.
+    const WINDOW: usize = 4 << 20;
+    let mut log = String::from("boot\n");
+    let mut i = 0;
+    // Quiet lines up to exactly `to` bytes (`to` a line start).
+    let mut pad_to = |log: &mut String, to: usize| {
+        while log.len() + 200 < to {
+            log.push_str(&format!("GET /api/q/{i} 200 1.0 ms - 12\n"));
+            i += 1;
+        }
+        let fill = to - log.len() - "GET /fill \n".len();
+        log.push_str(&format!("GET /fill {}\n", "x".repeat(fill)));
+        assert_eq!(log.len(), to);
+    };
+    pad_to(&mut log, WINDOW - 30);
+    log.push_str(&format!("ERROR across the first edge {}\n", "y".repeat(60)));
+    pad_to(&mut log, 2 * WINDOW);
+    log.push_str("ERROR at the second edge\n");
+    pad_to(&mut log, 3 * WINDOW - 400);
+    log.push_str("TypeError: boom\n");
+    for f in 0..20 {
+        log.push_str(&format!("    at f{f} (/app/src/x.js:{f}:1)\n"));
+    }
+    log.push_str("    at ERROR handler (/app/src/y.js:1:1)\n");
+    let end = log.len() + 300_000;
+    pad_to(&mut log, end);
+    log.push_str("ERROR last\n");
+    log.push_str(&quiet(10, "end"));
+    assert!(log.len() > 3 * WINDOW);
+    fast_path_agrees(
+        &log,
+        &[
+            &["--filter", "ERROR", "--case-sensitive", "-B", "2"],
+            &["--filter", "error"],
         ],
     );
 }

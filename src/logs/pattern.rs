@@ -256,6 +256,11 @@ impl LineMatch {
         })
     }
 
+    /// Whether runs of lines may be searched at once ([`LineMatch::candidates`]).
+    pub fn searches_chunks(&self) -> bool {
+        self.chunk_filter.is_some()
+    }
+
     /// Whether a filter selects lines (then similar lines are not collapsed:
     /// someone asking for errors sees every one).
     pub fn has_filter(&self) -> bool {
@@ -302,12 +307,21 @@ pub struct Candidates<'m> {
 }
 
 impl Candidates<'_> {
-    /// Start of the next possible match at or after `from`. Candidates must
-    /// be confirmed line by line with [`LineMatch::keeps`], so a match
-    /// spanning lines never counts.
+    /// A byte at or after `from` in the first line that may match, or in
+    /// a line before it. Candidates must be confirmed line by line with
+    /// [`LineMatch::keeps`], so a match spanning lines never counts.
     pub fn next_candidate(&mut self, hay: &[u8], from: usize) -> Option<usize> {
         let Some(finders) = self.literals else {
-            return self.re.find_at(hay, from).map(|m| m.start());
+            // The end of the earliest match, not a whole match: the line it
+            // ends in comes no later than the first matching line (which is
+            // all a candidate promises), and a forward scan alone reads every
+            // byte once. A mapped log cut short changes bytes under a search
+            // (zeros replace vanished pages): a whole match's second, reverse
+            // scan would then find no start and panic.
+            return self
+                .re
+                .shortest_match_at(hay, from)
+                .map(|end| if end > from { end - 1 } else { end });
         };
         for (finder, slot) in finders.iter().zip(self.next.iter_mut()) {
             if slot.is_none_or(|at| at < from) {

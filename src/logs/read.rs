@@ -24,11 +24,11 @@
 //! the same selection ([`select`]) and the same [`Collector`].
 
 use crate::logs::marks::{
-    Hole, Mark, Marks, Pos, lock_cursor, newlines, open_log, read_exact_at, refresh_index,
-    store_index,
+    Hole, Mark, Marks, Pos, lock_cursor, open_log, read_exact_at, refresh_index, store_index,
 };
 use crate::logs::pattern::LineMatch;
 use crate::logs::tidy;
+use crate::sys::LogMap;
 use crate::task::dirfd::DirFd;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -36,7 +36,9 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::File;
 
+mod ahead;
 mod around;
+use ahead::{Claims, LineSearch, Mapped, Windows};
 use around::{Around, scan_lines_around};
 
 /// One of a task's two logs.
@@ -799,20 +801,22 @@ fn cannot_be_freed_while_read(task_dir: &DirFd) -> bool {
         .is_ok_and(|meta| meta.state.is_final() || meta.max_log_size.is_none())
 }
 
-/// After a mapped span was read: the file still reaches its end. A file cut
+/// After a mapped window was read: the file still reaches its end. A file cut
 /// inside a page already mapped raises no SIGBUS (the kernel zeroes the rest
 /// of that page in place), so the length is checked too; checked after the
 /// reading, a pass means the bytes were intact while they were read.
-fn span_intact(file: &File, span: &crate::sys::LogMap, to: u64) -> Result<()> {
+fn span_intact(file: &File, span: &LogMap, to: u64) -> Result<()> {
     if span.shrank() || file.metadata().map_or(true, |m| m.len() < to) {
         anyhow::bail!(SHRANK);
     }
     Ok(())
 }
 
-/// How much of a log is mapped at once: the pages a read touched count in
-/// its resident size until they are unmapped.
-const MAP_SPAN: u64 = 16 << 20;
+/// How much of a log is mapped at once, in one window: large enough that
+/// mapping costs little per byte, small enough that the windows mapped at
+/// once (the reader's and those searched ahead, see `ahead`) keep the pages
+/// counted in our resident size bounded.
+const MAP_WINDOW: usize = 4 << 20;
 
 /// Reads from `start` to `len`, handing every selected line to `collector`
 /// in order (an unfinished last line as partial). Returns the position
@@ -836,143 +840,162 @@ fn scan_forward(
         // just before it (shown only as context of matches in the range).
         collector.start_around(file, pos, req, keep)?;
     }
-    // A large range is read through mappings of MAP_SPAN bytes at a time
-    // (no copy out of the page cache, see `LogMap`; one span at a time keeps
-    // the pages counted in our RSS bounded); otherwise, or where no mapping
-    // can be made, one pread(2) per SCAN_READ bytes into a buffer zeroed once.
+    // A large range is read through mappings of MAP_WINDOW bytes at a time
+    // (no copy out of the page cache, see `LogMap`), and with a filter the
+    // windows are searched on two cores (see `ahead`); otherwise, or where no
+    // mapping can be made, one pread(2) per SCAN_READ bytes into a buffer
+    // zeroed once.
     let frozen = len - at >= MAP_AT_LEAST && cannot_be_freed_while_read(hole.dir);
-    let mut mapping = frozen;
-    // Freeing only ever cuts a prefix of the log: once a window passed the
-    // look for freed ranges after the log was seen frozen, none can follow.
-    // (One look per page of every window, each a cache miss of its own, cost
-    // a sixth of a filter.)
-    let mut look_for_holes = true;
-    let mut map: Option<(crate::sys::LogMap, u64, u64)> = None;
-    let mut buf = Vec::new();
-    while at < len && !collector.failed() {
-        if mapping && map.as_ref().is_none_or(|(_, _, to)| at >= *to) {
-            if let Some((span, _, to)) = map.take() {
-                span_intact(file, &span, to)?;
-            }
-            let to = len.min(at + MAP_SPAN);
-            map = crate::sys::LogMap::new(file, at, (to - at) as usize)
-                .ok()
-                .map(|span| (span, at, to));
-            mapping = map.is_some();
-        }
-        let window: &[u8] = match &map {
-            Some((span, from, to)) => {
-                // Mapped, a window is larger: nothing is copied, and the
-                // chunk search starts fewer times.
-                let want = CHUNK.min((to - at) as usize);
-                let start = (at - from) as usize;
-                let window = &span.bytes()[start..start + want];
-                span.touch(window);
-                if span.shrank() {
-                    anyhow::bail!(SHRANK);
-                }
-                window
-            }
-            None => {
-                let want = SCAN_READ.min((len - at) as usize);
-                if buf.len() < want {
-                    buf = vec![0; want]; // once: later reads are no larger
-                }
-                read_exact_at(file, &mut buf[..want], at).context(SHRANK)?;
-                &buf[..want]
-            }
+    let claims = Claims::new(file, (at, len), MAP_WINDOW, &req.matcher, req.clean);
+    std::thread::scope(|scope| {
+        let mut windows = match frozen && req.matcher.searches_chunks() {
+            true => Windows::start(scope, &claims),
+            false => None,
         };
-        let want = window.len();
-        if look_for_holes && hole.freed_under(window, at) {
-            // Freed while this read went on: continue where the log now starts.
-            pos = hole.lift(pos);
-            at = pos.offset;
-            acc = LineAcc::default();
-            continue;
-        }
-        look_for_holes = !frozen;
-        let chunk_at = at;
-        at += want as u64;
-        let mut body = window;
-        if acc.in_line() {
-            let Some(nl) = memchr::memchr(b'\n', body) else {
+        let mut mapping = frozen;
+        // Freeing only ever cuts a prefix of the log: once a window passed the
+        // look for freed ranges after the log was seen frozen, none can follow.
+        // (One look per page of every window, each a cache miss of its own,
+        // cost a sixth of a filter.)
+        let mut look_for_holes = true;
+        let mut map: Option<(Mapped, u64)> = None;
+        let mut buf = Vec::new();
+        while at < len && !collector.failed() {
+            let mut found = None;
+            if mapping {
+                if let Some((done, to)) = map.take() {
+                    span_intact(file, &done.map, to)?;
+                    collector.release();
+                }
+                let want = MAP_WINDOW.min((len - at) as usize);
+                map = match Windows::take(&mut windows, at) {
+                    Some(window) => {
+                        found = window.found;
+                        Some(window.mapped)
+                    }
+                    None => Mapped::new(file, at, want),
+                }
+                .map(|mapped| (mapped, at + want as u64));
+                mapping = map.is_some();
+                if mapping {
+                    collector.hold();
+                }
+            }
+            let window: &[u8] = match &map {
+                Some((mapped, _)) => {
+                    // Mapped, a window is larger: nothing is copied, and the
+                    // chunk search starts fewer times.
+                    let window = mapped.bytes();
+                    mapped.map.touch(window);
+                    if mapped.map.shrank() {
+                        anyhow::bail!(SHRANK);
+                    }
+                    window
+                }
+                None => {
+                    let want = SCAN_READ.min((len - at) as usize);
+                    if buf.len() < want {
+                        buf = vec![0; want]; // once: later reads are no larger
+                    }
+                    read_exact_at(file, &mut buf[..want], at).context(SHRANK)?;
+                    &buf[..want]
+                }
+            };
+            let want = window.len();
+            if look_for_holes && hole.freed_under(window, at) {
+                // Freed while this read went on: continue where the log now starts.
+                pos = hole.lift(pos);
+                at = pos.offset;
+                acc = LineAcc::default();
+                continue;
+            }
+            look_for_holes = !frozen;
+            let chunk_at = at;
+            at += want as u64;
+            let mut body = window;
+            if acc.in_line() {
+                let Some(nl) = memchr::memchr(b'\n', body) else {
+                    acc.absorb(body, keep, req.clean);
+                    continue;
+                };
+                acc.absorb(&body[..nl], keep, req.clean);
+                let line_start = pos;
+                pos.line += 1;
+                pos.offset = chunk_at + nl as u64 + 1;
+                let looked = std::mem::take(&mut acc).look(req);
+                // A line across reads is one the chunk search did not see: with
+                // blocks or context it is skipped like the lines the search
+                // passes over, or, if it matches, caught up to like a candidate.
+                let around = collector.around.is_some() && !collector.hot(line_start);
+                match looked {
+                    Some((_, _, false)) | None if around => {}
+                    looked => {
+                        if around {
+                            collector.catch_up(file, line_start, &[], req, keep)?;
+                        }
+                        collector.offer(pos.line, pos, false, looked);
+                    }
+                }
+                body = &body[nl + 1..];
+            }
+            let Some(last_nl) = memchr::memrchr(b'\n', body) else {
                 acc.absorb(body, keep, req.clean);
                 continue;
             };
-            acc.absorb(&body[..nl], keep, req.clean);
-            let line_start = pos;
-            pos.line += 1;
-            pos.offset = chunk_at + nl as u64 + 1;
-            let looked = std::mem::take(&mut acc).look(req);
-            // A line across reads is one the chunk search did not see: with
-            // blocks or context it is skipped like the lines the search
-            // passes over, or, if it matches, caught up to like a candidate.
-            let around = collector.around.is_some() && !collector.hot(line_start);
-            match looked {
-                Some((_, _, false)) | None if around => {}
-                looked => {
-                    if around {
-                        collector.catch_up(file, line_start, &[], req, keep)?;
-                    }
-                    collector.offer(pos.line, pos, false, looked);
-                }
+            let complete = &body[..=last_nl];
+            let search = LineSearch::new(found.as_ref(), &req.matcher, complete, pos, req.clean);
+            if collector.around.is_some() {
+                scan_lines_around(file, complete, &mut pos, search, req, keep, collector)?;
+            } else {
+                scan_lines(complete, &mut pos, search, req, keep, collector);
             }
-            body = &body[nl + 1..];
+            acc.absorb(&body[last_nl + 1..], keep, req.clean);
         }
-        let Some(last_nl) = memchr::memrchr(b'\n', body) else {
-            acc.absorb(body, keep, req.clean);
-            continue;
-        };
-        if collector.around.is_some() {
-            scan_lines_around(file, &body[..=last_nl], &mut pos, req, keep, collector)?;
-        } else {
-            scan_lines(&body[..=last_nl], &mut pos, req, keep, collector);
+        if let Some((done, to)) = map {
+            span_intact(file, &done.map, to)?;
         }
-        acc.absorb(&body[last_nl + 1..], keep, req.clean);
-    }
-    if let Some((span, _, to)) = map {
-        span_intact(file, &span, to)?;
-    }
-    if !acc.in_line() {
+        collector.release();
+        if !acc.in_line() {
+            collector.finish_around(pos);
+            return Ok((pos, None));
+        }
+        // The carry is bounded by keep_bytes; whole lines are not carried.
+        let carry = (keep != usize::MAX).then(|| acc.clone());
+        if req.include_partial {
+            collector.offer(pos.line + 1, pos, true, acc.look(req));
+        }
         collector.finish_around(pos);
-        return Ok((pos, None));
-    }
-    // The carry is bounded by keep_bytes; whole lines are not carried.
-    let carry = (keep != usize::MAX).then(|| acc.clone());
-    if req.include_partial {
-        collector.offer(pos.line + 1, pos, true, acc.look(req));
-    }
-    collector.finish_around(pos);
-    Ok((pos, carry.map(|line| Carry { at, line })))
+        Ok((pos, carry.map(|line| Carry { at, line })))
+    })
 }
 
 /// Hands the selected lines of `complete` (whole lines, ending in a
 /// newline) to `collector`, advancing `pos` over all of them. With a filter
 /// the matcher finds candidate lines in the whole chunk first, when
 /// cleaning cannot change what the filter sees.
-fn scan_lines(complete: &[u8], pos: &mut Pos, req: &Request, keep: usize, c: &mut Collector) {
+fn scan_lines(
+    complete: &[u8],
+    pos: &mut Pos,
+    search: Option<LineSearch>,
+    req: &Request,
+    keep: usize,
+    c: &mut Collector,
+) {
     let mut from = 0;
-    let unchanged = !req.clean || tidy::is_plain(complete);
-    if let Some(mut search) = req.matcher.candidates(complete, unchanged) {
-        while let Some(at) = search.next_candidate(complete, from) {
-            if at >= complete.len() {
-                break; // an empty match after the last line
-            }
-            let line_start = memchr::memrchr(b'\n', &complete[..at]).map_or(0, |i| i + 1);
+    if let Some(mut search) = search {
+        while let Some(start) = search.next_line(complete, from, pos) {
             // `complete` ends in a newline when it was cut; a mapped log cut
             // short since may have lost it (the shrink is reported after).
-            let Some(line_end) = memchr::memchr(b'\n', &complete[at..]).map(|n| at + n) else {
+            let Some(end) = memchr::memchr(b'\n', &complete[start..]).map(|n| start + n) else {
                 return;
             };
-            pos.line += newlines(&complete[from..line_start]) + 1;
-            pos.offset += (line_end + 1 - from) as u64;
-            from = line_end + 1;
-            if !offer_whole(&complete[line_start..line_end], *pos, req, keep, c) {
+            pos.line += 1;
+            pos.offset += (end + 1 - start) as u64;
+            from = end + 1;
+            if !offer_whole(&complete[start..end], *pos, req, keep, c) {
                 return;
             }
         }
-        pos.line += newlines(&complete[from..]);
-        pos.offset += (complete.len() - from) as u64;
         return;
     }
     for nl in memchr::memchr_iter(b'\n', complete) {
@@ -1020,6 +1043,25 @@ struct Found {
     handed_partial: bool,
 }
 
+/// Gives one entry to the caller's sink, counting what was handed over
+/// (where a cursor may stop); after a failure, gives nothing more.
+fn hand_over(out: &mut Out, found: &mut Found, failed: &mut Option<std::io::Error>, entry: Entry) {
+    if failed.is_some() {
+        return;
+    }
+    let (lines, end, partial) = (entry.lines(), entry.end, entry.partial);
+    match out.give(entry) {
+        Ok(()) => {
+            found.handed += lines;
+            found.handed_partial |= partial;
+            if !partial {
+                found.handed_end = Some(end);
+            }
+        }
+        Err(err) => *failed = Some(err),
+    }
+}
+
 /// Turns selected lines into entries: the `--head`/`--since --tail`
 /// window, collapsing of similar lines (the one implementation every path
 /// uses), the collection limit, and hand-over to the sink when uncapped.
@@ -1043,6 +1085,10 @@ struct Collector<'o, 'a, 's> {
     found: Found,
     out: Option<&'o mut Out<'a, 's>>,
     failed: Option<std::io::Error>,
+    /// Entries waiting for their mapped window to be checked (see
+    /// [`Collector::hold`]): a log cut short under a mapping reads as zeros,
+    /// which must never reach the caller as lines.
+    held: Option<Vec<Entry>>,
     /// Blocks and context around matches, when the read asks for them.
     around: Option<Around>,
     /// Where the log's kept part starts: lines replayed before a range
@@ -1085,6 +1131,7 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
             found: Found::default(),
             out,
             failed: None,
+            held: None,
             around,
             floor: Pos::default(),
         }
@@ -1196,26 +1243,39 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
             out,
             found,
             failed,
+            held,
             ..
         } = self;
         for entry in run.drain(..) {
-            let Some(out) = out else {
-                found.entries.push(entry);
-                continue;
-            };
-            if failed.is_some() {
-                continue;
+            match (out.as_deref_mut(), held.as_mut()) {
+                (None, _) => found.entries.push(entry),
+                (Some(_), Some(held)) => held.push(entry),
+                (Some(out), None) => hand_over(out, found, failed, entry),
             }
-            let (lines, end, partial) = (entry.lines(), entry.end, entry.partial);
-            match out.give(entry) {
-                Ok(()) => {
-                    found.handed += lines;
-                    found.handed_partial |= partial;
-                    if !partial {
-                        found.handed_end = Some(end);
-                    }
-                }
-                Err(err) => *failed = Some(err),
+        }
+    }
+
+    /// Entries from now on wait for [`Collector::release`]: they come from
+    /// a mapped window whose bytes are not known to be intact yet.
+    fn hold(&mut self) {
+        if self.out.is_some() && self.held.is_none() {
+            self.held = Some(Vec::new());
+        }
+    }
+
+    /// Hands over the entries held: the window they came from was intact
+    /// while it was read.
+    fn release(&mut self) {
+        let Collector {
+            out,
+            found,
+            failed,
+            held,
+            ..
+        } = self;
+        if let (Some(out), Some(held)) = (out.as_deref_mut(), held.take()) {
+            for entry in held {
+                hand_over(out, found, failed, entry);
             }
         }
     }

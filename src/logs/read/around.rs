@@ -6,10 +6,10 @@
 //! are followed until its block and after-context end, and each line is
 //! held until it is known whether it is shown.
 
+use super::ahead::LineSearch;
 use super::{Collector, Line, Looked, MatchContext, Request, look, look_unmatched};
 use crate::logs::blocks::{self, Block, BlockLine, BlockTracker, Place, Role, Shown};
 use crate::logs::marks::{Pos, newlines, read_exact_at};
-use crate::logs::tidy;
 use anyhow::Result;
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -703,31 +703,20 @@ pub(super) fn scan_lines_around(
     file: &File,
     complete: &[u8],
     pos: &mut Pos,
+    mut search: Option<LineSearch>,
     req: &Request,
     keep: usize,
     c: &mut Collector,
 ) -> Result<()> {
-    let unchanged = !req.clean || tidy::is_plain(complete);
-    let mut search = req.matcher.candidates(complete, unchanged);
     let mut from = 0;
     while from < complete.len() && !c.failed() {
         if let Some(search) = search.as_mut()
             && !c.hot(*pos)
         {
-            let next = search
-                .next_candidate(complete, from)
-                .filter(|&at| at < complete.len());
-            let Some(at) = next else {
-                pos.line += newlines(&complete[from..]);
-                pos.offset += (complete.len() - from) as u64;
+            let Some(start) = search.next_line(complete, from, pos) else {
                 return Ok(());
             };
-            let line_start = memchr::memrchr(b'\n', &complete[..at]).map_or(0, |i| i + 1);
-            if line_start > from {
-                pos.line += newlines(&complete[from..line_start]);
-                pos.offset += (line_start - from) as u64;
-                from = line_start;
-            }
+            from = start;
             c.catch_up(file, *pos, &complete[..from], req, keep)?;
         } else if c.gap(*pos) {
             // Read line by line after lines that were skipped (the end of
