@@ -384,6 +384,54 @@ fn tasks_resolve_by_label_prefix_and_report_ambiguity() {
     assert_eq!(err.trim(), "bgt: no task matches 'nope' (see `bgt status`)");
 }
 
+/// A copy of finished task `id`'s directory under the name `new` (which bgt
+/// would not choose itself): its record renamed with it.
+fn clone_task(env: &Env, id: &str, new: &str) {
+    let (from, to) = (env.task_dir(id), env.home().join(new));
+    std::fs::create_dir(&to).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+    let meta = to.join("meta.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    doc["id"] = new.into();
+    std::fs::write(&meta, doc.to_string()).unwrap();
+}
+
+#[test]
+fn a_prefix_leaving_two_digits_open_is_looked_up_among_its_completions() {
+    // Four or five of an id's six digits are looked up as the at most 256
+    // ids they can start; every task those name counts, so ambiguity is
+    // still seen. An id of another length (never made by bgt) is found
+    // when no six-digit id matches.
+    let env = Env::new();
+    let seed = env.start(&["true"]);
+    env.wait_done(&seed);
+    for id in ["t-12345a", "t-12345b", "t-1234ff", "t-abcdef01"] {
+        clone_task(&env, &seed, id);
+    }
+    assert_eq!(env.status("12345a")["id"], "t-12345a");
+    assert_eq!(env.status("t-1234f")["id"], "t-1234ff");
+    for (prefix, ids) in [
+        ("12345", &["t-12345a", "t-12345b"][..]),
+        ("1234", &["t-12345a", "t-12345b", "t-1234ff"]),
+        ("t-1234", &["t-12345a", "t-12345b", "t-1234ff"]),
+    ] {
+        let err = env.fails(&["status", prefix], 1);
+        assert!(err.contains("ambiguous"), "{prefix}: {err}");
+        for id in ids {
+            assert!(err.contains(id), "{prefix} names {id}: {err}");
+        }
+    }
+    assert_eq!(env.status("abcde")["id"], "t-abcdef01", "a longer id");
+    let err = env.fails(&["status", "ABCDE"], 1);
+    assert!(err.contains("no task matches"), "ids are lowercase: {err}");
+}
+
 #[test]
 fn path_traversal_labels_are_rejected() {
     let env = Env::new();

@@ -282,11 +282,9 @@ impl Store {
             }
             if !self.root.exists(&label_index(query)) {
                 // Not a label: a prefix, judged on names alone.
-                let prefixed = format!("t-{query}");
                 let found: Vec<Task> = self
-                    .task_ids()?
+                    .ids_with_prefix(query)?
                     .into_iter()
-                    .filter(|id| id.starts_with(query) || id.starts_with(&prefixed))
                     .map(|id| self.task(id))
                     .collect();
                 if !found.is_empty() {
@@ -295,6 +293,38 @@ impl Store {
             }
         }
         resolve_in(self.list()?, query)
+    }
+
+    /// The ids that start with `query` (with or without its `t-`).
+    ///
+    /// A prefix that leaves one or two hex digits of a bgt id open can name
+    /// at most 256 ids ([`new_id`] makes six digits): each is looked up by
+    /// name, which costs the same among ten tasks or ten thousand (reading
+    /// ten thousand names took 5 ms). A shorter prefix reads every name, as
+    /// does one that matches no such id, so an id of another length (which
+    /// bgt never made) is found when nothing else is.
+    fn ids_with_prefix(&self, query: &str) -> Result<Vec<String>> {
+        let hex = query.strip_prefix("t-").unwrap_or(query);
+        let lower_hex = hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if let Some(open @ 1..=2) = ID_DIGITS.checked_sub(hex.len())
+            && lower_hex
+        {
+            let found: Vec<String> = (0..16usize.pow(open as u32))
+                .map(|n| format!("t-{hex}{n:0open$x}"))
+                .filter(|id| self.root.exists(id))
+                .collect();
+            if !found.is_empty() {
+                return Ok(found);
+            }
+        }
+        let prefixed = format!("t-{query}");
+        Ok(self
+            .task_ids()?
+            .into_iter()
+            .filter(|id| id.starts_with(query) || id.starts_with(&prefixed))
+            .collect())
     }
 
     /// The task a label's index names, if it still exists and holds the label.
@@ -481,15 +511,17 @@ pub fn resolve_in(tasks: Vec<Task>, query: &str) -> Result<Task> {
 }
 
 /// A short random id such as `t-3f9a2c` (24 bits; creation retries on collision).
+/// How many hex digits follow the `t-` of the ids bgt makes.
+const ID_DIGITS: usize = 6;
+
 fn new_id() -> Result<String> {
-    let mut bytes = [0u8; 3];
+    let mut bytes = [0u8; ID_DIGITS / 2];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .context("cannot read /dev/urandom")?;
-    Ok(format!(
-        "t-{:02x}{:02x}{:02x}",
-        bytes[0], bytes[1], bytes[2]
-    ))
+    Ok(bytes
+        .iter()
+        .fold("t-".to_string(), |id, b| format!("{id}{b:02x}")))
 }
 
 /// Checks a user-chosen name (label, cursor): it may end up in a path or a
@@ -855,7 +887,8 @@ mod tests {
     #[test]
     fn ids_look_right() {
         let id = new_id().unwrap();
-        assert_eq!(id.len(), 8);
+        assert_eq!(id.len(), 2 + ID_DIGITS);
+        assert!(is_task_id(&id));
         assert!(id.starts_with("t-"));
     }
 }
