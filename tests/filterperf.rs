@@ -272,3 +272,30 @@ fn a_large_log_searched_on_two_cores_reads_as_line_by_line() {
         ],
     );
 }
+
+#[test]
+fn an_unfinished_matching_last_line_brings_its_context() {
+    // The last line has no newline yet: read apart from the chunk search,
+    // it must still catch up to the lines before it.
+    let log = format!("{}X\nY1\nY2\npartial ERROR", quiet(300, "a"));
+    fast_path_agrees(&log, &[&["--filter", "ERROR", "-B", "3"]]);
+    let env = Env::new();
+    let id = env.task_printing(&log);
+    let out = env.ok(&[
+        "output", &id, "--stream", "stdout", "--filter", "ERROR", "-B", "3",
+    ]);
+    assert!(out.starts_with("X\nY1\nY2\npartial ERROR\n"), "{out}");
+}
+
+#[test]
+fn a_filter_anchored_with_multi_line_off_still_matches_every_line() {
+    // `(?-m)^` anchors at the start of a run of lines searched at once;
+    // such a filter is matched line by line, where `^` is each line's start.
+    let env = Env::new();
+    let log: String = (0..50)
+        .map(|i| format!("2026 line {i}\nother {i}\n"))
+        .collect();
+    let id = env.task_printing(&log);
+    let doc = env.output_json(&[&id, "--max-lines", "0", "--filter", "(?-m)^2026", "--raw"]);
+    assert_eq!(doc["lines"].as_array().unwrap().len(), 50, "{doc}");
+}

@@ -219,8 +219,17 @@ pub(super) fn open_log(dir: &DirFd, name: &str) -> Result<Option<(File, u64, u64
     }
 }
 
+/// What a read says when the log lost bytes it was reading (a short
+/// `pread`, a vanished mapped page, a file shorter than its span).
+pub(super) const SHRANK: &str = "log shrank while reading";
+
+/// `pread` of exactly `buf.len()` bytes; a log that ends sooner shrank
+/// under the reader (every read stays below a length seen before).
 pub(super) fn read_exact_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, at)
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, at).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => std::io::Error::new(e.kind(), SHRANK),
+        _ => e,
+    })
 }
 
 /// Brings the line-count index (`index`, as last read from `index.json`) up

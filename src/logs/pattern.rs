@@ -182,6 +182,19 @@ pub struct LineMatch {
     literals: Option<Vec<memchr::memmem::Finder<'static>>>,
 }
 
+/// Whether the filter means the same searched over a run of lines as line
+/// by line: its anchors must be line anchors. `\A` and `\z` are the text's
+/// ends, and an inline flag turning multi-line off (`(?-m)^x`) makes `^` and
+/// `$` the ends of the whole run (the search then found only a run's first
+/// line).
+fn searchable_in_chunks(pattern: &str) -> bool {
+    static MULTI_LINE_OFF: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"\(\?[a-zA-Z]*-[a-zA-Z]*m").expect("valid regex"));
+    !pattern.contains("\\A")
+        && !pattern.contains("\\z")
+        && !MULTI_LINE_OFF.is_match(pattern.as_bytes())
+}
+
 /// The words of a case-sensitive pattern made only of literal alternatives.
 fn literal_words(pattern: &str) -> Option<Vec<memchr::memmem::Finder<'static>>> {
     let plain = grep_alternation(pattern);
@@ -216,7 +229,7 @@ impl LineMatch {
             _ => None,
         };
         let chunk_filter = match filter {
-            Some(p) if !p.contains("\\A") && !p.contains("\\z") => Some(
+            Some(p) if searchable_in_chunks(p) => Some(
                 RegexBuilder::new(&grep_alternation(p))
                     .case_insensitive(filter_ic)
                     .multi_line(true)
@@ -389,6 +402,16 @@ mod tests {
         );
         assert_eq!(words("ERR.R", Case::Sensitive), None);
         assert_eq!(words("a|", Case::Sensitive), None);
+    }
+
+    #[test]
+    fn anchors_of_the_whole_text_are_matched_line_by_line() {
+        for p in [r"\Aa", r"a\z", "(?-m)^2026", "(?i-m:^x)", "(?s-m)x$"] {
+            assert!(!searchable_in_chunks(p), "{p}");
+        }
+        for p in ["^2026", "(?m)^x", "(?i)err", "a-m", "(?-i)m"] {
+            assert!(searchable_in_chunks(p), "{p}");
+        }
     }
 
     #[test]

@@ -24,13 +24,14 @@
 //! the same selection ([`select`]) and the same [`Collector`].
 
 use crate::logs::marks::{
-    Hole, Mark, Marks, Pos, lock_cursor, open_log, read_exact_at, refresh_index, store_index,
+    Hole, Mark, Marks, Pos, SHRANK, lock_cursor, open_log, read_exact_at, refresh_index,
+    store_index,
 };
 use crate::logs::pattern::LineMatch;
 use crate::logs::tidy;
 use crate::sys::LogMap;
 use crate::task::dirfd::DirFd;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -782,10 +783,6 @@ pub(crate) const CHUNK: usize = 1 << 20;
 /// around a match work within each read as before.
 const SCAN_READ: usize = 64 << 10;
 
-/// What a read says when the log lost bytes it was reading (a short
-/// `pread`, a vanished mapped page, a file shorter than its span).
-const SHRANK: &str = "log shrank while reading";
-
 /// A forward scan over at least this many bytes maps the log instead of
 /// reading it: below it the mapping's set-up costs more than the copy.
 const MAP_AT_LEAST: u64 = 4 << 20;
@@ -799,6 +796,34 @@ const MAP_AT_LEAST: u64 = 4 << 20;
 fn cannot_be_freed_while_read(task_dir: &DirFd) -> bool {
     crate::task::meta::TaskMeta::load_in(task_dir)
         .is_ok_and(|meta| meta.state.is_final() || meta.max_log_size.is_none())
+}
+
+/// Held entries (see [`Collector::hold`]) go out in batches of about this
+/// many bytes, each once the log is seen to reach past what it was made of:
+/// holding a whole window's entries (a read without a filter holds every
+/// line) cost memory and page faults, and a reader piped to `head` saw its
+/// first line only after a window.
+const HOLD_BYTES: usize = 256 << 10;
+
+/// What a scan of a mapped window checks before handing on what it holds.
+struct Intact<'a> {
+    file: &'a File,
+    map: Option<&'a LogMap>,
+}
+
+impl Intact<'_> {
+    /// Hands on the held entries once a batch is full, if the log still
+    /// reaches `to` (the end of the last line read).
+    fn release_batch(&self, c: &mut Collector, to: u64) -> Result<()> {
+        if c.held_bytes >= HOLD_BYTES {
+            if let Some(map) = self.map {
+                span_intact(self.file, map, to)?;
+            }
+            c.release();
+            c.hold();
+        }
+        Ok(())
+    }
 }
 
 /// After a mapped window was read: the file still reaches its end. A file cut
@@ -897,7 +922,7 @@ fn scan_forward(
                     if buf.len() < want {
                         buf = vec![0; want]; // once: later reads are no larger
                     }
-                    read_exact_at(file, &mut buf[..want], at).context(SHRANK)?;
+                    read_exact_at(file, &mut buf[..want], at)?;
                     &buf[..want]
                 }
             };
@@ -944,10 +969,14 @@ fn scan_forward(
             };
             let complete = &body[..=last_nl];
             let search = LineSearch::new(found.as_ref(), &req.matcher, complete, pos, req.clean);
+            let intact = Intact {
+                file,
+                map: map.as_ref().map(|(mapped, _)| &mapped.map),
+            };
             if collector.around.is_some() {
-                scan_lines_around(file, complete, &mut pos, search, req, keep, collector)?;
+                scan_lines_around(complete, &mut pos, search, (req, keep), collector, &intact)?;
             } else {
-                scan_lines(complete, &mut pos, search, req, keep, collector);
+                scan_lines(complete, &mut pos, search, (req, keep), collector, &intact)?;
             }
             acc.absorb(&body[last_nl + 1..], keep, req.clean);
         }
@@ -962,7 +991,18 @@ fn scan_forward(
         // The carry is bounded by keep_bytes; whole lines are not carried.
         let carry = (keep != usize::MAX).then(|| acc.clone());
         if req.include_partial {
-            collector.offer(pos.line + 1, pos, true, acc.look(req));
+            // As a line across reads: one the chunk search did not see, so a
+            // match catches up to the lines before it (its context, its block).
+            let around = collector.around.is_some() && !collector.hot(pos);
+            match acc.look(req) {
+                Some((_, _, false)) | None if around => {}
+                looked => {
+                    if around {
+                        collector.catch_up(file, pos, &[], req, keep)?;
+                    }
+                    collector.offer(pos.line + 1, pos, true, looked);
+                }
+            }
         }
         collector.finish_around(pos);
         Ok((pos, carry.map(|line| Carry { at, line })))
@@ -977,35 +1017,38 @@ fn scan_lines(
     complete: &[u8],
     pos: &mut Pos,
     search: Option<LineSearch>,
-    req: &Request,
-    keep: usize,
+    (req, keep): (&Request, usize),
     c: &mut Collector,
-) {
+    intact: &Intact,
+) -> Result<()> {
     let mut from = 0;
     if let Some(mut search) = search {
         while let Some(start) = search.next_line(complete, from, pos) {
             // `complete` ends in a newline when it was cut; a mapped log cut
             // short since may have lost it (the shrink is reported after).
             let Some(end) = memchr::memchr(b'\n', &complete[start..]).map(|n| start + n) else {
-                return;
+                return Ok(());
             };
             pos.line += 1;
             pos.offset += (end + 1 - start) as u64;
             from = end + 1;
             if !offer_whole(&complete[start..end], *pos, req, keep, c) {
-                return;
+                return Ok(());
             }
+            intact.release_batch(c, pos.offset)?;
         }
-        return;
+        return Ok(());
     }
     for nl in memchr::memchr_iter(b'\n', complete) {
         pos.line += 1;
         pos.offset += (nl + 1 - from) as u64;
         if !offer_whole(&complete[from..nl], *pos, req, keep, c) {
-            return;
+            return Ok(());
         }
+        intact.release_batch(c, pos.offset)?;
         from = nl + 1;
     }
+    Ok(())
 }
 
 /// Hands one whole line (ending just before `end`) to the collector if it
@@ -1088,7 +1131,11 @@ struct Collector<'o, 'a, 's> {
     /// Entries waiting for their mapped window to be checked (see
     /// [`Collector::hold`]): a log cut short under a mapping reads as zeros,
     /// which must never reach the caller as lines.
-    held: Option<Vec<Entry>>,
+    held: Vec<Entry>,
+    /// Entries are being held (a mapped window is being read).
+    holding: bool,
+    /// About how much memory the held entries take.
+    held_bytes: usize,
     /// Blocks and context around matches, when the read asks for them.
     around: Option<Around>,
     /// Where the log's kept part starts: lines replayed before a range
@@ -1131,7 +1178,9 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
             found: Found::default(),
             out,
             failed: None,
-            held: None,
+            held: Vec::new(),
+            holding: false,
+            held_bytes: 0,
             around,
             floor: Pos::default(),
         }
@@ -1244,13 +1293,18 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
             found,
             failed,
             held,
+            holding,
+            held_bytes,
             ..
         } = self;
         for entry in run.drain(..) {
-            match (out.as_deref_mut(), held.as_mut()) {
-                (None, _) => found.entries.push(entry),
-                (Some(_), Some(held)) => held.push(entry),
-                (Some(out), None) => hand_over(out, found, failed, entry),
+            match out.as_deref_mut() {
+                None => found.entries.push(entry),
+                Some(_) if *holding => {
+                    *held_bytes += entry.text.len() + std::mem::size_of::<Entry>();
+                    held.push(entry);
+                }
+                Some(out) => hand_over(out, found, failed, entry),
             }
         }
     }
@@ -1258,9 +1312,7 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
     /// Entries from now on wait for [`Collector::release`]: they come from
     /// a mapped window whose bytes are not known to be intact yet.
     fn hold(&mut self) {
-        if self.out.is_some() && self.held.is_none() {
-            self.held = Some(Vec::new());
-        }
+        self.holding = self.out.is_some();
     }
 
     /// Hands over the entries held: the window they came from was intact
@@ -1271,10 +1323,15 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
             found,
             failed,
             held,
+            holding,
+            held_bytes,
             ..
         } = self;
-        if let (Some(out), Some(held)) = (out.as_deref_mut(), held.take()) {
-            for entry in held {
+        *holding = false;
+        *held_bytes = 0;
+        if let Some(out) = out.as_deref_mut() {
+            // Drained, not taken: the buffer is reused for the next batch.
+            for entry in held.drain(..) {
                 hand_over(out, found, failed, entry);
             }
         }

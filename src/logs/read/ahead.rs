@@ -313,6 +313,8 @@ impl<'a> LineSearch<'a> {
                 next: 0,
                 base,
             }),
+            // Without a filter to search for, no look at the run at all.
+            None if !matcher.searches_chunks() => None,
             None => {
                 let unchanged = !clean || tidy::is_plain(complete);
                 matcher

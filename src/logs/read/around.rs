@@ -7,7 +7,7 @@
 //! held until it is known whether it is shown.
 
 use super::ahead::LineSearch;
-use super::{Collector, Line, Looked, MatchContext, Request, look, look_unmatched};
+use super::{Collector, Intact, Line, Looked, MatchContext, Request, look, look_unmatched};
 use crate::logs::blocks::{self, Block, BlockLine, BlockTracker, Place, Role, Shown};
 use crate::logs::marks::{Pos, newlines, read_exact_at};
 use anyhow::Result;
@@ -700,14 +700,14 @@ fn back_lines(file: &File, to: Pos, floor: Pos, back: usize) -> Result<Pos> {
 /// the lines just before it are replayed, and after a match every line is
 /// looked at until its block and after-context end.
 pub(super) fn scan_lines_around(
-    file: &File,
     complete: &[u8],
     pos: &mut Pos,
     mut search: Option<LineSearch>,
-    req: &Request,
-    keep: usize,
+    (req, keep): (&Request, usize),
     c: &mut Collector,
+    intact: &Intact,
 ) -> Result<()> {
+    let file = intact.file;
     let mut from = 0;
     while from < complete.len() && !c.failed() {
         if let Some(search) = search.as_mut()
@@ -730,6 +730,7 @@ pub(super) fn scan_lines_around(
         pos.line += 1;
         pos.offset += (nl + 1 - from) as u64;
         c.offer(pos.line, *pos, false, look(&complete[from..nl], req, keep));
+        intact.release_batch(c, pos.offset)?;
         from = nl + 1;
     }
     Ok(())
