@@ -815,7 +815,7 @@ impl Intact<'_> {
     /// Hands on the held entries once a batch is full, if the log still
     /// reaches `to` (the end of the last line read).
     fn release_batch(&self, c: &mut Collector, to: u64) -> Result<()> {
-        if c.held_bytes >= HOLD_BYTES {
+        if c.held.bytes >= HOLD_BYTES {
             if let Some(map) = self.map {
                 span_intact(self.file, map, to)?;
             }
@@ -1105,6 +1105,18 @@ fn hand_over(out: &mut Out, found: &mut Found, failed: &mut Option<std::io::Erro
     }
 }
 
+/// Entries held back while the mapped bytes they came from are not known
+/// to be intact: a log cut short under a mapping reads as zeros, which must
+/// never reach the caller as lines.
+#[derive(Default)]
+struct Held {
+    entries: Vec<Entry>,
+    /// Entries are being held (a mapped window is being read).
+    on: bool,
+    /// About how much memory the held entries take.
+    bytes: usize,
+}
+
 /// Turns selected lines into entries: the `--head`/`--since --tail`
 /// window, collapsing of similar lines (the one implementation every path
 /// uses), the collection limit, and hand-over to the sink when uncapped.
@@ -1128,14 +1140,9 @@ struct Collector<'o, 'a, 's> {
     found: Found,
     out: Option<&'o mut Out<'a, 's>>,
     failed: Option<std::io::Error>,
-    /// Entries waiting for their mapped window to be checked (see
-    /// [`Collector::hold`]): a log cut short under a mapping reads as zeros,
-    /// which must never reach the caller as lines.
-    held: Vec<Entry>,
-    /// Entries are being held (a mapped window is being read).
-    holding: bool,
-    /// About how much memory the held entries take.
-    held_bytes: usize,
+    /// Entries waiting for the mapped bytes they came from to be checked
+    /// (see [`Collector::hold`]).
+    held: Held,
     /// Blocks and context around matches, when the read asks for them.
     around: Option<Around>,
     /// Where the log's kept part starts: lines replayed before a range
@@ -1178,9 +1185,7 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
             found: Found::default(),
             out,
             failed: None,
-            held: Vec::new(),
-            holding: false,
-            held_bytes: 0,
+            held: Held::default(),
             around,
             floor: Pos::default(),
         }
@@ -1293,16 +1298,14 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
             found,
             failed,
             held,
-            holding,
-            held_bytes,
             ..
         } = self;
         for entry in run.drain(..) {
             match out.as_deref_mut() {
                 None => found.entries.push(entry),
-                Some(_) if *holding => {
-                    *held_bytes += entry.text.len() + std::mem::size_of::<Entry>();
-                    held.push(entry);
+                Some(_) if held.on => {
+                    held.bytes += entry.text.len() + std::mem::size_of::<Entry>();
+                    held.entries.push(entry);
                 }
                 Some(out) => hand_over(out, found, failed, entry),
             }
@@ -1312,27 +1315,18 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
     /// Entries from now on wait for [`Collector::release`]: they come from
     /// a mapped window whose bytes are not known to be intact yet.
     fn hold(&mut self) {
-        self.holding = self.out.is_some();
+        self.held.on = self.out.is_some();
     }
 
     /// Hands over the entries held: the window they came from was intact
     /// while it was read.
     fn release(&mut self) {
-        let Collector {
-            out,
-            found,
-            failed,
-            held,
-            holding,
-            held_bytes,
-            ..
-        } = self;
-        *holding = false;
-        *held_bytes = 0;
-        if let Some(out) = out.as_deref_mut() {
+        let held = &mut self.held;
+        (held.on, held.bytes) = (false, 0);
+        if let Some(out) = self.out.as_deref_mut() {
             // Drained, not taken: the buffer is reused for the next batch.
-            for entry in held.drain(..) {
-                hand_over(out, found, failed, entry);
+            for entry in held.entries.drain(..) {
+                hand_over(out, &mut self.found, &mut self.failed, entry);
             }
         }
     }
