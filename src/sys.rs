@@ -466,14 +466,14 @@ impl LogMap {
         &all[self.skip..]
     }
 
-    /// Touches the last byte of `bytes` (a slice of this mapping), so a
-    /// shrink that happened before shows in [`LogMap::shrank`] before the
-    /// bytes are used, not after. One page tells for all: a file shrinks
-    /// from its end, so if any page of `bytes` now lies past the end, the
-    /// last one does. (Touching every page cost a seventh of a filter: a
-    /// cache miss per page, one after the other, before the scan.)
-    pub fn touch(&self, bytes: &[u8]) {
-        if let Some(last) = bytes.last() {
+    /// Touches the mapping's last byte, so a shrink that happened before
+    /// shows in [`LogMap::shrank`] before the bytes are used, not after. One
+    /// page tells for all: a file shrinks from its end, so if any page of
+    /// the mapping now lies past the end, the last one does. (Touching every
+    /// page cost a seventh of a filter: a cache miss per page, one after the
+    /// other, before the scan.)
+    pub fn touch(&self) {
+        if let Some(last) = self.bytes().last() {
             std::hint::black_box(*last);
         }
     }

@@ -39,7 +39,7 @@ use std::fs::File;
 
 mod ahead;
 mod around;
-use ahead::{Claims, LineSearch, Mapped, Windows};
+use ahead::{Claims, LineSearch, Windows};
 use around::{Around, scan_lines_around};
 
 /// One of a task's two logs.
@@ -811,15 +811,25 @@ struct Intact<'a> {
     map: Option<&'a LogMap>,
 }
 
-impl Intact<'_> {
-    /// Hands on the held entries once a batch is full, if the log still
-    /// reaches `to` (the end of the last line read).
+impl<'a> Intact<'a> {
+    fn of(file: &'a File, map: Option<&'a LogMap>) -> Intact<'a> {
+        Intact { file, map }
+    }
+
+    /// Hands on the held entries if the log still reaches `to` (the end of
+    /// the last line read through the mapping).
+    fn release(&self, c: &mut Collector, to: u64) -> Result<()> {
+        if let Some(map) = self.map {
+            span_intact(self.file, map, to)?;
+        }
+        c.release();
+        Ok(())
+    }
+
+    /// [`Intact::release`] once a batch is full; holding goes on.
     fn release_batch(&self, c: &mut Collector, to: u64) -> Result<()> {
         if c.held.bytes >= HOLD_BYTES {
-            if let Some(map) = self.map {
-                span_intact(self.file, map, to)?;
-            }
-            c.release();
+            self.release(c, to)?;
             c.hold();
         }
         Ok(())
@@ -883,39 +893,37 @@ fn scan_forward(
         // (One look per page of every window, each a cache miss of its own,
         // cost a sixth of a filter.)
         let mut look_for_holes = true;
-        let mut map: Option<(Mapped, u64)> = None;
+        let mut map: Option<(LogMap, u64)> = None;
         let mut buf = Vec::new();
         while at < len && !collector.failed() {
             let mut found = None;
             if mapping {
                 if let Some((done, to)) = map.take() {
-                    span_intact(file, &done.map, to)?;
-                    collector.release();
+                    Intact::of(file, Some(&done)).release(collector, to)?;
                 }
                 let want = MAP_WINDOW.min((len - at) as usize);
                 map = match Windows::take(&mut windows, at) {
                     Some(window) => {
                         found = window.found;
-                        Some(window.mapped)
+                        Some(window.map)
                     }
-                    None => Mapped::new(file, at, want),
+                    None => LogMap::new(file, at, want).ok(),
                 }
-                .map(|mapped| (mapped, at + want as u64));
+                .map(|window| (window, at + want as u64));
                 mapping = map.is_some();
                 if mapping {
                     collector.hold();
                 }
             }
             let window: &[u8] = match &map {
-                Some((mapped, _)) => {
+                Some((window, _)) => {
                     // Mapped, a window is larger: nothing is copied, and the
                     // chunk search starts fewer times.
-                    let window = mapped.bytes();
-                    mapped.map.touch(window);
-                    if mapped.map.shrank() {
+                    window.touch();
+                    if window.shrank() {
                         anyhow::bail!(SHRANK);
                     }
-                    window
+                    window.bytes()
                 }
                 None => {
                     let want = SCAN_READ.min((len - at) as usize);
@@ -948,19 +956,8 @@ fn scan_forward(
                 pos.line += 1;
                 pos.offset = chunk_at + nl as u64 + 1;
                 let looked = std::mem::take(&mut acc).look(req);
-                // A line across reads is one the chunk search did not see: with
-                // blocks or context it is skipped like the lines the search
-                // passes over, or, if it matches, caught up to like a candidate.
-                let around = collector.around.is_some() && !collector.hot(line_start);
-                match looked {
-                    Some((_, _, false)) | None if around => {}
-                    looked => {
-                        if around {
-                            collector.catch_up(file, line_start, &[], req, keep)?;
-                        }
-                        collector.offer(pos.line, pos, false, looked);
-                    }
-                }
+                let line = (pos.line, pos, false);
+                collector.offer_unsearched(file, line_start, line, looked, (req, keep))?;
                 body = &body[nl + 1..];
             }
             let Some(last_nl) = memchr::memrchr(b'\n', body) else {
@@ -969,10 +966,7 @@ fn scan_forward(
             };
             let complete = &body[..=last_nl];
             let search = LineSearch::new(found.as_ref(), &req.matcher, complete, pos, req.clean);
-            let intact = Intact {
-                file,
-                map: map.as_ref().map(|(mapped, _)| &mapped.map),
-            };
+            let intact = Intact::of(file, map.as_ref().map(|(window, _)| window));
             if collector.around.is_some() {
                 scan_lines_around(complete, &mut pos, search, (req, keep), collector, &intact)?;
             } else {
@@ -980,10 +974,8 @@ fn scan_forward(
             }
             acc.absorb(&body[last_nl + 1..], keep, req.clean);
         }
-        if let Some((done, to)) = map {
-            span_intact(file, &done.map, to)?;
-        }
-        collector.release();
+        let (done, to) = map.map_or((None, 0), |(done, to)| (Some(done), to));
+        Intact::of(file, done.as_ref()).release(collector, to)?;
         if !acc.in_line() {
             collector.finish_around(pos);
             return Ok((pos, None));
@@ -991,18 +983,8 @@ fn scan_forward(
         // The carry is bounded by keep_bytes; whole lines are not carried.
         let carry = (keep != usize::MAX).then(|| acc.clone());
         if req.include_partial {
-            // As a line across reads: one the chunk search did not see, so a
-            // match catches up to the lines before it (its context, its block).
-            let around = collector.around.is_some() && !collector.hot(pos);
-            match acc.look(req) {
-                Some((_, _, false)) | None if around => {}
-                looked => {
-                    if around {
-                        collector.catch_up(file, pos, &[], req, keep)?;
-                    }
-                    collector.offer(pos.line + 1, pos, true, looked);
-                }
-            }
+            let line = (pos.line + 1, pos, true);
+            collector.offer_unsearched(file, pos, line, acc.look(req), (req, keep))?;
         }
         collector.finish_around(pos);
         Ok((pos, carry.map(|line| Carry { at, line })))
@@ -1189,6 +1171,32 @@ impl<'o, 'a, 's> Collector<'o, 'a, 's> {
             around,
             floor: Pos::default(),
         }
+    }
+
+    /// [`Collector::offer`] for a line the chunk search did not see (one
+    /// across two reads, an unfinished last line), starting at `start`:
+    /// with blocks or context it is passed over as the lines the search
+    /// passes over are, or, if it matches, caught up to like a candidate
+    /// (its context, its block).
+    fn offer_unsearched(
+        &mut self,
+        file: &File,
+        start: Pos,
+        (n, end, partial): (u64, Pos, bool),
+        looked: Looked,
+        (req, keep): (&Request, usize),
+    ) -> Result<()> {
+        let around = self.around.is_some() && !self.hot(start);
+        match looked {
+            Some((_, _, false)) | None if around => {}
+            looked => {
+                if around {
+                    self.catch_up(file, start, &[], req, keep)?;
+                }
+                self.offer(n, end, partial, looked);
+            }
+        }
+        Ok(())
     }
 
     /// Takes one line of the range, `looked` at (see [`look`]): a match
@@ -1484,7 +1492,7 @@ mod tests {
         std::fs::write(&path, vec![b'y'; 10_000]).unwrap();
         let file = File::open(&path).unwrap();
         let span = crate::sys::LogMap::new(&file, 0, 10_000).unwrap();
-        span.touch(span.bytes());
+        span.touch();
         assert!(span_intact(&file, &span, 10_000).is_ok());
         std::fs::File::options()
             .write(true)

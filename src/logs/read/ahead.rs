@@ -33,23 +33,6 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 /// until they are unmapped, and mapping slots are shared by all reads).
 const WINDOWS_AHEAD: usize = 2;
 
-/// A mapped window.
-pub(super) struct Mapped {
-    pub map: LogMap,
-}
-
-impl Mapped {
-    /// Maps `len` bytes of `file` at `at`.
-    pub(super) fn new(file: &File, at: u64, len: usize) -> Option<Mapped> {
-        LogMap::new(file, at, len).ok().map(|map| Mapped { map })
-    }
-
-    /// The window's bytes.
-    pub(super) fn bytes(&self) -> &[u8] {
-        self.map.bytes()
-    }
-}
-
 /// The candidate lines of one run of whole lines (a window without the
 /// line it starts inside and the line it ends inside).
 pub(super) struct Found {
@@ -65,7 +48,7 @@ pub(super) struct Found {
 
 /// A window mapped and searched before the reader reached it.
 pub(super) struct Window {
-    pub mapped: Mapped,
+    pub map: LogMap,
     /// Its run of whole lines searched, unless the filter cannot search it
     /// at once (the reader then goes line by line, as it would have).
     pub found: Option<Found>,
@@ -123,15 +106,15 @@ impl<'s> Claims<'s> {
         let len = self.size.min(self.len - at) as usize;
         let mut before = [0];
         read_exact_at(self.file, &mut before, at.checked_sub(1)?).ok()?;
-        let mapped = Mapped::new(self.file, at, len)?;
+        let map = LogMap::new(self.file, at, len).ok()?;
         // A window already cut short is the reader's to report, not to search.
-        mapped.map.touch(mapped.bytes());
-        if mapped.map.shrank() {
+        map.touch();
+        if map.shrank() {
             return None;
         }
         let in_line = before[0] != b'\n';
-        let found = search_window(mapped.bytes(), at, in_line, self.matcher, self.clean);
-        Some(Window { mapped, found })
+        let found = search_window(map.bytes(), at, in_line, self.matcher, self.clean);
+        Some(Window { map, found })
     }
 }
 
@@ -255,33 +238,25 @@ fn search_window(
     };
     let body = &window[first..];
     let complete = &body[..=memchr::memrchr(b'\n', body)?];
-    let unchanged = !clean || tidy::is_plain(complete);
-    let mut search = matcher.candidates(complete, unchanged)?;
+    // Numbered from the run's start, as the reader's search would go.
+    let mut pos = Pos::default();
+    let mut search = LineSearch::new(None, matcher, complete, pos, clean)?;
     let mut lines = Vec::new();
-    let (mut from, mut counted) = (0, 0);
-    while let Some(at) = search
-        .next_candidate(complete, from)
-        .filter(|&at| at < complete.len())
-    {
-        // At or after `from` (a line start), unless the bytes changed under
-        // the search (a shrink maps zeros in): then the reader fails anyway.
-        let start = memchr::memrchr(b'\n', &complete[..at]).map_or(0, |i| i + 1);
-        if start < from {
-            return None;
-        }
-        counted += newlines(&complete[from..start]);
-        lines.push((u32::try_from(start).ok()?, u32::try_from(counted).ok()?));
+    let mut from = 0;
+    while let Some(start) = search.next_line(complete, from, &mut pos) {
+        lines.push((u32::try_from(start).ok()?, u32::try_from(pos.line).ok()?));
         // `complete` ends in a newline, so every line in it ends.
-        let end = at + memchr::memchr(b'\n', &complete[at..])?;
-        counted += 1;
-        from = end + 1;
+        from = start + memchr::memchr(b'\n', &complete[start..])? + 1;
+        pos = Pos {
+            offset: from as u64,
+            line: pos.line + 1,
+        };
     }
-    counted += newlines(&complete[from..]);
     Some(Found {
         at: at + first as u64,
         len: complete.len(),
         lines,
-        newlines: counted,
+        newlines: pos.line,
     })
 }
 
