@@ -259,14 +259,12 @@ impl Pattern {
 const NAME_CHAR: &str = r"(?:[\w$]|[\xC3-\xDF][\x80-\xBF]|[\xE4-\xE9][\x80-\xBF]{2})";
 
 fn re(pattern: &str) -> Pattern {
-    Pattern(ascii(pattern))
-}
-
-fn ascii(pattern: &str) -> regex::bytes::Regex {
-    regex::bytes::RegexBuilder::new(pattern)
-        .unicode(false)
-        .build()
-        .expect("valid regex")
+    Pattern(
+        regex::bytes::RegexBuilder::new(pattern)
+            .unicode(false)
+            .build()
+            .expect("valid regex"),
+    )
 }
 
 /// Exception lines: `TypeError: x`, `json.decoder.JSONDecodeError: x`,

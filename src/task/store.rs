@@ -82,12 +82,14 @@ pub fn default_root() -> Result<PathBuf> {
 
 /// True for a name bgt gives task directories: `t-` and lowercase hex.
 pub fn is_task_id(name: &str) -> bool {
-    name.strip_prefix("t-").is_some_and(|hex| {
-        (6..=32).contains(&hex.len())
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    name.strip_prefix("t-")
+        .is_some_and(|hex| (6..=32).contains(&hex.len()) && is_lower_hex(hex))
+}
+
+/// Only the digits of an id: `0-9` and `a-f`.
+fn is_lower_hex(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Store {
@@ -305,11 +307,8 @@ impl Store {
     /// bgt never made) is found when nothing else is.
     fn ids_with_prefix(&self, query: &str) -> Result<Vec<String>> {
         let hex = query.strip_prefix("t-").unwrap_or(query);
-        let lower_hex = hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if let Some(open @ 1..=2) = ID_DIGITS.checked_sub(hex.len())
-            && lower_hex
+            && is_lower_hex(hex)
         {
             let found: Vec<String> = (0..16usize.pow(open as u32))
                 .map(|n| format!("t-{hex}{n:0open$x}"))
@@ -510,10 +509,10 @@ pub fn resolve_in(tasks: Vec<Task>, query: &str) -> Result<Task> {
     }
 }
 
-/// A short random id such as `t-3f9a2c` (24 bits; creation retries on collision).
 /// How many hex digits follow the `t-` of the ids bgt makes.
 const ID_DIGITS: usize = 6;
 
+/// A short random id such as `t-3f9a2c` (24 bits; creation retries on collision).
 fn new_id() -> Result<String> {
     let mut bytes = [0u8; ID_DIGITS / 2];
     File::open("/dev/urandom")
