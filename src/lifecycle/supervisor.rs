@@ -105,8 +105,10 @@ impl StopRequest {
         }
         #[cfg(not(target_os = "linux"))]
         {
-            let path = dir.join(crate::task::store::STOP);
-            crate::task::meta::write_atomic(&path, self.encode().to_string().as_bytes(), false)?;
+            let stop = self.encode().to_string();
+            DirFd::open(dir)
+                .and_then(|dir| dir.write_atomic(crate::task::store::STOP, stop.as_bytes(), false))
+                .map_err(|e| anyhow::anyhow!("cannot write the stop request: {e}"))?;
             let _ = nix::sys::signal::kill(supervisor.nix(), Signal::SIGTERM);
             Ok(())
         }

@@ -13,14 +13,12 @@
 use crate::error::io_message;
 use crate::procs::Pid;
 use crate::task::dirfd::{Access, DirFd};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The spare record file, next to `meta.json` (hidden: readers never list it).
 pub const SPARE: &str = ".meta.json.spare";
@@ -392,42 +390,6 @@ impl TaskMeta {
         let _ = dir.remove_file(&taken);
         Ok(())
     }
-}
-
-/// Writes `data` to `path` so readers see the old or the new content, never a mix:
-/// temp file (0600) in the same directory, fsync when `durable`, rename.
-/// Records that must survive a crash are durable; caches (index, cursors) are not.
-#[cfg_attr(target_os = "linux", allow(dead_code))] // the stop file, where there is no signalfd
-pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()> {
-    let dir = path.parent().context("path has no parent")?;
-    let name = path
-        .file_name()
-        .context("path has no file name")?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", crate::task::dirfd::writer_tag()));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        file.write_all(data)?;
-        if durable {
-            file.sync_all()?;
-        }
-        fs::rename(&tmp, path)
-    })();
-    if let Err(err) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(anyhow::anyhow!(
-            "cannot write {}: {}",
-            path.display(),
-            crate::error::io_message(&err)
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
