@@ -299,3 +299,45 @@ fn a_filter_anchored_with_multi_line_off_still_matches_every_line() {
     let doc = env.output_json(&[&id, "--max-lines", "0", "--filter", "(?-m)^2026", "--raw"]);
     assert_eq!(doc["lines"].as_array().unwrap().len(), 50, "{doc}");
 }
+
+#[test]
+fn concurrent_filtered_reads_of_a_large_log_agree() {
+    // Each read maps windows and searches them on a helper thread; eight at
+    // once share the mapping slots and the SIGBUS handler, and each must
+    // still give the whole answer.
+    let mut log = String::new();
+    let mut i = 0;
+    while log.len() < 9 << 20 {
+        log += &quiet(500, "q");
+        log += &format!("ERROR {i}\nError: down {i}\n    at g (/app/src/z.ts:3:4)\n");
+        i += 1;
+    }
+    let env = Env::new();
+    let id = env.task_printing(&log);
+    let args = [
+        "output",
+        &id,
+        "--stream",
+        "stdout",
+        "--max-lines",
+        "0",
+        "--filter",
+        "ERROR",
+    ];
+    let alone = env.ok(&args);
+    assert_eq!(alone.matches("ERROR ").count(), i, "{alone}");
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            env.cmd()
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for reader in readers {
+        let out = reader.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), alone);
+    }
+}
