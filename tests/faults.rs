@@ -2,7 +2,7 @@
 //! daemons, full and read-only disks, corrupt records, logs changing under
 //! a reader. Status must never lie and nothing may hang or be lost.
 
-use crate::util::{Env, alive, kill, poll_until, read_pid};
+use crate::util::{Env, alive, kill, poll_until, read_pid, whole_stdout};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -357,15 +357,7 @@ fn a_log_cut_short_under_a_mapped_reader_is_an_error_not_a_crash() {
         std::fs::copy(&source, &log).unwrap();
         let reader = env
             .cmd()
-            .args([
-                "output",
-                &id,
-                "--raw",
-                "--max-lines",
-                "0",
-                "--stream",
-                "stdout",
-            ])
+            .args(whole_stdout(&id, &["--raw"]))
             .args(match round % 4 {
                 0 => &["--filter", "ERROR"][..],
                 // Searched on two cores, with context after each match.

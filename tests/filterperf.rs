@@ -2,7 +2,7 @@
 //! match, and replays only what a match's block or context needs) reads
 //! exactly what reading every line one by one reads.
 
-use crate::util::Env;
+use crate::util::{Env, whole_stdout};
 
 /// Reads `content` twice with `args`: once as it is (plain chunks: the fast
 /// path) and once with every line starting with a colour reset (cleaning
@@ -30,8 +30,7 @@ fn agrees_with(content: &str, args: &[&str]) {
             .collect::<String>(),
     );
     let read = |id: &str, json: bool| {
-        let mut all = vec!["output", id, "--stream", "stdout", "--max-lines", "0"];
-        all.extend_from_slice(args);
+        let mut all = whole_stdout(id, args);
         if json {
             all.push("--json");
         }
@@ -134,18 +133,7 @@ fn a_match_just_after_a_line_across_two_reads_keeps_its_before_context() {
     assert_eq!(log.len() % 100, 0);
     let env = Env::new();
     let id = env.task_printing(&log);
-    let out = env.ok(&[
-        "output",
-        &id,
-        "--stream",
-        "stdout",
-        "--max-lines",
-        "0",
-        "--filter",
-        "ERROR",
-        "-B",
-        "2",
-    ]);
+    let out = env.ok(&whole_stdout(&id, &["--filter", "ERROR", "-B", "2"]));
     for c in crossing {
         for i in [c - 1, c] {
             assert!(out.contains(line(i).trim_end()), "line {i} missing:\n{out}");
@@ -314,22 +302,13 @@ fn concurrent_filtered_reads_of_a_large_log_agree() {
     }
     let env = Env::new();
     let id = env.task_printing(&log);
-    let args = [
-        "output",
-        &id,
-        "--stream",
-        "stdout",
-        "--max-lines",
-        "0",
-        "--filter",
-        "ERROR",
-    ];
+    let args = whole_stdout(&id, &["--filter", "ERROR"]);
     let alone = env.ok(&args);
     assert_eq!(alone.matches("ERROR ").count(), i, "{alone}");
     let readers: Vec<_> = (0..8)
         .map(|_| {
             env.cmd()
-                .args(args)
+                .args(&args)
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()

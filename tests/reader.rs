@@ -2,7 +2,7 @@
 //! notices a rewritten log, shows the newest lines, and stays in bounded
 //! memory and CPU on pathological lines.
 
-use crate::util::{BGT, Env, poll_until, succeeded};
+use crate::util::{BGT, Env, poll_until, succeeded, whole_stdout};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
@@ -647,15 +647,7 @@ fn a_mapped_read_of_an_ended_bounded_log_starts_after_its_dropped_lines() {
     let done = env.wait_done(&id);
     let dropped = done["stdout_dropped_lines"].as_u64().unwrap();
     assert!(dropped > 0, "a hole was punched: {done}");
-    let out = env.ok(&[
-        "output",
-        &id,
-        "--raw",
-        "--max-lines",
-        "0",
-        "--stream",
-        "stdout",
-    ]);
+    let out = env.ok(&whole_stdout(&id, &["--raw"]));
     assert!(!out.contains('\0'), "the hole's zeros were shown");
     let numbers: Vec<u64> = out
         .lines()

@@ -203,6 +203,13 @@ impl Drop for Env {
     }
 }
 
+/// `bgt output ID`'s arguments for the whole of its stdout, then `args`.
+pub fn whole_stdout<'a>(id: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["output", id, "--stream", "stdout", "--max-lines", "0"];
+    all.extend_from_slice(args);
+    all
+}
+
 /// Asserts that a finished command (`what`) succeeded; returns its stdout.
 pub fn succeeded(what: &str, out: Output) -> String {
     assert!(
