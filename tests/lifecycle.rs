@@ -253,8 +253,13 @@ fn a_process_older_than_the_task_is_never_taken_for_one_of_its_processes() {
     assert!(alive(child), "an unproven process is not signalled");
 }
 
+/// Every record the supervisor writes once the child runs (running, paused,
+/// resumed, a main process ended under live descendants, final) and every
+/// stop work on a disk the task itself filled: the spammer fills it at once,
+/// racing its own running record (which failed `run` in CI), and keeps it
+/// full while the others are paused, resumed, ended and stopped.
 #[test]
-fn stop_and_final_records_need_no_free_disk_space() {
+fn records_and_stops_need_no_free_disk_space() {
     let Some(fs) = Tmpfs::mount("1m") else {
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
         return;
@@ -268,10 +273,9 @@ fn stop_and_final_records_need_no_free_disk_space() {
             .trim()
             .to_string()
     };
-    let ends = start(&format!(
-        "while [ ! -e {} ]; do sleep 0.05; done; exit 3",
-        flag.display()
-    ));
+    let wait_flag = format!("while [ ! -e {} ]; do sleep 0.05; done", flag.display());
+    let ends = start(&format!("{wait_flag}; exit 3"));
+    let leaves_a_child = start(&format!("sleep 300 & {wait_flag}; exit 4"));
     let spammer = start("yes spam; sleep 300");
     let status = |id: &str| -> serde_json::Value {
         serde_json::from_str(&succeeded(
@@ -300,6 +304,13 @@ fn stop_and_final_records_need_no_free_disk_space() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
+    for round in 0..3 {
+        succeeded("pause", bgt_at(&state, &["pause", &spammer]));
+        assert_eq!(status(&spammer)["state"], "paused", "round {round}");
+        succeeded("resume", bgt_at(&state, &["resume", &spammer]));
+        assert_eq!(status(&spammer)["state"], "running", "round {round}");
+    }
+
     std::fs::write(&flag, "").unwrap();
     poll_until(Duration::from_secs(20), || {
         status(&ends)["state"] != "running"
@@ -307,13 +318,20 @@ fn stop_and_final_records_need_no_free_disk_space() {
     let done = status(&ends);
     assert_eq!(done["state"], "exited", "{done}");
     assert_eq!(done["exit_code"], 3);
+    poll_until(Duration::from_secs(20), || {
+        status(&leaves_a_child)["exit_code"] == 4
+    });
+    assert_eq!(status(&leaves_a_child)["state"], "running");
 
-    let out = bgt_at(&state, &["stop", &spammer, "--grace", "1s"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let stopped = status(&spammer);
-    assert_eq!(stopped["state"], "stopped", "{stopped}");
-    assert_eq!(stopped["signal"], "SIGTERM");
+    for id in [&spammer, &leaves_a_child] {
+        let out = bgt_at(&state, &["stop", id, "--grace", "1s"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        let stopped = status(id);
+        assert_eq!(stopped["state"], "stopped", "{stopped}");
+    }
+    assert_eq!(status(&spammer)["signal"], "SIGTERM");
+    assert_eq!(status(&leaves_a_child)["exit_code"], 4);
     assert!(!alive(spammer_child));
 }
 

@@ -11,7 +11,7 @@
 //! the child still starts with an empty mask and default dispositions
 //! (`sys::unblock_signals_in_child`, `sys::reset_signal_dispositions`). It detaches (new session, every inherited fd closed,
 //! stdin/stdout on /dev/null), keeps the task's lock (handed over as fd 0)
-//! for its whole life, reserves a spare record file (see `meta.rs`), spawns
+//! for its whole life, reserves its record files (see `meta.rs`), spawns
 //! the child in its own process group with the caller's umask, the
 //! `BGT_TASK_ID` marker and stdout/stderr opened straight onto the log
 //! files, reports [`REPORT_OK`] or [`REPORT_ERR`] to `bgt run` over a pipe
@@ -35,7 +35,7 @@ use crate::lifecycle::launch::launch;
 use crate::lifecycle::queue::{Queue, Ticket};
 use crate::procs;
 use crate::task::dirfd::{Access, DirFd};
-use crate::task::meta::{Exit, State, TaskMeta};
+use crate::task::meta::{Exit, NEXT, State, TaskMeta};
 use crate::task::store::{STDERR_LOG, STDOUT_LOG};
 use anyhow::{Context, Result};
 use chrono::Utc;
@@ -225,6 +225,14 @@ pub fn main(dir: &Path, meta: Option<TaskMeta>) -> i32 {
     }
 }
 
+/// Writes a record of the running task through the reserved next file and
+/// reserves it again for the record after.
+fn record(dir: &DirFd, meta: &TaskMeta) -> Result<()> {
+    meta.store_next(dir)?;
+    let _ = meta.reserve_next(dir);
+    Ok(())
+}
+
 /// Records who supervises the task (pid, start time, session).
 fn record_supervisor(meta: &mut TaskMeta) {
     let me = procs::Pid::this();
@@ -235,6 +243,7 @@ fn record_supervisor(meta: &mut TaskMeta) {
 
 /// Writes a final record for a task that never started.
 fn end_unstarted(dir: &DirFd, meta: &mut TaskMeta, state: State) {
+    let _ = dir.remove_file(NEXT);
     meta.state = state;
     meta.ended = Some(Utc::now());
     let _ = meta.store_final(dir);
@@ -330,8 +339,11 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
 
     #[cfg(target_os = "linux")]
     let _ = nix::sys::prctl::set_child_subreaper(true);
-    // Now, while nothing runs yet: the final record must not need free space.
+    // Now, while nothing runs yet: no record written once the child runs
+    // may need free space (the child may fill the disk at once, and a task
+    // queued now may start on a disk filled while it waited).
     meta.reserve_spare(dir)?;
+    meta.reserve_next(dir)?;
     let mut signals = Signals::new(dir.path());
     // A queue slot, held until nothing of the task is left (kill -9 frees it too).
     let mut slot = None;
@@ -399,7 +411,7 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
     meta.pid = Some(pid);
     meta.pgid = Some(pid);
     meta.pid_start = procs::start_ticks(pid);
-    if let Err(err) = meta.store_in(dir) {
+    if let Err(err) = meta.store_next(dir) {
         procs::signal_tree(me, Some(pid), Signal::SIGKILL);
         let _ = waitpid(pid.nix(), None);
         return Err(err);
@@ -408,6 +420,8 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
         // One write (`bgt run` reads a line); closing the pipe lets it return.
         let _ = pipe.write_all(format!("{REPORT_OK} {pid}\n").as_bytes());
     }
+    // For the next record (paused, ...), once `run` has its answer.
+    let _ = meta.reserve_next(dir);
     if let Some((queue, ticket)) = line.take() {
         queue.leave(ticket); // started: the next in line moves up
     }
@@ -428,9 +442,10 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
     // the record is renamed into place before the slot is let go, and made
     // durable after. Outside a queue, the one durable write below is all.
     if let Some(slot) = slot {
-        let _ = meta.store_unsynced(dir);
+        let _ = meta.store_next(dir);
         drop(slot);
     }
+    let _ = dir.remove_file(NEXT);
     // The logs are final now: their counts go into the durable record, so
     // `status` need not open this directory again (a log that dropped
     // output keeps being read through its record of what was dropped).
@@ -487,7 +502,7 @@ fn watch(
             };
             if children_left {
                 // Descendants outlive the main process: say so, keep reaping.
-                let _ = meta.store_in(dir);
+                let _ = record(dir, meta);
             }
         }
         let now = Instant::now();
@@ -505,23 +520,37 @@ fn watch(
         }
 
         match requests.pause {
+            // A change the record cannot show is not made (`bgt pause`
+            // then says the supervisor did not answer): stopped first and
+            // continued again if the record fails, so a running task is
+            // never recorded as paused; recorded first when resuming.
             Some(PauseRequest::Pause) if paused_at.is_none() && ending.is_none() => {
                 procs::signal_tree(me, pgid, Signal::SIGSTOP);
-                paused_at = Some(now);
                 meta.state = State::Paused {
                     paused_since: Utc::now(),
                     exit: exit.clone(),
                 };
-                let _ = meta.store_in(dir);
+                if record(dir, meta).is_ok() {
+                    paused_at = Some(now);
+                } else {
+                    meta.state = State::Running { exit: exit.clone() };
+                    procs::signal_tree(me, pgid, Signal::SIGCONT);
+                }
             }
             Some(PauseRequest::Resume) if paused_at.is_some() => {
-                procs::signal_tree(me, pgid, Signal::SIGCONT);
-                let paused = paused_at.take().map(|at| at.elapsed()).unwrap_or_default();
-                // Paused time does not count against --timeout.
-                timeout_at = timeout_at.map(|at| at + paused);
+                let paused_state =
+                    std::mem::replace(&mut meta.state, State::Running { exit: exit.clone() });
+                let paused = paused_at.map(|at| at.elapsed()).unwrap_or_default();
                 meta.paused_ms += paused.as_millis() as u64;
-                meta.state = State::Running { exit: exit.clone() };
-                let _ = meta.store_in(dir);
+                if record(dir, meta).is_ok() {
+                    procs::signal_tree(me, pgid, Signal::SIGCONT);
+                    paused_at = None;
+                    // Paused time does not count against --timeout.
+                    timeout_at = timeout_at.map(|at| at + paused);
+                } else {
+                    meta.paused_ms -= paused.as_millis() as u64;
+                    meta.state = paused_state;
+                }
             }
             _ => {}
         }

@@ -2,11 +2,14 @@
 //! its supervisor (and by `bgt stop` for a task whose supervisor is gone).
 //!
 //! Writes are atomic (temp file, fsync, rename), so a reader sees either the
-//! old or the new record, never half of one. The final record must not need
-//! free disk space (a task that fills the disk would otherwise end `lost`):
-//! the supervisor reserves a spare file when the task starts, and the final
-//! record is written into that file's already allocated blocks and renamed
-//! over `meta.json` (see `store_final`). The state is an enum whose
+//! old or the new record, never half of one. No record the supervisor
+//! writes once the child runs may need free disk space (the child may fill
+//! the disk the moment it starts: `run` would fail for a command that runs,
+//! and the task end `lost`): the supervisor reserves two files before the
+//! spawn, a spare for the final record and a next for the others (running,
+//! paused, ...), and writes each record into a reserved file's already
+//! allocated blocks before renaming it over `meta.json` (see `store_final`,
+//! `store_next`). The state is an enum whose
 //! variants carry their own data, so a finished task without an exit status
 //! cannot be represented.
 
@@ -20,8 +23,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-/// The spare record file, next to `meta.json` (hidden: readers never list it).
+/// The spare record file for the final record, next to `meta.json`
+/// (hidden: readers never list it).
 pub const SPARE: &str = ".meta.json.spare";
+
+/// The reserved file for the supervisor's next record before the final one;
+/// the supervisor alone writes it, and reserves it again after each use.
+pub const NEXT: &str = ".meta.json.next";
 
 /// Version of the `meta.json` layout; bumped on incompatible changes.
 pub const SCHEMA: u32 = 1;
@@ -299,13 +307,6 @@ impl TaskMeta {
         self.write_in(dir, self.state.is_final())
     }
 
-    /// Writes the record atomically without an fsync, even a final one: for
-    /// the moment a reader must already see it, with a durable write of the
-    /// same record to follow ([`TaskMeta::store_final`]).
-    pub fn store_unsynced(&self, dir: &DirFd) -> Result<()> {
-        self.write_in(dir, false)
-    }
-
     fn write_in(&self, dir: &DirFd, durable: bool) -> Result<()> {
         let json = serde_json::to_vec_pretty(self)?;
         dir.write_atomic(crate::task::store::META, &json, durable)
@@ -330,28 +331,30 @@ impl TaskMeta {
     /// Allocates the spare record file in the task directory, big enough for
     /// this record's final form twice over (the final one adds only a few fields).
     pub fn reserve_spare(&self, dir: &DirFd) -> Result<()> {
-        let size = (serde_json::to_vec_pretty(self)?.len() * 2 + 4096).next_multiple_of(4096);
-        let result = (|| -> std::io::Result<()> {
-            let mut file = dir.create_fresh(SPARE)?;
-            // The blocks must exist, not a hole or a bare set_len: fallocate
-            // allocates them (tmpfs too) in one call; where it is not
-            // supported, real zeros do.
-            use nix::fcntl::{FallocateFlags, fallocate};
-            match fallocate(&file, FallocateFlags::empty(), 0, size as i64) {
-                Ok(()) => Ok(()),
-                Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOSYS) => {
-                    file.write_all(&vec![0u8; size])
-                }
-                Err(e) => Err(e.into()),
-            }
-        })();
-        result.map_err(|e| {
-            let _ = dir.remove_file(SPARE);
-            anyhow::anyhow!(
-                "cannot reserve space for the task record: {}",
-                io_message(&e)
-            )
-        })
+        let size = serde_json::to_vec_pretty(self)?.len() * 2 + 4096;
+        reserve(dir, SPARE, size)
+    }
+
+    /// Allocates the next record file: this record's size and room for the
+    /// fields the next adds, in whole blocks, so that on a full disk the
+    /// block the old `meta.json` frees when the next is renamed over it is
+    /// enough to reserve the one after.
+    pub fn reserve_next(&self, dir: &DirFd) -> Result<()> {
+        let size = serde_json::to_vec_pretty(self)?.len() + 1024;
+        reserve(dir, NEXT, size)
+    }
+
+    /// Writes a non-final record (or a final one a durable write will
+    /// follow) the way `store_final` writes the last: into the reserved
+    /// next file, renamed over `meta.json`, no fsync. Without one (not
+    /// reserved again after its last use, too small), the normal atomic
+    /// write, which needs free space.
+    pub fn store_next(&self, dir: &DirFd) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self)?;
+        if let Ok(true) = write_reserved(dir, NEXT, &json, false) {
+            return Ok(());
+        }
+        self.write_in(dir, false)
     }
 
     /// Writes a final record into the spare's already allocated blocks (cut
@@ -371,18 +374,9 @@ impl TaskMeta {
     pub fn store_final(&self, dir: &DirFd) -> Result<()> {
         let json = serde_json::to_vec_pretty(self)?;
         let taken = format!("{SPARE}.{}", crate::task::dirfd::writer_tag());
-        let reused = dir.rename(SPARE, &taken).and_then(|()| {
-            use std::os::unix::fs::FileExt;
-            let file = dir.open_file(&taken, Access::ReadWrite)?;
-            if file.metadata()?.len() < json.len() as u64 {
-                return Ok(false);
-            }
-            file.write_all_at(&json, 0)?;
-            file.set_len(json.len() as u64)?;
-            file.sync_all()?;
-            dir.rename(&taken, crate::task::store::META)?;
-            Ok(true)
-        });
+        let reused = dir
+            .rename(SPARE, &taken)
+            .and_then(|()| write_reserved(dir, &taken, &json, true));
         if reused.is_ok_and(|done| done) {
             return Ok(());
         }
@@ -390,6 +384,52 @@ impl TaskMeta {
         let _ = dir.remove_file(&taken);
         Ok(())
     }
+}
+
+/// Creates the reserved record file `name` with at least `size` bytes of
+/// allocated blocks.
+fn reserve(dir: &DirFd, name: &str, size: usize) -> Result<()> {
+    let size = size.next_multiple_of(4096);
+    let result = (|| -> std::io::Result<()> {
+        let mut file = dir.create_fresh(name)?;
+        // The blocks must exist, not a hole or a bare set_len: fallocate
+        // allocates them (tmpfs too) in one call; where it is not
+        // supported, real zeros do.
+        use nix::fcntl::{FallocateFlags, fallocate};
+        match fallocate(&file, FallocateFlags::empty(), 0, size as i64) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOSYS) => {
+                file.write_all(&vec![0u8; size])
+            }
+            Err(e) => Err(e.into()),
+        }
+    })();
+    result.map_err(|e| {
+        let _ = dir.remove_file(name);
+        anyhow::anyhow!(
+            "cannot reserve space for the task record: {}",
+            io_message(&e)
+        )
+    })
+}
+
+/// Writes `json` in place into the reserved file `name`, which no reader
+/// has seen (so the write tears no read) and whose blocks are allocated (so
+/// it needs no free space), cuts it to size, fsyncs it when `durable` and
+/// renames it over `meta.json`. `Ok(false)`: the file is too small for it.
+fn write_reserved(dir: &DirFd, name: &str, json: &[u8], durable: bool) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let file = dir.open_file(name, Access::ReadWrite)?;
+    if file.metadata()?.len() < json.len() as u64 {
+        return Ok(false);
+    }
+    file.write_all_at(json, 0)?;
+    file.set_len(json.len() as u64)?;
+    if durable {
+        file.sync_all()?;
+    }
+    dir.rename(name, crate::task::store::META)?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -438,6 +478,43 @@ mod tests {
         ended.store_final(&dir).unwrap();
         assert!(!dir.exists(SPARE));
         assert!(TaskMeta::load_in(&dir).unwrap().state.is_final());
+    }
+
+    /// The next file is used once and renamed away; a record too big for it,
+    /// or written without one, takes the normal atomic write.
+    #[test]
+    fn the_next_file_is_used_once_and_a_record_too_big_for_it_is_still_written() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = DirFd::open(root.path()).unwrap();
+        let starting = record(State::Starting);
+        starting.store_in(&dir).unwrap();
+        starting.reserve_next(&dir).unwrap();
+        let reserved = root.path().join(NEXT).metadata().unwrap().len();
+        let running = record(State::Running { exit: None });
+        running.store_next(&dir).unwrap();
+        assert!(!dir.exists(NEXT));
+        assert_eq!(
+            TaskMeta::load_in(&dir).unwrap().state,
+            State::Running { exit: None }
+        );
+        // No next file: still written.
+        let paused = record(State::Paused {
+            paused_since: Utc::now(),
+            exit: None,
+        });
+        paused.store_next(&dir).unwrap();
+        assert!(matches!(
+            TaskMeta::load_in(&dir).unwrap().state,
+            State::Paused { .. }
+        ));
+        // A next file smaller than the record: left for the next reserve,
+        // and the record is written all the same.
+        starting.reserve_next(&dir).unwrap();
+        let mut long = record(State::Running { exit: None });
+        long.label = Some("x".repeat(reserved as usize));
+        long.store_next(&dir).unwrap();
+        assert_eq!(TaskMeta::load_in(&dir).unwrap().label, long.label);
+        assert!(dir.exists(NEXT));
     }
 
     #[test]
