@@ -125,11 +125,28 @@ fn a_full_disk_fails_run_cleanly_and_readers_keep_working() {
     poll_until(Duration::from_secs(5), || {
         String::from_utf8_lossy(&env.run(&["status", &id]).stdout).contains("exited")
     });
+    // A poller whose cursor exists before the disk fills.
+    let flag = env.work().join("go");
+    let script = format!(
+        "echo one; while [ ! -e {} ]; do sleep 0.05; done; echo two",
+        flag.display()
+    );
+    let poller = String::from_utf8(env.run(&["run", "--", &script]).stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    poll_until(Duration::from_secs(5), || {
+        env.run(&["output", &poller]).stdout == b"one\n"
+    });
+    assert_eq!(env.ok(&["output", &poller, "--since"]), "one\n");
     // Fill the filesystem.
-    let _ = Command::new("dd")
-        .args(["if=/dev/zero", "bs=4k", "count=1000"])
-        .arg(format!("of={}/fill", fs.path().display()))
-        .output();
+    let fill = |name: &str| {
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=4k", "count=1000"])
+            .arg(format!("of={}/{name}", fs.path().display()))
+            .output();
+    };
+    fill("fill");
     let out = env.run(&["run", "--", "echo", "x"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -140,16 +157,34 @@ fn a_full_disk_fails_run_cleanly_and_readers_keep_working() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into())
         .filter(|name: &String| !name.starts_with('.'))
         .collect();
-    assert_eq!(
-        entries,
-        std::slice::from_ref(&id),
-        "no half-written task is left"
-    );
+    let mut kept = vec![id.clone(), poller.clone()];
+    kept.sort();
+    let mut entries = entries;
+    entries.sort();
+    assert_eq!(entries, kept, "no half-written task is left");
     assert!(env.run(&["status"]).status.success());
     assert_eq!(
         String::from_utf8_lossy(&env.run(&["output", &id]).stdout),
         "kept\n"
     );
+    // Its line fits the log's block; its cursor moves on the full disk.
+    std::fs::write(&flag, "").unwrap();
+    poll_until(Duration::from_secs(5), || {
+        env.ok(&["status", &poller]).contains("exited 0")
+    });
+    // What its end gave back (the spare's unused block, ...) is taken again.
+    fill("fill2");
+    assert_eq!(env.ok(&["output", &poller, "--since"]), "two\n");
+    assert_eq!(env.ok(&["output", &poller, "--since"]), "");
+    // A new cursor needs a block: one line naming it, the lines still shown.
+    let out = env.run(&["output", &poller, "--since", "--cursor", "new"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot save cursor 'new': No space left on device"),
+        "{err}"
+    );
+    assert_eq!(out.stdout, b"one\ntwo\n");
 }
 
 #[test]

@@ -25,7 +25,7 @@
 
 use crate::logs::marks::{
     Hole, Mark, Marks, Pos, SHRANK, lock_cursor, open_log, read_exact_at, refresh_index,
-    store_index,
+    save_cursor, store_index,
 };
 use crate::logs::pattern::LineMatch;
 use crate::logs::tidy;
@@ -293,14 +293,12 @@ pub fn read_with(
     let result = engine(task_dir, req, &mut cursors, sink);
     // Saved even if the sink failed part-way: the cursor only moved past
     // entries that were handed over.
-    cursor_dir
-        .write_atomic(&file, &serde_json::to_vec(&cursors)?, false)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot save cursor '{name}': {}",
-                crate::error::io_message(&e)
-            )
-        })?;
+    save_cursor(&cursor_dir, &file, &cursors).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot save cursor '{name}': {}",
+            crate::error::io_message(&e)
+        )
+    })?;
     result
 }
 
