@@ -169,6 +169,13 @@ fn a_lost_tasks_leftover_processes_are_kept_by_cleanup_and_killed_by_stop() {
         "every leftover is killed"
     );
     assert_eq!(env.state(&id), "stopped");
+    // The final record gave back the space reserved for records.
+    let reserved: Vec<_> = std::fs::read_dir(env.home().join(&id))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".meta.json"))
+        .collect();
+    assert!(reserved.is_empty(), "{reserved:?}");
     env.ok(&["cleanup"]);
     assert!(!env.home().join(&id).exists());
 }
@@ -310,6 +317,37 @@ fn records_and_stops_need_no_free_disk_space() {
         succeeded("resume", bgt_at(&state, &["resume", &spammer]));
         assert_eq!(status(&spammer)["state"], "running", "round {round}");
     }
+    // Each record's write frees the old record's block for the next
+    // reserve; now a reader holds the old record open, so nothing is freed
+    // and the reserves run out. A pause is still resumed, and the pause
+    // after is refused, not half made.
+    let meta = state.join(&spammer).join("meta.json");
+    let refill = |n: usize| {
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=4k", "count=100"])
+            .arg(format!("of={}/refill{n}", fs.path().display()))
+            .output();
+    };
+    let reader = std::fs::File::open(&meta).unwrap();
+    succeeded("pause", bgt_at(&state, &["pause", &spammer]));
+    drop(reader);
+    refill(1);
+    let reader = std::fs::File::open(&meta).unwrap();
+    succeeded("resume", bgt_at(&state, &["resume", &spammer]));
+    assert_eq!(status(&spammer)["state"], "running");
+    drop(reader);
+    refill(2);
+    let out = bgt_at(&state, &["pause", &spammer]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("did not answer: its disk is full"), "{err}");
+    assert_eq!(status(&spammer)["state"], "running");
+    assert!(
+        !std::fs::read_to_string(format!("/proc/{spammer_child}/stat"))
+            .unwrap()
+            .contains(") T "),
+        "a refused pause stopped nothing"
+    );
 
     std::fs::write(&flag, "").unwrap();
     poll_until(Duration::from_secs(20), || {

@@ -336,6 +336,17 @@ fn planted_symlinks_are_never_followed() {
         ""
     );
 
+    // A cursor file hard-linked elsewhere (a backup made with `cp -al`) is
+    // replaced, not written through: the copy keeps what it had.
+    std::fs::remove_file(dir.join("cursors/default.json")).unwrap();
+    let first = [&id, "--since", "--stream", "stdout", "--max-lines", "1"];
+    assert_eq!(Env::texts(&env.output_json(&first)), ["a 1"]);
+    let copy = env.work().join("copy.json");
+    std::fs::hard_link(dir.join("cursors/default.json"), &copy).unwrap();
+    let kept = std::fs::read(&copy).unwrap();
+    assert_eq!(Env::texts(&env.output_json(&first)), ["b 2"]);
+    assert_eq!(std::fs::read(&copy).unwrap(), kept);
+
     // A planted cursors directory is refused, not written through.
     let id = env.task_printing("d\n");
     let dir = env.task_dir(&id);

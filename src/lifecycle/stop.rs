@@ -262,7 +262,14 @@ pub fn pause(task: &Task, pause: bool) -> Result<()> {
             bail!("task {} ended ({})", task.id, now.name());
         }
         if !backoff.sleep_until(deadline) {
-            bail!("task {}'s supervisor did not answer", task.id);
+            // A supervisor makes no change it cannot record (see `watch`).
+            let full = task
+                .open_dir()
+                .ok()
+                .and_then(|dir| nix::sys::statvfs::fstatvfs(&dir).ok())
+                .is_some_and(|fs| fs.blocks_available() == 0);
+            let why = if full { ": its disk is full" } else { "" };
+            bail!("task {}'s supervisor did not answer{why}", task.id);
         }
     }
 }

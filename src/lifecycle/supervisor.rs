@@ -35,7 +35,7 @@ use crate::lifecycle::launch::launch;
 use crate::lifecycle::queue::{Queue, Ticket};
 use crate::procs;
 use crate::task::dirfd::{Access, DirFd};
-use crate::task::meta::{Exit, NEXT, State, TaskMeta};
+use crate::task::meta::{Exit, State, TaskMeta};
 use crate::task::store::{STDERR_LOG, STDOUT_LOG};
 use anyhow::{Context, Result};
 use chrono::Utc;
@@ -225,10 +225,11 @@ pub fn main(dir: &Path, meta: Option<TaskMeta>) -> i32 {
     }
 }
 
-/// Writes a record of the running task through the reserved next file and
-/// reserves it again for the record after.
-fn record(dir: &DirFd, meta: &TaskMeta) -> Result<()> {
-    meta.store_next(dir)?;
+/// Writes a record of the running task through a reserved next file while
+/// more than `keep` are reserved (see `TaskMeta::store_next`), and reserves
+/// it again for the records after.
+fn record(dir: &DirFd, meta: &TaskMeta, keep: usize) -> Result<()> {
+    meta.store_next(dir, keep)?;
     let _ = meta.reserve_next(dir);
     Ok(())
 }
@@ -243,7 +244,6 @@ fn record_supervisor(meta: &mut TaskMeta) {
 
 /// Writes a final record for a task that never started.
 fn end_unstarted(dir: &DirFd, meta: &mut TaskMeta, state: State) {
-    let _ = dir.remove_file(NEXT);
     meta.state = state;
     meta.ended = Some(Utc::now());
     let _ = meta.store_final(dir);
@@ -411,7 +411,7 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
     meta.pid = Some(pid);
     meta.pgid = Some(pid);
     meta.pid_start = procs::start_ticks(pid);
-    if let Err(err) = meta.store_next(dir) {
+    if let Err(err) = meta.store_next(dir, 0) {
         procs::signal_tree(me, Some(pid), Signal::SIGKILL);
         let _ = waitpid(pid.nix(), None);
         return Err(err);
@@ -442,10 +442,9 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
     // the record is renamed into place before the slot is let go, and made
     // durable after. Outside a queue, the one durable write below is all.
     if let Some(slot) = slot {
-        let _ = meta.store_next(dir);
+        let _ = meta.store_next(dir, 0);
         drop(slot);
     }
-    let _ = dir.remove_file(NEXT);
     // The logs are final now: their counts go into the durable record, so
     // `status` need not open this directory again (a log that dropped
     // output keeps being read through its record of what was dropped).
@@ -501,8 +500,10 @@ fn watch(
                 _ => State::Running { exit: exit.clone() },
             };
             if children_left {
-                // Descendants outlive the main process: say so, keep reaping.
-                let _ = record(dir, meta);
+                // Descendants outlive the main process: say so (if it can
+                // be said without a pause's two reserves: the final record
+                // tells the exit anyway), keep reaping.
+                let _ = record(dir, meta, 2);
             }
         }
         let now = Instant::now();
@@ -523,14 +524,20 @@ fn watch(
             // A change the record cannot show is not made (`bgt pause`
             // then says the supervisor did not answer): stopped first and
             // continued again if the record fails, so a running task is
-            // never recorded as paused; recorded first when resuming.
-            Some(PauseRequest::Pause) if paused_at.is_none() && ending.is_none() => {
+            // never recorded as paused; recorded first when resuming. A
+            // pause is made only while two next files are reserved, so
+            // its resume has one whatever fills the disk meanwhile.
+            Some(PauseRequest::Pause)
+                if paused_at.is_none()
+                    && ending.is_none()
+                    && (meta.reserve_next(dir).is_ok() || TaskMeta::next_reserved(dir) >= 2) =>
+            {
                 procs::signal_tree(me, pgid, Signal::SIGSTOP);
                 meta.state = State::Paused {
                     paused_since: Utc::now(),
                     exit: exit.clone(),
                 };
-                if record(dir, meta).is_ok() {
+                if record(dir, meta, 0).is_ok() {
                     paused_at = Some(now);
                 } else {
                     meta.state = State::Running { exit: exit.clone() };
@@ -542,7 +549,7 @@ fn watch(
                     std::mem::replace(&mut meta.state, State::Running { exit: exit.clone() });
                 let paused = paused_at.map(|at| at.elapsed()).unwrap_or_default();
                 meta.paused_ms += paused.as_millis() as u64;
-                if record(dir, meta).is_ok() {
+                if record(dir, meta, 0).is_ok() {
                     procs::signal_tree(me, pgid, Signal::SIGCONT);
                     paused_at = None;
                     // Paused time does not count against --timeout.

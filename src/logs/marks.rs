@@ -330,14 +330,16 @@ pub(super) fn lock_cursor(task_dir: &DirFd, name: &str) -> Result<(DirFd, File)>
 /// a signal, so a kill leaves the old or the new cursor, never a mix). It
 /// needs no free block, so a poll on a full disk still moves its cursor,
 /// and no inode is made and freed per poll. A new cursor, one in a
-/// file that is not ours (a planted symlink) or one over a page, is written
+/// file that may not be only ours (a planted symlink, a hard link: a copy
+/// made with `cp -al` must not change) or one over a page, is written
 /// atomically through a temp file.
 pub(super) fn save_cursor(dir: &DirFd, file: &str, marks: &Marks) -> std::io::Result<()> {
     const PAGE: usize = 4096;
     let mut json = serde_json::to_vec(marks)?;
     if let Ok(existing) = dir.open_file(file, Access::ReadWrite) {
-        let len = existing.metadata()?.len() as usize;
-        if len <= PAGE && json.len() <= PAGE {
+        let info = existing.metadata()?;
+        let len = info.len() as usize;
+        if len <= PAGE && json.len() <= PAGE && info.nlink() == 1 {
             json.resize(json.len().max(len), b' ');
             return std::os::unix::fs::FileExt::write_all_at(&existing, &json, 0);
         }

@@ -5,8 +5,8 @@
 //! old or the new record, never half of one. No record the supervisor
 //! writes once the child runs may need free disk space (the child may fill
 //! the disk the moment it starts: `run` would fail for a command that runs,
-//! and the task end `lost`): the supervisor reserves two files before the
-//! spawn, a spare for the final record and a next for the others (running,
+//! and the task end `lost`): before the spawn the supervisor reserves a
+//! spare for the final record and three next files for the others (running,
 //! paused, ...), and writes each record into a reserved file's already
 //! allocated blocks before renaming it over `meta.json` (see `store_final`,
 //! `store_next`). The state is an enum whose
@@ -27,9 +27,16 @@ use std::path::PathBuf;
 /// (hidden: readers never list it).
 pub const SPARE: &str = ".meta.json.spare";
 
-/// The reserved file for the supervisor's next record before the final one;
-/// the supervisor alone writes it, and reserves it again after each use.
-pub const NEXT: &str = ".meta.json.next";
+/// The reserved files for the supervisor's records before the final one;
+/// the supervisor alone writes them, and reserves each again after its use
+/// (when it can: the disk may be full). Three: one for the running record
+/// and two for a pause, which is made only while two are there, so that
+/// its resume has one whatever fills the disk meanwhile.
+pub const NEXT: [&str; 3] = [
+    ".meta.json.next.0",
+    ".meta.json.next.1",
+    ".meta.json.next.2",
+];
 
 /// Version of the `meta.json` layout; bumped on incompatible changes.
 pub const SCHEMA: u32 = 1;
@@ -335,23 +342,34 @@ impl TaskMeta {
         reserve(dir, SPARE, size)
     }
 
-    /// Allocates the next record file: this record's size and room for the
-    /// fields the next adds, in whole blocks, so that on a full disk the
-    /// block the old `meta.json` frees when the next is renamed over it is
-    /// enough to reserve the one after.
+    /// Allocates each next record file not there: this record's size and
+    /// room for the fields the next records add, in whole blocks (on a full
+    /// disk, the block the old `meta.json` frees when a next is renamed over
+    /// it is then enough to reserve it again). Fails when one could not be.
     pub fn reserve_next(&self, dir: &DirFd) -> Result<()> {
         let size = serde_json::to_vec_pretty(self)?.len() + 1024;
-        reserve(dir, NEXT, size)
+        NEXT.iter()
+            .filter(|name| !dir.exists(name))
+            .try_for_each(|name| reserve(dir, name, size))
+    }
+
+    /// How many next record files are reserved.
+    pub fn next_reserved(dir: &DirFd) -> usize {
+        NEXT.into_iter().filter(|name| dir.exists(name)).count()
     }
 
     /// Writes a non-final record (or a final one a durable write will
-    /// follow) the way `store_final` writes the last: into the reserved
-    /// next file, renamed over `meta.json`, no fsync. Without one (not
-    /// reserved again after its last use, too small), the normal atomic
-    /// write, which needs free space.
-    pub fn store_next(&self, dir: &DirFd) -> Result<()> {
+    /// follow) the way `store_final` writes the last: into a reserved next
+    /// file, renamed over `meta.json`, no fsync; but only while more than
+    /// `keep` are reserved (a record that may be lost leaves the resume's).
+    /// Else, or when it is too small, the normal atomic write, which needs
+    /// free space.
+    pub fn store_next(&self, dir: &DirFd, keep: usize) -> Result<()> {
         let json = serde_json::to_vec_pretty(self)?;
-        if let Ok(true) = write_reserved(dir, NEXT, &json, false) {
+        let reserved: Vec<&str> = NEXT.into_iter().filter(|name| dir.exists(name)).collect();
+        if reserved.len() > keep
+            && let Ok(true) = write_reserved(dir, reserved[0], &json, false)
+        {
             return Ok(());
         }
         self.write_in(dir, false)
@@ -372,6 +390,11 @@ impl TaskMeta {
     /// task started by an older bgt, or taken by another writer), the
     /// normal atomic write.
     pub fn store_final(&self, dir: &DirFd) -> Result<()> {
+        // No record comes after this one: the next files' blocks go back
+        // (first, which also helps the fallback write below).
+        for name in NEXT {
+            let _ = dir.remove_file(name);
+        }
         let json = serde_json::to_vec_pretty(self)?;
         let taken = format!("{SPARE}.{}", crate::task::dirfd::writer_tag());
         let reused = dir
@@ -425,6 +448,10 @@ fn write_reserved(dir: &DirFd, name: &str, json: &[u8], durable: bool) -> std::i
     }
     file.write_all_at(json, 0)?;
     file.set_len(json.len() as u64)?;
+    // Not durable: ext4 starts the writeback of a temp file renamed over
+    // another (auto_da_alloc) but not of blocks allocated ahead, so a power
+    // loss soon after may leave such a record as zeros: a broken task, which
+    // `cleanup` removes; it was lost with the crash anyway.
     if durable {
         file.sync_all()?;
     }
@@ -480,41 +507,59 @@ mod tests {
         assert!(TaskMeta::load_in(&dir).unwrap().state.is_final());
     }
 
-    /// The next file is used once and renamed away; a record too big for it,
-    /// or written without one, takes the normal atomic write.
+    /// Each next file is used once and renamed away; a record that must
+    /// keep some for later, one too big for them, or one written without
+    /// any takes the normal atomic write; the final record frees them.
     #[test]
-    fn the_next_file_is_used_once_and_a_record_too_big_for_it_is_still_written() {
+    fn next_files_are_used_once_kept_when_asked_and_freed_by_the_final_record() {
         let root = tempfile::tempdir().unwrap();
         let dir = DirFd::open(root.path()).unwrap();
         let starting = record(State::Starting);
         starting.store_in(&dir).unwrap();
         starting.reserve_next(&dir).unwrap();
-        let reserved = root.path().join(NEXT).metadata().unwrap().len();
+        assert_eq!(TaskMeta::next_reserved(&dir), NEXT.len());
+        let reserved = root.path().join(NEXT[0]).metadata().unwrap().len();
         let running = record(State::Running { exit: None });
-        running.store_next(&dir).unwrap();
-        assert!(!dir.exists(NEXT));
+        running.store_next(&dir, 0).unwrap();
+        assert_eq!(TaskMeta::next_reserved(&dir), NEXT.len() - 1);
         assert_eq!(
             TaskMeta::load_in(&dir).unwrap().state,
             State::Running { exit: None }
         );
-        // No next file: still written.
+        // Asked to keep as many as there are: none is used, still written.
+        let exited = record(State::Running {
+            exit: Some(Exit::Code(4)),
+        });
+        exited.store_next(&dir, NEXT.len() - 1).unwrap();
+        assert_eq!(TaskMeta::next_reserved(&dir), NEXT.len() - 1);
+        assert_eq!(TaskMeta::load_in(&dir).unwrap().state, exited.state);
+        // None left: still written.
+        for _ in 1..NEXT.len() {
+            running.store_next(&dir, 0).unwrap();
+        }
+        assert_eq!(TaskMeta::next_reserved(&dir), 0);
         let paused = record(State::Paused {
             paused_since: Utc::now(),
             exit: None,
         });
-        paused.store_next(&dir).unwrap();
+        paused.store_next(&dir, 0).unwrap();
         assert!(matches!(
             TaskMeta::load_in(&dir).unwrap().state,
             State::Paused { .. }
         ));
-        // A next file smaller than the record: left for the next reserve,
-        // and the record is written all the same.
+        // Smaller than the record: left for the next reserve, and the
+        // record is written all the same.
         starting.reserve_next(&dir).unwrap();
         let mut long = record(State::Running { exit: None });
         long.label = Some("x".repeat(reserved as usize));
-        long.store_next(&dir).unwrap();
+        long.store_next(&dir, 0).unwrap();
         assert_eq!(TaskMeta::load_in(&dir).unwrap().label, long.label);
-        assert!(dir.exists(NEXT));
+        assert_eq!(TaskMeta::next_reserved(&dir), NEXT.len());
+        // The final record: no next file is left.
+        record(State::ended(Exit::Code(0)))
+            .store_final(&dir)
+            .unwrap();
+        assert_eq!(TaskMeta::next_reserved(&dir), 0);
     }
 
     #[test]
