@@ -260,11 +260,14 @@ fn a_process_older_than_the_task_is_never_taken_for_one_of_its_processes() {
     assert!(alive(child), "an unproven process is not signalled");
 }
 
-/// Every record the supervisor writes once the child runs (running, paused,
-/// resumed, a main process ended under live descendants, final) and every
-/// stop work on a disk the task itself filled: the spammer fills it at once,
-/// racing its own running record (which failed `run` in CI), and keeps it
-/// full while the others are paused, resumed, ended and stopped.
+/// On a disk a task filled the moment it started (racing its own running
+/// record, which failed `run` in CI): `run` answers, and records written
+/// into space reserved earlier (running, final; paused, resumed and a main
+/// process's exit under live descendants for a task whose reserves a pause
+/// made while there was room) and every stop work. A pause is made only
+/// with its resume's reserve in hand: with a reader holding old records
+/// open and the disk refilled between the steps, a resume still works, and
+/// a task never paused before is refused, not half paused.
 #[test]
 fn records_and_stops_need_no_free_disk_space() {
     let Some(fs) = Tmpfs::mount("1m") else {
@@ -275,22 +278,23 @@ fn records_and_stops_need_no_free_disk_space() {
     let state = fs.path().join("state");
     let _guard = KillTasksOnDrop(state.clone());
     let flag = env.work().join("go");
-    let start = |script: &str| {
-        succeeded("run", bgt_at(&state, &["run", "--", script]))
-            .trim()
-            .to_string()
+    let bgt = |what: &str, args: &[&str]| succeeded(what, bgt_at(&state, args));
+    let start = |script: &str| bgt("run", &["run", "--", script]).trim().to_string();
+    let status = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&bgt("status", &["status", id, "--json"])).unwrap()
+    };
+    let pause_and_resume = |id: &str, round: &str| {
+        bgt("pause", &["pause", id]);
+        assert_eq!(status(id)["state"], "paused", "{round}");
+        bgt("resume", &["resume", id]);
+        assert_eq!(status(id)["state"], "running", "{round}");
     };
     let wait_flag = format!("while [ ! -e {} ]; do sleep 0.05; done", flag.display());
     let ends = start(&format!("{wait_flag}; exit 3"));
-    let leaves_a_child = start(&format!("sleep 300 & {wait_flag}; exit 4"));
+    let pausable = start(&format!("sleep 300 & {wait_flag}; exit 4"));
+    pause_and_resume(&pausable, "while there is room");
+
     let spammer = start("yes spam; sleep 300");
-    let status = |id: &str| -> serde_json::Value {
-        serde_json::from_str(&succeeded(
-            "status",
-            bgt_at(&state, &["status", id, "--json"]),
-        ))
-        .unwrap()
-    };
     let spammer_child = status(&spammer)["pid"].as_i64().unwrap() as i32;
     let free_blocks = || {
         let out = Command::new("stat")
@@ -310,18 +314,25 @@ fn records_and_stops_need_no_free_disk_space() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-
+    // Each write frees the old record's block for the next reserve.
     for round in 0..3 {
-        succeeded("pause", bgt_at(&state, &["pause", &spammer]));
-        assert_eq!(status(&spammer)["state"], "paused", "round {round}");
-        succeeded("resume", bgt_at(&state, &["resume", &spammer]));
-        assert_eq!(status(&spammer)["state"], "running", "round {round}");
+        pause_and_resume(&pausable, &format!("full disk, round {round}"));
     }
-    // Each record's write frees the old record's block for the next
-    // reserve; now a reader holds the old record open, so nothing is freed
-    // and the reserves run out. A pause is still resumed, and the pause
-    // after is refused, not half made.
-    let meta = state.join(&spammer).join("meta.json");
+    std::fs::write(&flag, "").unwrap();
+    poll_until(Duration::from_secs(20), || {
+        status(&ends)["state"] != "running"
+    });
+    let done = status(&ends);
+    assert_eq!(done["state"], "exited", "{done}");
+    assert_eq!(done["exit_code"], 3);
+    poll_until(Duration::from_secs(20), || {
+        status(&pausable)["exit_code"] == 4
+    });
+    assert_eq!(status(&pausable)["state"], "running");
+
+    // A reader holds the old record open, so nothing is freed, and the disk
+    // is refilled between the steps: the resume uses the pause's reserve.
+    let meta = state.join(&pausable).join("meta.json");
     let refill = |n: usize| {
         let _ = Command::new("dd")
             .args(["if=/dev/zero", "bs=4k", "count=100"])
@@ -329,14 +340,15 @@ fn records_and_stops_need_no_free_disk_space() {
             .output();
     };
     let reader = std::fs::File::open(&meta).unwrap();
-    succeeded("pause", bgt_at(&state, &["pause", &spammer]));
+    bgt("pause", &["pause", &pausable]);
     drop(reader);
     refill(1);
     let reader = std::fs::File::open(&meta).unwrap();
-    succeeded("resume", bgt_at(&state, &["resume", &spammer]));
-    assert_eq!(status(&spammer)["state"], "running");
+    bgt("resume", &["resume", &pausable]);
+    assert_eq!(status(&pausable)["state"], "running");
     drop(reader);
     refill(2);
+    // The spammer was never paused: it has no reserve for a resume.
     let out = bgt_at(&state, &["pause", &spammer]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -349,27 +361,13 @@ fn records_and_stops_need_no_free_disk_space() {
         "a refused pause stopped nothing"
     );
 
-    std::fs::write(&flag, "").unwrap();
-    poll_until(Duration::from_secs(20), || {
-        status(&ends)["state"] != "running"
-    });
-    let done = status(&ends);
-    assert_eq!(done["state"], "exited", "{done}");
-    assert_eq!(done["exit_code"], 3);
-    poll_until(Duration::from_secs(20), || {
-        status(&leaves_a_child)["exit_code"] == 4
-    });
-    assert_eq!(status(&leaves_a_child)["state"], "running");
-
-    for id in [&spammer, &leaves_a_child] {
-        let out = bgt_at(&state, &["stop", id, "--grace", "1s"]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{err}");
+    for id in [&spammer, &pausable] {
+        bgt("stop", &["stop", id, "--grace", "1s"]);
         let stopped = status(id);
         assert_eq!(stopped["state"], "stopped", "{stopped}");
     }
     assert_eq!(status(&spammer)["signal"], "SIGTERM");
-    assert_eq!(status(&leaves_a_child)["exit_code"], 4);
+    assert_eq!(status(&pausable)["exit_code"], 4);
     assert!(!alive(spammer_child));
 }
 

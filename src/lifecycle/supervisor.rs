@@ -35,7 +35,7 @@ use crate::lifecycle::launch::launch;
 use crate::lifecycle::queue::{Queue, Ticket};
 use crate::procs;
 use crate::task::dirfd::{Access, DirFd};
-use crate::task::meta::{Exit, State, TaskMeta};
+use crate::task::meta::{Exit, NEXT, State, TaskMeta};
 use crate::task::store::{STDERR_LOG, STDOUT_LOG};
 use anyhow::{Context, Result};
 use chrono::Utc;
@@ -230,7 +230,7 @@ pub fn main(dir: &Path, meta: Option<TaskMeta>) -> i32 {
 /// it again for the records after.
 fn record(dir: &DirFd, meta: &TaskMeta, keep: usize) -> Result<()> {
     meta.store_next(dir, keep)?;
-    let _ = meta.reserve_next(dir);
+    let _ = meta.reserve_next(dir, NEXT.len());
     Ok(())
 }
 
@@ -343,7 +343,7 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
     // may need free space (the child may fill the disk at once, and a task
     // queued now may start on a disk filled while it waited).
     meta.reserve_spare(dir)?;
-    meta.reserve_next(dir)?;
+    meta.reserve_next(dir, 1)?;
     let mut signals = Signals::new(dir.path());
     // A queue slot, held until nothing of the task is left (kill -9 frees it too).
     let mut slot = None;
@@ -420,8 +420,9 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
         // One write (`bgt run` reads a line); closing the pipe lets it return.
         let _ = pipe.write_all(format!("{REPORT_OK} {pid}\n").as_bytes());
     }
-    // For the next record (paused, ...), once `run` has its answer.
-    let _ = meta.reserve_next(dir);
+    // No next file is reserved again here: a pause reserves its own (most
+    // tasks are never paused, and each file made and freed slows later
+    // creations on some file systems).
     if let Some((queue, ticket)) = line.take() {
         queue.leave(ticket); // started: the next in line moves up
     }
@@ -500,10 +501,10 @@ fn watch(
                 _ => State::Running { exit: exit.clone() },
             };
             if children_left {
-                // Descendants outlive the main process: say so (if it can
-                // be said without a pause's two reserves: the final record
-                // tells the exit anyway), keep reaping.
-                let _ = record(dir, meta, 2);
+                // Descendants outlive the main process: say so (not with
+                // the resume's reserve: the final record tells the exit
+                // anyway), keep reaping.
+                let _ = record(dir, meta, usize::from(paused_at.is_some()));
             }
         }
         let now = Instant::now();
@@ -525,12 +526,12 @@ fn watch(
             // then says the supervisor did not answer): stopped first and
             // continued again if the record fails, so a running task is
             // never recorded as paused; recorded first when resuming. A
-            // pause is made only while two next files are reserved, so
-            // its resume has one whatever fills the disk meanwhile.
+            // pause is made only once both next files are reserved, so its
+            // resume has one whatever fills the disk meanwhile.
             Some(PauseRequest::Pause)
                 if paused_at.is_none()
                     && ending.is_none()
-                    && (meta.reserve_next(dir).is_ok() || TaskMeta::next_reserved(dir) >= 2) =>
+                    && meta.reserve_next(dir, NEXT.len()).is_ok() =>
             {
                 procs::signal_tree(me, pgid, Signal::SIGSTOP);
                 meta.state = State::Paused {

@@ -6,8 +6,8 @@
 //! writes once the child runs may need free disk space (the child may fill
 //! the disk the moment it starts: `run` would fail for a command that runs,
 //! and the task end `lost`): before the spawn the supervisor reserves a
-//! spare for the final record and three next files for the others (running,
-//! paused, ...), and writes each record into a reserved file's already
+//! spare for the final record and a next file for the running one (two for
+//! a pause, see `NEXT`), and writes each record into a reserved file's already
 //! allocated blocks before renaming it over `meta.json` (see `store_final`,
 //! `store_next`). The state is an enum whose
 //! variants carry their own data, so a finished task without an exit status
@@ -28,15 +28,13 @@ use std::path::PathBuf;
 pub const SPARE: &str = ".meta.json.spare";
 
 /// The reserved files for the supervisor's records before the final one;
-/// the supervisor alone writes them, and reserves each again after its use
-/// (when it can: the disk may be full). Three: one for the running record
-/// and two for a pause, which is made only while two are there, so that
-/// its resume has one whatever fills the disk meanwhile.
-pub const NEXT: [&str; 3] = [
-    ".meta.json.next.0",
-    ".meta.json.next.1",
-    ".meta.json.next.2",
-];
+/// the supervisor alone writes them. The first is reserved before the
+/// spawn, for the running record. A pause first reserves both and is made
+/// only while both are there, so that its resume has one whatever fills
+/// the disk meanwhile; each is reserved again after its use (when it can
+/// be: each write frees the old record's block, unless a reader holds it
+/// or another writer takes it first).
+pub const NEXT: [&str; 2] = [".meta.json.next.0", ".meta.json.next.1"];
 
 /// Version of the `meta.json` layout; bumped on incompatible changes.
 pub const SCHEMA: u32 = 1;
@@ -342,20 +340,17 @@ impl TaskMeta {
         reserve(dir, SPARE, size)
     }
 
-    /// Allocates each next record file not there: this record's size and
-    /// room for the fields the next records add, in whole blocks (on a full
-    /// disk, the block the old `meta.json` frees when a next is renamed over
-    /// it is then enough to reserve it again). Fails when one could not be.
-    pub fn reserve_next(&self, dir: &DirFd) -> Result<()> {
+    /// Allocates the first `count` next record files, where not there:
+    /// this record's size and room for the fields the next records add, in
+    /// whole blocks (on a full disk, the block the old `meta.json` frees
+    /// when a next is renamed over it is then enough to reserve it again).
+    /// Fails when one could not be.
+    pub fn reserve_next(&self, dir: &DirFd, count: usize) -> Result<()> {
         let size = serde_json::to_vec_pretty(self)?.len() + 1024;
-        NEXT.iter()
+        NEXT[..count]
+            .iter()
             .filter(|name| !dir.exists(name))
             .try_for_each(|name| reserve(dir, name, size))
-    }
-
-    /// How many next record files are reserved.
-    pub fn next_reserved(dir: &DirFd) -> usize {
-        NEXT.into_iter().filter(|name| dir.exists(name)).count()
     }
 
     /// Writes a non-final record (or a final one a durable write will
@@ -507,6 +502,10 @@ mod tests {
         assert!(TaskMeta::load_in(&dir).unwrap().state.is_final());
     }
 
+    fn next_reserved(dir: &DirFd) -> usize {
+        NEXT.into_iter().filter(|name| dir.exists(name)).count()
+    }
+
     /// Each next file is used once and renamed away; a record that must
     /// keep some for later, one too big for them, or one written without
     /// any takes the normal atomic write; the final record frees them.
@@ -516,28 +515,30 @@ mod tests {
         let dir = DirFd::open(root.path()).unwrap();
         let starting = record(State::Starting);
         starting.store_in(&dir).unwrap();
-        starting.reserve_next(&dir).unwrap();
-        assert_eq!(TaskMeta::next_reserved(&dir), NEXT.len());
+        starting.reserve_next(&dir, 1).unwrap();
+        assert_eq!(next_reserved(&dir), 1);
         let reserved = root.path().join(NEXT[0]).metadata().unwrap().len();
         let running = record(State::Running { exit: None });
         running.store_next(&dir, 0).unwrap();
-        assert_eq!(TaskMeta::next_reserved(&dir), NEXT.len() - 1);
+        assert_eq!(next_reserved(&dir), 0);
         assert_eq!(
             TaskMeta::load_in(&dir).unwrap().state,
             State::Running { exit: None }
         );
         // Asked to keep as many as there are: none is used, still written.
+        starting.reserve_next(&dir, NEXT.len()).unwrap();
+        assert_eq!(next_reserved(&dir), NEXT.len());
         let exited = record(State::Running {
             exit: Some(Exit::Code(4)),
         });
-        exited.store_next(&dir, NEXT.len() - 1).unwrap();
-        assert_eq!(TaskMeta::next_reserved(&dir), NEXT.len() - 1);
+        exited.store_next(&dir, NEXT.len()).unwrap();
+        assert_eq!(next_reserved(&dir), NEXT.len());
         assert_eq!(TaskMeta::load_in(&dir).unwrap().state, exited.state);
-        // None left: still written.
-        for _ in 1..NEXT.len() {
+        // Used in turn; none left: still written.
+        for left in (0..NEXT.len()).rev() {
             running.store_next(&dir, 0).unwrap();
+            assert_eq!(next_reserved(&dir), left);
         }
-        assert_eq!(TaskMeta::next_reserved(&dir), 0);
         let paused = record(State::Paused {
             paused_since: Utc::now(),
             exit: None,
@@ -549,17 +550,17 @@ mod tests {
         ));
         // Smaller than the record: left for the next reserve, and the
         // record is written all the same.
-        starting.reserve_next(&dir).unwrap();
+        starting.reserve_next(&dir, NEXT.len()).unwrap();
         let mut long = record(State::Running { exit: None });
         long.label = Some("x".repeat(reserved as usize));
         long.store_next(&dir, 0).unwrap();
         assert_eq!(TaskMeta::load_in(&dir).unwrap().label, long.label);
-        assert_eq!(TaskMeta::next_reserved(&dir), NEXT.len());
+        assert_eq!(next_reserved(&dir), NEXT.len());
         // The final record: no next file is left.
         record(State::ended(Exit::Code(0)))
             .store_final(&dir)
             .unwrap();
-        assert_eq!(TaskMeta::next_reserved(&dir), 0);
+        assert_eq!(next_reserved(&dir), 0);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!     lock                   flock'd by the supervisor for its whole life
 //!     stdout.log stderr.log  the child's fds 1 and 2, written directly
 //!     .meta.json.spare       space reserved for the final record (meta.rs)
-//!     .meta.json.next.{0,1,2} space reserved for the supervisor's other records
+//!     .meta.json.next.{0,1} space reserved for the supervisor's other records
 //!     stop                   a stop request, only where there is no signalfd
 //!     index.json, index.lock line-count index and its lock (logs/read.rs)
 //!     cursors/<name>.json    persisted `--since` positions (and <name>.lock)
