@@ -371,6 +371,67 @@ fn records_and_stops_need_no_free_disk_space() {
     assert!(!alive(spammer_child));
 }
 
+/// A bounded log over its limit on a disk its task filled is still freed:
+/// the record of what is dropped must be written before the punch, and it
+/// goes into space reserved once the log grew past half its limit.
+#[test]
+fn a_bounded_log_is_freed_on_a_disk_its_task_filled() {
+    let Some(fs) = Tmpfs::mount("8m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let env = Env::new();
+    let state = fs.path().join("state");
+    let _guard = KillTasksOnDrop(state.clone());
+    let flag = env.work().join("go");
+    // 1.2 MB of log (reserved for, and freed while there is room), then on
+    // the flag 1 MB more and the disk filled at once.
+    let script = format!(
+        "head -c 1200000 /dev/zero | tr '\\0' x | fold -w 99; \
+         while [ ! -e {flag} ]; do sleep 0.05; done; \
+         head -c 1000000 /dev/zero | tr '\\0' y | fold -w 99; \
+         cat /dev/zero > {fill} 2>/dev/null; exec sleep 300",
+        flag = flag.display(),
+        fill = fs.path().join("fill").display()
+    );
+    let id = succeeded(
+        "run",
+        bgt_at(&state, &["run", "--max-log-size", "512K", "--", &script]),
+    )
+    .trim()
+    .to_string();
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&succeeded(
+            "status",
+            bgt_at(&state, &["status", &id, "--json"]),
+        ))
+        .unwrap()
+    };
+    poll_until(Duration::from_secs(20), || {
+        status()["stdout_dropped_bytes"].as_u64() > Some(0)
+    });
+    let dropped = status()["stdout_dropped_bytes"].as_u64().unwrap();
+    let free_blocks = || {
+        let out = Command::new("stat")
+            .args(["-f", "-c", "%a"])
+            .arg(fs.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    std::fs::write(&flag, "").unwrap();
+    poll_until(Duration::from_secs(20), || {
+        status()["stdout_dropped_bytes"].as_u64().unwrap() > dropped
+    });
+    assert!(free_blocks() > 0, "the punch gave space back");
+    let tail = bgt_at(&state, &["output", &id, "--tail", "1", "--raw"]);
+    // 1,000,000 bytes folded at 99: the last line holds the last byte.
+    assert_eq!(succeeded("output", tail), "y\n");
+}
+
 #[test]
 fn signals_from_the_task_neither_end_nor_stop_its_supervisor() {
     let env = Env::new();

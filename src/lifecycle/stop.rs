@@ -127,7 +127,9 @@ fn record_stopped(task: &Task, meta: &TaskMeta, killed_by: Signal) -> Result<()>
         .unwrap_or_else(|| crate::task::meta::Exit::Signal(killed_by.as_str().to_string()));
     updated.state = State::Stopped { exit: Some(exit) };
     updated.ended = Some(Utc::now());
-    updated.store_final(&task.open_dir()?)
+    let dir = task.open_dir()?;
+    crate::logs::bounded::release(&dir);
+    updated.store_final(&dir)
 }
 
 /// A lost task's processes may still run: find them by session and marker

@@ -454,6 +454,7 @@ fn supervise(dir: &DirFd, report: &mut Option<File>, meta: Option<TaskMeta>) -> 
             == Default::default()
     });
     // Nobody is left to report to; a failed final write shows as `lost`.
+    crate::logs::bounded::release(dir);
     let _ = meta.store_final(dir);
     Ok(())
 }

@@ -18,6 +18,11 @@
 //! the hole punched second: a reader that sees the record never reads the
 //! hole. A filesystem that cannot punch holes is recorded (`unsupported`),
 //! and the log then grows: bgt never truncates a log.
+//!
+//! Freeing must work best when the disk is full, but writing the record
+//! needs a block: once a log is past half its limit, the supervisor
+//! reserves one ([`DROPPED_SPARE`]), writes the record into it and renames
+//! it over, and reserves it again after the punch has freed space.
 
 use crate::logs::read::Stream;
 use crate::task::dirfd::{Access, DirFd};
@@ -29,6 +34,10 @@ use std::os::unix::fs::FileExt;
 
 /// The record of what was freed, in the task directory.
 pub const DROPPED: &str = "dropped.json";
+
+/// Space reserved for the next record of what was freed (hidden: readers
+/// never list it).
+pub const DROPPED_SPARE: &str = ".dropped.json.spare";
 
 /// Default per-stream limit: a laptop survives a forgotten chatty server.
 pub const DEFAULT_MAX_LOG_SIZE: u64 = 256 << 20;
@@ -163,6 +172,8 @@ pub struct Limiter {
     max: u64,
     logs: Vec<(Stream, File)>,
     record: Record,
+    /// Whether [`DROPPED_SPARE`] is there (reserved by this limiter).
+    spare: bool,
 }
 
 impl Limiter {
@@ -177,6 +188,7 @@ impl Limiter {
             max,
             logs,
             record: Record::load(dir),
+            spare: false,
         })
     }
 
@@ -187,7 +199,15 @@ impl Limiter {
         }
         for i in 0..self.logs.len() {
             let stream = self.logs[i].0;
-            let Some(next) = self.plan(i) else { continue };
+            let Ok(size) = self.logs[i].1.metadata().map(|info| info.len()) else {
+                continue;
+            };
+            if !self.spare && size > self.max / 2 {
+                self.spare = dir.reserve(DROPPED_SPARE, 4096).is_ok();
+            }
+            let Some(next) = self.plan(i, size) else {
+                continue;
+            };
             let before = self.record.get(stream);
             *self.record.get_mut(stream) = next;
             if self.save(dir).is_err() {
@@ -202,6 +222,10 @@ impl Limiter {
                 before.freed as i64,
                 (next.freed - before.freed) as i64,
             );
+            if punched.is_ok() && !self.spare {
+                // Now, while the space just freed is there.
+                self.spare = dir.reserve(DROPPED_SPARE, 4096).is_ok();
+            }
             if let Err(e) = punched {
                 // Nothing was freed: reads may start where they did.
                 *self.record.get_mut(stream) = before;
@@ -221,11 +245,10 @@ impl Limiter {
         }
     }
 
-    /// What log `i` should look like after freeing, if anything is to be freed.
-    fn plan(&self, i: usize) -> Option<Dropped> {
+    /// What log `i`, `size` bytes long, should look like after freeing, if
+    /// anything is to be freed.
+    fn plan(&self, i: usize, size: u64) -> Option<Dropped> {
         let (stream, file) = &self.logs[i];
-        let info = file.metadata().ok()?;
-        let size = info.len();
         let now = self.record.get(*stream);
         // Some slack, so a steady writer does not cause a punch per block.
         let slack = (self.max / 8).max(64 << 10);
@@ -250,10 +273,24 @@ impl Limiter {
         })
     }
 
-    fn save(&self, dir: &DirFd) -> std::io::Result<()> {
+    /// Writes the record through the reserved space when there is one (and
+    /// reserves it again: a punch that follows frees space if the disk was
+    /// full), else through a temp file.
+    fn save(&mut self, dir: &DirFd) -> std::io::Result<()> {
         let json = serde_json::to_vec(&self.record).map_err(std::io::Error::other)?;
+        if std::mem::take(&mut self.spare)
+            && let Ok(true) = dir.replace_with(DROPPED_SPARE, DROPPED, &json, false)
+        {
+            return Ok(());
+        }
         dir.write_atomic(DROPPED, &json, false)
     }
+}
+
+/// Removes the reserved record space of the task directory `dir`, if any
+/// (the task has ended).
+pub fn release(dir: &DirFd) {
+    let _ = dir.remove_file(DROPPED_SPARE);
 }
 
 /// Offset of the first newline in `[from, to)`.

@@ -236,6 +236,61 @@ impl DirFd {
         result
     }
 
+    /// Creates `name` (0600) with at least `size` bytes of blocks allocated,
+    /// rounded up to whole 4 KiB blocks, for a later write that must not
+    /// need free space ([`DirFd::replace_with`]); nothing is left when it
+    /// fails.
+    pub fn reserve(&self, name: &str, size: usize) -> io::Result<()> {
+        let size = size.next_multiple_of(4096);
+        let result = (|| {
+            let mut file = self.create_fresh(name)?;
+            // The blocks must exist, not a hole or a bare set_len: fallocate
+            // allocates them (tmpfs too) in one call; where it is not
+            // supported, real zeros do.
+            use nix::fcntl::{FallocateFlags, fallocate};
+            match fallocate(&file, FallocateFlags::empty(), 0, size as i64) {
+                Ok(()) => Ok(()),
+                Err(Errno::EOPNOTSUPP | Errno::ENOSYS) => file.write_all(&vec![0u8; size]),
+                Err(e) => Err(io(e)),
+            }
+        })();
+        if result.is_err() {
+            let _ = self.remove_file(name);
+        }
+        result
+    }
+
+    /// Writes `data` in place into the file `reserved` (made by
+    /// [`DirFd::reserve`], never opened by a reader, so the write tears no
+    /// read, and its blocks allocated, so it needs no free space), cuts it
+    /// to size, fsyncs it when `durable` and renames it over `name`.
+    /// `Ok(false)`: it is too small for `data` (left as it is).
+    ///
+    /// Not durable, it is less safe than [`DirFd::write_atomic`] after a
+    /// power loss: ext4 starts the writeback of a temp file renamed over
+    /// another (auto_da_alloc) but not of blocks allocated ahead, so such a
+    /// write may read as zeros after a crash soon after.
+    pub fn replace_with(
+        &self,
+        reserved: &str,
+        name: &str,
+        data: &[u8],
+        durable: bool,
+    ) -> io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        let file = self.open_file(reserved, Access::ReadWrite)?;
+        if file.metadata()?.len() < data.len() as u64 {
+            return Ok(false);
+        }
+        file.write_all_at(data, 0)?;
+        file.set_len(data.len() as u64)?;
+        if durable {
+            file.sync_all()?;
+        }
+        self.rename(reserved, name)?;
+        Ok(true)
+    }
+
     /// Renames `from` to `to` within this directory, replacing `to`.
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         nix::fcntl::renameat(self.fd.as_fd(), from, self.fd.as_fd(), to).map_err(io)

@@ -363,7 +363,7 @@ impl TaskMeta {
         let json = serde_json::to_vec_pretty(self)?;
         let reserved: Vec<&str> = NEXT.into_iter().filter(|name| dir.exists(name)).collect();
         if reserved.len() > keep
-            && let Ok(true) = write_reserved(dir, reserved[0], &json, false)
+            && let Ok(true) = dir.replace_with(reserved[0], crate::task::store::META, &json, false)
         {
             return Ok(());
         }
@@ -394,7 +394,7 @@ impl TaskMeta {
         let taken = format!("{SPARE}.{}", crate::task::dirfd::writer_tag());
         let reused = dir
             .rename(SPARE, &taken)
-            .and_then(|()| write_reserved(dir, &taken, &json, true));
+            .and_then(|()| dir.replace_with(&taken, crate::task::store::META, &json, true));
         if reused.is_ok_and(|done| done) {
             return Ok(());
         }
@@ -404,54 +404,14 @@ impl TaskMeta {
     }
 }
 
-/// Creates the reserved record file `name` with at least `size` bytes of
-/// allocated blocks.
+/// Creates the reserved record file `name` (see [`DirFd::reserve`]).
 fn reserve(dir: &DirFd, name: &str, size: usize) -> Result<()> {
-    let size = size.next_multiple_of(4096);
-    let result = (|| -> std::io::Result<()> {
-        let mut file = dir.create_fresh(name)?;
-        // The blocks must exist, not a hole or a bare set_len: fallocate
-        // allocates them (tmpfs too) in one call; where it is not
-        // supported, real zeros do.
-        use nix::fcntl::{FallocateFlags, fallocate};
-        match fallocate(&file, FallocateFlags::empty(), 0, size as i64) {
-            Ok(()) => Ok(()),
-            Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOSYS) => {
-                file.write_all(&vec![0u8; size])
-            }
-            Err(e) => Err(e.into()),
-        }
-    })();
-    result.map_err(|e| {
-        let _ = dir.remove_file(name);
+    dir.reserve(name, size).map_err(|e| {
         anyhow::anyhow!(
             "cannot reserve space for the task record: {}",
             io_message(&e)
         )
     })
-}
-
-/// Writes `json` in place into the reserved file `name`, which no reader
-/// has seen (so the write tears no read) and whose blocks are allocated (so
-/// it needs no free space), cuts it to size, fsyncs it when `durable` and
-/// renames it over `meta.json`. `Ok(false)`: the file is too small for it.
-fn write_reserved(dir: &DirFd, name: &str, json: &[u8], durable: bool) -> std::io::Result<bool> {
-    use std::os::unix::fs::FileExt;
-    let file = dir.open_file(name, Access::ReadWrite)?;
-    if file.metadata()?.len() < json.len() as u64 {
-        return Ok(false);
-    }
-    file.write_all_at(json, 0)?;
-    file.set_len(json.len() as u64)?;
-    // Not durable: ext4 starts the writeback of a temp file renamed over
-    // another (auto_da_alloc) but not of blocks allocated ahead, so a power
-    // loss soon after may leave such a record as zeros: a broken task, which
-    // `cleanup` removes; it was lost with the crash anyway.
-    if durable {
-        file.sync_all()?;
-    }
-    dir.rename(name, crate::task::store::META)?;
-    Ok(true)
 }
 
 #[cfg(test)]
