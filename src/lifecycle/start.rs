@@ -130,19 +130,13 @@ pub fn start(store: &Store, spec: StartSpec) -> Result<Started> {
         }
         None => None,
     };
-    let label = spec.label.clone();
-    let started = spawn_supervised(store, spec).map_err(|e| match crate::error::kind_of(&e) {
+    spawn_supervised(store, spec).map_err(|e| match crate::error::kind_of(&e) {
         crate::error::ErrorKind::Runtime => crate::error::fail(
             crate::error::ErrorKind::StartFailed,
             crate::error::one_line(&e),
         ),
         _ => e,
-    })?;
-    if let Some(label) = label {
-        // Still under the label's lock: the index names the newest holder.
-        store.index_label(&label, &started.id)?;
-    }
-    Ok(started)
+    })
 }
 
 /// Creates the task and starts its supervisor; returns once the child runs,
@@ -177,6 +171,16 @@ fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
         logs_at_end: None,
     };
     let (task, lock) = store.create(&mut meta)?;
+    // The label's index names the new task before its child runs (still
+    // under the label's lock): the child may fill the disk at once, and
+    // `run` must not then fail for a command that runs. A start that fails
+    // leaves an index naming no task, which lookups pass over.
+    if let Some(label) = &meta.label
+        && let Err(e) = store.index_label(label, &task.id)
+    {
+        let _ = task.remove();
+        return Err(e);
+    }
     // The held lock becomes the supervisor's stdin: the same open file
     // description, so the lock is never released between us and it.
     // The task directory, opened through the checked state directory: the
