@@ -125,6 +125,8 @@ pub struct ProcInfo {
     pub pgid: Pid,
     pub session: Pid,
     pub zombie: bool,
+    /// Stopped by a signal (or a tracer).
+    pub stopped: bool,
     pub start_ticks: u64,
 }
 
@@ -157,6 +159,7 @@ fn read_stat(pid: Pid) -> Option<ProcInfo> {
         pgid: Pid(fields.get(2)?.parse().ok()?),
         session: Pid(fields.get(3)?.parse().ok()?),
         zombie: matches!(*fields.first()?, "Z" | "X"),
+        stopped: matches!(*fields.first()?, "T" | "t"),
         start_ticks: fields.get(19)?.parse().ok()?,
     })
 }
@@ -260,6 +263,56 @@ pub fn signal_tree(supervisor: Pid, pgid: Option<Pid>, sig: Signal) -> usize {
         }
     }
     count
+}
+
+/// Stops a task's whole tree ([`signal_tree`] with SIGSTOP), then walks it
+/// from the supervisor through each process's `children` list (its own
+/// tree only, not all of `/proc`), stopping every process as soon as it is
+/// found, until a walk finds all stopped. One pass of `signal_tree` signals
+/// what `/proc` showed a moment before: a process that keeps forking anew
+/// outside the task's group, its parent gone before the signal, would run
+/// on in a "paused" task. Gives up after a bounded number of walks (a
+/// process we may not signal never stops); says whether all stopped.
+pub fn stop_tree(supervisor: Pid, pgid: Option<Pid>) -> bool {
+    signal_tree(supervisor, pgid, Signal::SIGSTOP);
+    #[cfg(target_os = "linux")]
+    for walk in 0..200u64 {
+        let mut all_stopped = true;
+        let mut stack = vec![supervisor];
+        while let Some(parent) = stack.pop() {
+            for child in children(parent) {
+                let _ = signal::kill(child.nix(), Signal::SIGSTOP);
+                all_stopped &= read_stat(child).is_none_or(|p| p.stopped || p.zombie);
+                stack.push(child);
+            }
+        }
+        if all_stopped {
+            return true;
+        }
+        // A signalled process stops once it runs again: let it.
+        std::thread::sleep(std::time::Duration::from_micros(100 * walk.min(10)));
+    }
+    #[cfg(not(target_os = "linux"))]
+    return true;
+    #[cfg(target_os = "linux")]
+    false
+}
+
+/// The children of `pid`, from the `children` list of each of its threads.
+#[cfg(target_os = "linux")]
+fn children(pid: Pid) -> Vec<Pid> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten();
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|n| n.parse().ok().map(Pid))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Identifies a task's processes without its supervisor:

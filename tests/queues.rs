@@ -190,6 +190,55 @@ fn pause_stops_a_counter_and_resume_continues_it() {
     assert_eq!(env.state(&t), "stopped");
 }
 
+/// A process that keeps forking its successor and exiting, in a session of
+/// its own, is always one generation ahead of a snapshot of `/proc`: the
+/// pause walks the task's tree until every process in it is stopped.
+#[test]
+fn pause_stops_a_chain_of_processes_forking_ahead_of_it() {
+    let env = Env::new();
+    let t = env.start(&[r#"W='echo x; sh -c "$W" &'; export W; setsid sh -c "$W"; sleep 300"#]);
+    poll_until(Duration::from_secs(10), || stdout_lines(&env, &t) > 20);
+    for round in 0..3 {
+        env.ok(&["pause", &t]);
+        let before = stdout_lines(&env, &t);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            stdout_lines(&env, &t),
+            before,
+            "round {round}: a line while paused"
+        );
+        env.ok(&["resume", &t]);
+        poll_until(Duration::from_secs(10), || {
+            stdout_lines(&env, &t) > before + 20
+        });
+    }
+    env.ok(&["stop", &t]);
+    assert_eq!(env.state(&t), "stopped");
+}
+
+/// A stop of a paused task continues it: from then on the record says
+/// running (not paused while its processes run out their grace period),
+/// and the grace period is not counted as paused time.
+#[test]
+fn a_stopped_pause_ends_when_its_processes_continue() {
+    let env = Env::new();
+    let t = env.start(&["trap '' TERM; while true; do echo tick; sleep 0.05; done"]);
+    poll_until(Duration::from_secs(10), || stdout_lines(&env, &t) > 2);
+    env.ok(&["pause", &t]);
+    let mut stop = env
+        .cmd()
+        .args(["stop", &t, "--grace", "2s"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    poll_until(Duration::from_secs(5), || env.state(&t) != "paused");
+    assert_eq!(env.state(&t), "running", "during the grace period");
+    assert!(stop.wait().unwrap().success());
+    let done = env.status(&t);
+    assert_eq!(done["state"], "stopped", "{done}");
+    assert!(done["paused_ms"].as_u64().unwrap() < 1500, "{done}");
+}
+
 #[test]
 fn paused_time_does_not_count_against_the_timeout() {
     let env = Env::new();

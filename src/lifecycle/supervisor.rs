@@ -534,7 +534,7 @@ fn watch(
                     && ending.is_none()
                     && meta.reserve_next(dir, NEXT.len()).is_ok() =>
             {
-                procs::signal_tree(me, pgid, Signal::SIGSTOP);
+                procs::stop_tree(me, pgid);
                 meta.state = State::Paused {
                     paused_since: Utc::now(),
                     exit: exit.clone(),
@@ -563,22 +563,27 @@ fn watch(
             }
             _ => {}
         }
-        let mut begin = |why: Ending, sig: Signal, grace: Duration| {
-            if ending.is_none() {
-                ending = Some(why);
-                procs::signal_tree(me, pgid, sig);
-                if paused_at.is_some() {
-                    // A stopped process acts on the signal once continued.
-                    procs::signal_tree(me, pgid, Signal::SIGCONT);
-                }
-                kill_at = Some(now + grace);
-            }
+        // A stop request wins over a timeout due at the same moment.
+        let timed_out = paused_at.is_none() && timeout_at.is_some_and(|at| now >= at);
+        let begin = match requests.stop {
+            Some(request) => Some((Ending::Stop, request.signal, request.grace)),
+            None => timed_out.then_some((Ending::Timeout, Signal::SIGTERM, DEFAULT_GRACE)),
         };
-        if let Some(request) = requests.stop {
-            begin(Ending::Stop, request.signal, request.grace);
-        }
-        if paused_at.is_none() && timeout_at.is_some_and(|at| now >= at) {
-            begin(Ending::Timeout, Signal::SIGTERM, DEFAULT_GRACE);
+        if let Some((why, sig, grace)) = begin
+            && ending.is_none()
+        {
+            ending = Some(why);
+            procs::signal_tree(me, pgid, sig);
+            if let Some(at) = paused_at.take() {
+                // A stopped process acts on the signal once continued: the
+                // pause ends here, and the record says so (through the
+                // resume's reserve) while the grace period runs.
+                procs::signal_tree(me, pgid, Signal::SIGCONT);
+                meta.paused_ms += at.elapsed().as_millis() as u64;
+                meta.state = State::Running { exit: exit.clone() };
+                let _ = record(dir, meta, 0);
+            }
+            kill_at = Some(now + grace);
         }
         let mut next = timeout_at.filter(|_| ending.is_none() && paused_at.is_none());
         if let Some(at) = kill_at {
