@@ -269,7 +269,7 @@ pub fn pause(task: &Task, pause: bool) -> Result<()> {
                 .open_dir()
                 .ok()
                 .and_then(|dir| nix::sys::statvfs::fstatvfs(&dir).ok())
-                .is_some_and(|fs| fs.blocks_available() == 0);
+                .is_some_and(|fs| fs.blocks_available() == 0 || fs.files_available() == 0);
             let why = if full { ": its disk is full" } else { "" };
             bail!("task {}'s supervisor did not answer{why}", task.id);
         }

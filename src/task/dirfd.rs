@@ -264,7 +264,8 @@ impl DirFd {
     /// [`DirFd::reserve`], never opened by a reader, so the write tears no
     /// read, and its blocks allocated, so it needs no free space), cuts it
     /// to size, fsyncs it when `durable` and renames it over `name`.
-    /// `Ok(false)`: it is too small for `data` (left as it is).
+    /// `Ok(false)`: it is too small for `data`, or has another link (left
+    /// as it is).
     ///
     /// Not durable, it is less safe than [`DirFd::write_atomic`] after a
     /// power loss: ext4 starts the writeback of a temp file renamed over
@@ -279,7 +280,10 @@ impl DirFd {
     ) -> io::Result<bool> {
         use std::os::unix::fs::FileExt;
         let file = self.open_file(reserved, Access::ReadWrite)?;
-        if file.metadata()?.len() < data.len() as u64 {
+        let info = file.metadata()?;
+        // A second link (a `cp -al` copy of the state directory) would see
+        // the write: such a file is left to the caller's other way.
+        if info.len() < data.len() as u64 || std::os::unix::fs::MetadataExt::nlink(&info) != 1 {
             return Ok(false);
         }
         file.write_all_at(data, 0)?;
