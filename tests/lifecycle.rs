@@ -260,6 +260,50 @@ fn a_process_older_than_the_task_is_never_taken_for_one_of_its_processes() {
     assert!(alive(child), "an unproven process is not signalled");
 }
 
+/// A 1 MiB-scale tmpfs holding a state directory, whose tasks are killed
+/// when the test ends, however it ends.
+struct SmallDisk {
+    fs: Tmpfs,
+    state: PathBuf,
+    _guard: KillTasksOnDrop,
+}
+
+impl SmallDisk {
+    /// None where no tmpfs can be mounted (not root): the test is skipped.
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let Some(fs) = Tmpfs::mount(size) else {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+            return None;
+        };
+        let state = fs.path().join("state");
+        let _guard = KillTasksOnDrop(state.clone());
+        Some(SmallDisk { fs, state, _guard })
+    }
+
+    /// Runs bgt on this state directory; its stdout, failing the test if it fails.
+    fn ok(&self, args: &[&str]) -> String {
+        succeeded(&format!("bgt {args:?}"), bgt_at(&self.state, args))
+    }
+
+    fn status(&self, id: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["status", id, "--json"])).unwrap()
+    }
+
+    fn free_blocks(&self) -> u64 {
+        nix::sys::statvfs::statvfs(self.fs.path())
+            .unwrap()
+            .blocks_available()
+    }
+
+    /// Fills what is free with a file named `name`.
+    fn fill(&self, name: &str) {
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=4k", "count=10000"])
+            .arg(format!("of={}/{name}", self.fs.path().display()))
+            .output();
+    }
+}
+
 /// On a disk a task filled the moment it started (racing its own running
 /// record, which failed `run` in CI): `run` answers, and records written
 /// into space reserved earlier (running, final; paused, resumed and a main
@@ -270,23 +314,17 @@ fn a_process_older_than_the_task_is_never_taken_for_one_of_its_processes() {
 /// a task never paused before is refused, not half paused.
 #[test]
 fn records_and_stops_need_no_free_disk_space() {
-    let Some(fs) = Tmpfs::mount("1m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+    let Some(disk) = SmallDisk::mount("1m") else {
         return;
     };
     let env = Env::new();
-    let state = fs.path().join("state");
-    let _guard = KillTasksOnDrop(state.clone());
     let flag = env.work().join("go");
-    let bgt = |what: &str, args: &[&str]| succeeded(what, bgt_at(&state, args));
-    let start = |script: &str| bgt("run", &["run", "--", script]).trim().to_string();
-    let status = |id: &str| -> serde_json::Value {
-        serde_json::from_str(&bgt("status", &["status", id, "--json"])).unwrap()
-    };
+    let start = |script: &str| disk.ok(&["run", "--", script]).trim().to_string();
+    let status = |id: &str| disk.status(id);
     let pause_and_resume = |id: &str, round: &str| {
-        bgt("pause", &["pause", id]);
+        disk.ok(&["pause", id]);
         assert_eq!(status(id)["state"], "paused", "{round}");
-        bgt("resume", &["resume", id]);
+        disk.ok(&["resume", id]);
         assert_eq!(status(id)["state"], "running", "{round}");
     };
     let wait_flag = format!("while [ ! -e {} ]; do sleep 0.05; done", flag.display());
@@ -296,24 +334,7 @@ fn records_and_stops_need_no_free_disk_space() {
 
     let spammer = start("yes spam; sleep 300");
     let spammer_child = status(&spammer)["pid"].as_i64().unwrap() as i32;
-    let free_blocks = || {
-        let out = Command::new("stat")
-            .args(["-f", "-c", "%a"])
-            .arg(fs.path())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while free_blocks() != "0" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the disk never filled: {} blocks free, spammer {}",
-            free_blocks(),
-            status(&spammer)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll_until(Duration::from_secs(20), || disk.free_blocks() == 0);
     // Each write frees the old record's block for the next reserve.
     for round in 0..3 {
         pause_and_resume(&pausable, &format!("full disk, round {round}"));
@@ -332,24 +353,18 @@ fn records_and_stops_need_no_free_disk_space() {
 
     // A reader holds the old record open, so nothing is freed, and the disk
     // is refilled between the steps: the resume uses the pause's reserve.
-    let meta = state.join(&pausable).join("meta.json");
-    let refill = |n: usize| {
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", "bs=4k", "count=100"])
-            .arg(format!("of={}/refill{n}", fs.path().display()))
-            .output();
-    };
+    let meta = disk.state.join(&pausable).join("meta.json");
     let reader = std::fs::File::open(&meta).unwrap();
-    bgt("pause", &["pause", &pausable]);
+    disk.ok(&["pause", &pausable]);
     drop(reader);
-    refill(1);
+    disk.fill("refill1");
     let reader = std::fs::File::open(&meta).unwrap();
-    bgt("resume", &["resume", &pausable]);
+    disk.ok(&["resume", &pausable]);
     assert_eq!(status(&pausable)["state"], "running");
     drop(reader);
-    refill(2);
+    disk.fill("refill2");
     // The spammer was never paused: it has no reserve for a resume.
-    let out = bgt_at(&state, &["pause", &spammer]);
+    let out = bgt_at(&disk.state, &["pause", &spammer]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("did not answer: its disk is full"), "{err}");
@@ -362,7 +377,7 @@ fn records_and_stops_need_no_free_disk_space() {
     );
 
     for id in [&spammer, &pausable] {
-        bgt("stop", &["stop", id, "--grace", "1s"]);
+        disk.ok(&["stop", id, "--grace", "1s"]);
         let stopped = status(id);
         assert_eq!(stopped["state"], "stopped", "{stopped}");
     }
@@ -376,13 +391,10 @@ fn records_and_stops_need_no_free_disk_space() {
 /// goes into space reserved once the log grew past half its limit.
 #[test]
 fn a_bounded_log_is_freed_on_a_disk_its_task_filled() {
-    let Some(fs) = Tmpfs::mount("8m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+    let Some(disk) = SmallDisk::mount("8m") else {
         return;
     };
     let env = Env::new();
-    let state = fs.path().join("state");
-    let _guard = KillTasksOnDrop(state.clone());
     let flag = env.work().join("go");
     // 1.2 MB of log (reserved for, and freed while there is room), then on
     // the flag 1 MB more and the disk filled at once.
@@ -392,44 +404,18 @@ fn a_bounded_log_is_freed_on_a_disk_its_task_filled() {
          head -c 1000000 /dev/zero | tr '\\0' y | fold -w 99; \
          cat /dev/zero > {fill} 2>/dev/null; exec sleep 300",
         flag = flag.display(),
-        fill = fs.path().join("fill").display()
+        fill = disk.fs.path().join("fill").display()
     );
-    let id = succeeded(
-        "run",
-        bgt_at(&state, &["run", "--max-log-size", "512K", "--", &script]),
-    )
-    .trim()
-    .to_string();
-    let status = || -> serde_json::Value {
-        serde_json::from_str(&succeeded(
-            "status",
-            bgt_at(&state, &["status", &id, "--json"]),
-        ))
-        .unwrap()
-    };
-    poll_until(Duration::from_secs(20), || {
-        status()["stdout_dropped_bytes"].as_u64() > Some(0)
-    });
-    let dropped = status()["stdout_dropped_bytes"].as_u64().unwrap();
-    let free_blocks = || {
-        let out = Command::new("stat")
-            .args(["-f", "-c", "%a"])
-            .arg(fs.path())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let id = disk.ok(&["run", "--max-log-size", "512K", "--", &script]);
+    let id = id.trim();
+    let dropped = || disk.status(id)["stdout_dropped_bytes"].as_u64().unwrap();
+    poll_until(Duration::from_secs(20), || dropped() > 0);
+    let before = dropped();
     std::fs::write(&flag, "").unwrap();
-    poll_until(Duration::from_secs(20), || {
-        status()["stdout_dropped_bytes"].as_u64().unwrap() > dropped
-    });
-    assert!(free_blocks() > 0, "the punch gave space back");
-    let tail = bgt_at(&state, &["output", &id, "--tail", "1", "--raw"]);
+    poll_until(Duration::from_secs(20), || dropped() > before);
+    assert!(disk.free_blocks() > 0, "the punch gave space back");
     // 1,000,000 bytes folded at 99: the last line holds the last byte.
-    assert_eq!(succeeded("output", tail), "y\n");
+    assert_eq!(disk.ok(&["output", id, "--tail", "1", "--raw"]), "y\n");
 }
 
 #[test]
