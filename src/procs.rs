@@ -276,21 +276,28 @@ pub fn signal_tree(supervisor: Pid, pgid: Option<Pid>, sig: Signal) -> usize {
 pub fn stop_tree(supervisor: Pid, pgid: Option<Pid>) -> bool {
     signal_tree(supervisor, pgid, Signal::SIGSTOP);
     #[cfg(target_os = "linux")]
-    for walk in 0..200u64 {
-        let mut all_stopped = true;
-        let mut stack = vec![supervisor];
-        while let Some(parent) = stack.pop() {
-            for child in children(parent) {
-                let _ = signal::kill(child.nix(), Signal::SIGSTOP);
-                all_stopped &= read_stat(child).is_none_or(|p| p.stopped || p.zombie);
-                stack.push(child);
+    {
+        // Two walks in a row must find all stopped: a process whose parent
+        // is exiting is, for a moment, in nobody's list of children (it is
+        // being handed to the supervisor, the subreaper).
+        let mut still = 0;
+        for walk in 0..200u64 {
+            let mut all_stopped = true;
+            let mut stack = vec![supervisor];
+            while let Some(parent) = stack.pop() {
+                for child in children(parent) {
+                    let _ = signal::kill(child.nix(), Signal::SIGSTOP);
+                    all_stopped &= read_stat(child).is_none_or(|p| p.stopped || p.zombie);
+                    stack.push(child);
+                }
             }
+            still = if all_stopped { still + 1 } else { 0 };
+            if still == 2 {
+                return true;
+            }
+            // A signalled process stops once it runs again: let it.
+            std::thread::sleep(std::time::Duration::from_micros(100 * walk.clamp(1, 10)));
         }
-        if all_stopped {
-            return true;
-        }
-        // A signalled process stops once it runs again: let it.
-        std::thread::sleep(std::time::Duration::from_micros(100 * walk.min(10)));
     }
     #[cfg(not(target_os = "linux"))]
     return true;
