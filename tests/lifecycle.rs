@@ -311,7 +311,8 @@ impl SmallDisk {
 /// made while there was room) and every stop work. A pause is made only
 /// with its resume's reserve in hand: with a reader holding old records
 /// open and the disk refilled between the steps, a resume still works, and
-/// a task never paused before is refused, not half paused.
+/// a task never paused before is refused, not half paused. A restart, which
+/// could stop the task but not start its successor, stops nothing.
 #[test]
 fn records_and_stops_need_no_free_disk_space() {
     let Some(disk) = SmallDisk::mount("1m") else {
@@ -375,6 +376,14 @@ fn records_and_stops_need_no_free_disk_space() {
             .contains(") T "),
         "a refused pause stopped nothing"
     );
+
+    // A restart would stop the task and then fail to start its successor.
+    let out = bgt_at(&disk.state, &["restart", &pausable]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no room for a new task"), "{err}");
+    assert!(err.contains("nothing was stopped"), "{err}");
+    assert_eq!(status(&pausable)["state"], "running");
 
     for id in [&spammer, &pausable] {
         disk.ok(&["stop", id, "--grace", "1s"]);

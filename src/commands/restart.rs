@@ -12,6 +12,7 @@ pub fn run(args: RestartArgs) -> Result<i32> {
     let meta = old.meta()?.clone();
     // Restarting a task that runs means replacing it (`--stop` is the old spelling).
     if old.phase().is_active() {
+        start::ensure_room(&store)?;
         stop::stop(
             &old,
             nix::sys::signal::Signal::SIGTERM,

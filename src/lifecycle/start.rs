@@ -139,6 +139,36 @@ pub fn start(store: &Store, spec: StartSpec) -> Result<Started> {
     })
 }
 
+/// Fails when the state directory's disk has no room for a new task: said
+/// before a task is stopped to be replaced (`--replace`, `restart`), which
+/// would otherwise leave neither the old task nor a new one running. A
+/// task takes about a dozen blocks and inodes; a disk filled between this
+/// look and the start still fails the start, as on any full disk.
+pub fn ensure_room(store: &Store) -> Result<()> {
+    const ROOM: u64 = 16;
+    let Ok(fs) = nix::sys::statvfs::fstatvfs(store.dir()) else {
+        return Ok(());
+    };
+    // Root may use the blocks kept back for it.
+    let blocks = if nix::unistd::geteuid().is_root() {
+        fs.blocks_free()
+    } else {
+        fs.blocks_available()
+    };
+    if blocks < ROOM || fs.files_available() < ROOM {
+        return Err(crate::error::fail(
+            crate::error::ErrorKind::StartFailed,
+            format!(
+                "no room for a new task on the disk of {} ({} KiB, {} inodes free): nothing was stopped",
+                store.root().display(),
+                blocks * fs.fragment_size() / 1024,
+                fs.files_available()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Creates the task and starts its supervisor; returns once the child runs,
 /// or fails with the reason it could not start (no task is left behind).
 fn spawn_supervised(store: &Store, spec: StartSpec) -> Result<Started> {
@@ -322,6 +352,7 @@ pub fn resolve_after(store: &Store, names: &[String]) -> Result<Vec<String>> {
 
 /// Stops every active task with `label` (for `run --replace`).
 fn stop_label(store: &Store, label: &str) -> Result<usize> {
+    ensure_room(store)?;
     let running: Vec<Task> = store
         .list()?
         .into_iter()
