@@ -122,15 +122,25 @@ pub fn cleanup_tasks<T>(
 }
 
 /// Whether some process of the task still runs. Only keeps tasks, never
-/// signals, so an unreadable record is searched by its id alone.
+/// signals, so an unreadable record is searched by its id alone. Asked
+/// once the task's lock is free, so its supervisor has closed the lock on
+/// its way out: the supervisor itself, still exiting (not yet a zombie; a
+/// loaded machine can hold it there after `bgt stop` has returned), is not
+/// counted.
 fn has_processes(table: &ProcTable, task: &Task) -> bool {
-    let mark = match &task.meta {
-        Ok(meta) => meta.mark(),
-        Err(_) => TaskMark {
-            id: task.id.clone(),
-            sid: None,
-            since: None,
-        },
+    let (mark, supervisor) = match &task.meta {
+        Ok(meta) => (meta.mark(), meta.supervisor_pid.zip(meta.supervisor_start)),
+        Err(_) => (
+            TaskMark {
+                id: task.id.clone(),
+                sid: None,
+                since: None,
+            },
+            None,
+        ),
     };
-    !table.of_task(&mark, true).is_empty()
+    table
+        .of_task(&mark, true)
+        .iter()
+        .any(|p| supervisor != Some((p.pid, p.start_ticks)))
 }
