@@ -312,7 +312,8 @@ impl SmallDisk {
 /// with its resume's reserve in hand: with a reader holding old records
 /// open and the disk refilled between the steps, a resume still works, and
 /// a task never paused before is refused, not half paused. A restart, which
-/// could stop the task but not start its successor, stops nothing.
+/// could stop the task but not start its successor, stops nothing. A task
+/// queued behind another takes its place in line on the full disk.
 #[test]
 fn records_and_stops_need_no_free_disk_space() {
     let Some(disk) = SmallDisk::mount("1m") else {
@@ -332,6 +333,9 @@ fn records_and_stops_need_no_free_disk_space() {
     let ends = start(&format!("{wait_flag}; exit 3"));
     let pausable = start(&format!("sleep 300 & {wait_flag}; exit 4"));
     pause_and_resume(&pausable, "while there is room");
+    // Its place in a queue is taken once `ends` ends, on the full disk.
+    let queued = disk.ok(&["run", "--after", &ends, "--queue", "q", "--", "exit 7"]);
+    let queued = queued.trim();
 
     let spammer = start("yes spam; sleep 300");
     let spammer_child = status(&spammer)["pid"].as_i64().unwrap() as i32;
@@ -347,6 +351,12 @@ fn records_and_stops_need_no_free_disk_space() {
     let done = status(&ends);
     assert_eq!(done["state"], "exited", "{done}");
     assert_eq!(done["exit_code"], 3);
+    poll_until(Duration::from_secs(20), || {
+        !matches!(status(queued)["state"].as_str(), Some("queued" | "running"))
+    });
+    let done = status(queued);
+    assert_eq!(done["state"], "exited", "{done}");
+    assert_eq!(done["exit_code"], 7);
     poll_until(Duration::from_secs(20), || {
         status(&pausable)["exit_code"] == 4
     });

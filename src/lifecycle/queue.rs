@@ -126,6 +126,18 @@ impl Queue {
         }
     }
 
+    /// Makes the ticket counter exist, so that taking a ticket later
+    /// rewrites it in place and needs no free space: a task waiting for
+    /// `--after` tasks takes its place in line when they end, maybe on a
+    /// disk one of them filled.
+    pub fn prepare(&self) -> io::Result<()> {
+        let _lock = self.lock()?;
+        if self.dir.exists(SEQ) {
+            return Ok(());
+        }
+        self.dir.write_atomic(SEQ, b"0\n", false)
+    }
+
     /// Takes the next place in line. The ticket exists, locked, before this returns.
     pub fn take_ticket(&self) -> io::Result<Ticket> {
         let _lock = self.lock()?;
@@ -137,7 +149,7 @@ impl Queue {
             .unwrap_or(0);
         let number = last + 1;
         self.dir
-            .write_atomic(SEQ, format!("{number}\n").as_bytes(), false)?;
+            .rewrite_locked(SEQ, format!("{number}\n").as_bytes())?;
         let tmp = format!(".{TICKET_PREFIX}new-{}", std::process::id());
         let _ = self.dir.remove_file(&tmp);
         let file = self.dir.open_file(&tmp, Access::CreateNew)?;

@@ -284,7 +284,14 @@ fn wait_turn(
             q.take_ticket()
                 .map_err(|e| anyhow::anyhow!("cannot queue in '{}': {e}", q.name))?,
         ),
-        _ => None,
+        // The place in line is taken once the `--after` tasks end: make
+        // sure then that it needs no free space.
+        (Some(q), false) => {
+            q.prepare()
+                .map_err(|e| anyhow::anyhow!("cannot queue in '{}': {e}", q.name))?;
+            None
+        }
+        (None, _) => None,
     };
     meta.state = State::Queued;
     record_supervisor(meta);

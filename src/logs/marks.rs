@@ -323,28 +323,12 @@ pub(super) fn lock_cursor(task_dir: &DirFd, name: &str) -> Result<(DirFd, File)>
     Ok((dir, lock))
 }
 
-/// Saves the cursor `file` in the cursors directory `dir`, its lock held.
-/// Every reader and writer of a cursor file holds that lock, so an existing
-/// file is rewritten in place: one `pwrite` of the JSON at offset 0, padded
-/// with spaces to the file's length (a one-page write is not cut short by
-/// a signal, so a kill leaves the old or the new cursor, never a mix). It
-/// needs no free block, so a poll on a full disk still moves its cursor,
-/// and no inode is made and freed per poll. A new cursor, one in a
-/// file that may not be only ours (a planted symlink, a hard link: a copy
-/// made with `cp -al` must not change) or one over a page, is written
-/// atomically through a temp file.
+/// Saves the cursor `file` in the cursors directory `dir`, its lock held
+/// (every reader and writer of a cursor file holds it): rewritten in place,
+/// so a poll on a full disk still moves its cursor, and no inode is made
+/// and freed per poll ([`DirFd::rewrite_locked`]).
 pub(super) fn save_cursor(dir: &DirFd, file: &str, marks: &Marks) -> std::io::Result<()> {
-    const PAGE: usize = 4096;
-    let mut json = serde_json::to_vec(marks)?;
-    if let Ok(existing) = dir.open_file(file, Access::ReadWrite) {
-        let info = existing.metadata()?;
-        let len = info.len() as usize;
-        if len <= PAGE && json.len() <= PAGE && info.nlink() == 1 {
-            json.resize(json.len().max(len), b' ');
-            return std::os::unix::fs::FileExt::write_all_at(&existing, &json, 0);
-        }
-    }
-    dir.write_atomic(file, &json, false)
+    dir.rewrite_locked(file, &serde_json::to_vec(marks)?)
 }
 
 /// Each log's length, file and complete lines now, from the line index

@@ -295,6 +295,33 @@ impl DirFd {
         Ok(true)
     }
 
+    /// Replaces the content of `name`, a small file every reader and writer
+    /// of which holds one lock (a cursor, a queue's counter), so nobody
+    /// reads it while it changes. An existing file is rewritten in place:
+    /// one `pwrite` at offset 0, padded with spaces to the file's length (its
+    /// readers skip trailing white space; a one-page write is not cut short
+    /// by a signal, so a kill leaves the old or the new content, never a
+    /// mix). That needs no free block (a full disk) and makes and frees no
+    /// inode. A new file, one that may not be only ours (a planted symlink;
+    /// a hard link: a copy made with `cp -al` must not change) or one over a
+    /// page is written through [`DirFd::write_atomic`].
+    pub fn rewrite_locked(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        const PAGE: usize = 4096;
+        if let Ok(existing) = self.open_file(name, Access::ReadWrite) {
+            let info = existing.metadata()?;
+            let len = info.len() as usize;
+            if len <= PAGE
+                && data.len() <= PAGE
+                && std::os::unix::fs::MetadataExt::nlink(&info) == 1
+            {
+                let mut padded = data.to_vec();
+                padded.resize(data.len().max(len), b' ');
+                return std::os::unix::fs::FileExt::write_all_at(&existing, &padded, 0);
+            }
+        }
+        self.write_atomic(name, data, false)
+    }
+
     /// Renames `from` to `to` within this directory, replacing `to`.
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         nix::fcntl::renameat(self.fd.as_fd(), from, self.fd.as_fd(), to).map_err(io)
@@ -416,6 +443,29 @@ fn read_regular(mut file: File) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In place (same inode, so no new block) only into a file of its own;
+    /// shorter content is padded, a hard-linked copy keeps what it had.
+    #[test]
+    fn rewrite_locked_writes_in_place_only_into_a_file_of_its_own() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = DirFd::open(root.path()).unwrap();
+        let ino = || std::fs::metadata(root.path().join("c")).unwrap().ino();
+        let text = || std::fs::read_to_string(root.path().join("c")).unwrap();
+        dir.rewrite_locked("c", b"12345\n").unwrap();
+        let first = ino();
+        dir.rewrite_locked("c", b"7\n").unwrap();
+        assert_eq!(ino(), first, "rewritten in place");
+        assert_eq!(text(), "7\n    ");
+        assert_eq!(text().trim(), "7");
+        std::fs::hard_link(root.path().join("c"), root.path().join("copy")).unwrap();
+        dir.rewrite_locked("c", b"8\n").unwrap();
+        assert_ne!(ino(), first, "a hard-linked file is replaced");
+        assert_eq!(text(), "8\n");
+        let copy = std::fs::read_to_string(root.path().join("copy")).unwrap();
+        assert_eq!(copy, "7\n    ");
+    }
 
     #[test]
     fn remove_tree_never_follows_links() {
