@@ -74,7 +74,9 @@ pub fn signal_number(name: &str) -> Option<i32> {
 /// A process id. One type for every pid bgt handles (recorded in
 /// `meta.json` as a plain number, read from `/proc`, handed to the kernel),
 /// so the conversion to the kernel's signed `pid_t` happens here only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct Pid(u32);
 
@@ -268,33 +270,41 @@ pub fn signal_tree(supervisor: Pid, pgid: Option<Pid>, sig: Signal) -> usize {
 /// Stops a task's whole tree ([`signal_tree`] with SIGSTOP), then walks it
 /// from the supervisor through each process's `children` list (its own
 /// tree only, not all of `/proc`), stopping every process as soon as it is
-/// found, until a walk finds all stopped. One pass of `signal_tree` signals
-/// what `/proc` showed a moment before: a process that keeps forking anew
-/// outside the task's group, its parent gone before the signal, would run
-/// on in a "paused" task. Gives up after a bounded number of walks (a
-/// process we may not signal never stops); says whether all stopped.
+/// found, until two walks in a row find the same processes, all stopped.
+/// One pass of `signal_tree` signals what `/proc` showed a moment before: a
+/// chain of processes that each fork the next and exit, outside the task's
+/// group, would run on in a "paused" task. A walk can miss a chain's new
+/// process (its parent gone, it is being handed to the supervisor, the
+/// subreaper), but not without a change the next walk sees: the caller
+/// reaps nothing meanwhile, so every process that exited stays listed, as
+/// a zombie. Gives up after a bounded number of walks (a process we may
+/// not signal never stops); says whether all stopped.
 pub fn stop_tree(supervisor: Pid, pgid: Option<Pid>) -> bool {
     signal_tree(supervisor, pgid, Signal::SIGSTOP);
     #[cfg(target_os = "linux")]
     {
-        // Two walks in a row must find all stopped: a process whose parent
-        // is exiting is, for a moment, in nobody's list of children (it is
-        // being handed to the supervisor, the subreaper).
-        let mut still = 0;
-        for walk in 0..200u64 {
+        let mut seen: Option<Vec<Pid>> = None;
+        for walk in 0..500u64 {
             let mut all_stopped = true;
+            let mut found = Vec::new();
             let mut stack = vec![supervisor];
             while let Some(parent) = stack.pop() {
                 for child in children(parent) {
                     let _ = signal::kill(child.nix(), Signal::SIGSTOP);
-                    all_stopped &= read_stat(child).is_none_or(|p| p.stopped || p.zombie);
+                    found.push(child);
+                    match read_stat(child) {
+                        Some(p) if p.zombie => continue,
+                        Some(p) => all_stopped &= p.stopped,
+                        None => continue,
+                    }
                     stack.push(child);
                 }
             }
-            still = if all_stopped { still + 1 } else { 0 };
-            if still == 2 {
+            found.sort_unstable();
+            if all_stopped && seen.as_ref() == Some(&found) {
                 return true;
             }
+            seen = Some(found);
             // A signalled process stops once it runs again: let it.
             std::thread::sleep(std::time::Duration::from_micros(100 * walk.clamp(1, 10)));
         }
