@@ -107,8 +107,27 @@ impl Tmpfs {
 }
 
 impl Drop for Tmpfs {
+    /// Unmounts, waiting a little for processes killed just before to let
+    /// go of their files (a busy tmpfs cannot be unmounted), then detaching
+    /// it lazily rather than leaving it mounted.
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
+        let umount = |lazy: bool| {
+            let mut cmd = Command::new("umount");
+            if lazy {
+                cmd.arg("-l");
+            }
+            cmd.arg(self.dir.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        for _ in 0..50 {
+            if umount(false) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(40));
+        }
+        umount(true);
     }
 }
 

@@ -261,11 +261,12 @@ fn a_process_older_than_the_task_is_never_taken_for_one_of_its_processes() {
 }
 
 /// A 1 MiB-scale tmpfs holding a state directory, whose tasks are killed
-/// when the test ends, however it ends.
+/// when the test ends, however it ends: before it is unmounted (fields drop
+/// in order, and a busy tmpfs cannot be).
 struct SmallDisk {
+    _guard: KillTasksOnDrop,
     fs: Tmpfs,
     state: PathBuf,
-    _guard: KillTasksOnDrop,
 }
 
 impl SmallDisk {
@@ -277,7 +278,7 @@ impl SmallDisk {
         };
         let state = fs.path().join("state");
         let _guard = KillTasksOnDrop(state.clone());
-        Some(SmallDisk { fs, state, _guard })
+        Some(SmallDisk { _guard, fs, state })
     }
 
     /// Runs bgt on this state directory; its stdout, failing the test if it fails.
