@@ -146,23 +146,17 @@ pub fn start(store: &Store, spec: StartSpec) -> Result<Started> {
 /// look and the start still fails the start, as on any full disk.
 pub fn ensure_room(store: &Store) -> Result<()> {
     const ROOM: u64 = 16;
-    let Ok(fs) = nix::sys::statvfs::fstatvfs(store.dir()) else {
+    let Some(free) = store.dir().free_space() else {
         return Ok(());
     };
-    // Root may use the blocks kept back for it.
-    let blocks = if nix::unistd::geteuid().is_root() {
-        fs.blocks_free()
-    } else {
-        fs.blocks_available()
-    };
-    if blocks < ROOM || fs.files_available() < ROOM {
+    if free.blocks < ROOM || free.inodes < ROOM {
         return Err(crate::error::fail(
             crate::error::ErrorKind::StartFailed,
             format!(
                 "no room for a new task on the disk of {} ({} KiB, {} inodes free): nothing was stopped",
                 store.root().display(),
-                blocks * fs.fragment_size() / 1024,
-                fs.files_available()
+                free.bytes / 1024,
+                free.inodes
             ),
         ));
     }

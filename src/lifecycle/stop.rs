@@ -268,8 +268,8 @@ pub fn pause(task: &Task, pause: bool) -> Result<()> {
             let full = task
                 .open_dir()
                 .ok()
-                .and_then(|dir| nix::sys::statvfs::fstatvfs(&dir).ok())
-                .is_some_and(|fs| fs.blocks_available() == 0 || fs.files_available() == 0);
+                .and_then(|dir| dir.free_space())
+                .is_some_and(|free| free.blocks == 0 || free.inodes == 0);
             let why = if full { ": its disk is full" } else { "" };
             bail!("task {}'s supervisor did not answer{why}", task.id);
         }

@@ -20,6 +20,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// Mode of every directory bgt creates.
@@ -32,6 +33,20 @@ pub const FILE_MODE: u32 = 0o600;
 pub struct DirFd {
     fd: OwnedFd,
     path: PathBuf,
+}
+
+/// What a file system has free, as [`DirFd::free_space`] tells.
+pub struct FreeSpace {
+    pub bytes: u64,
+    pub blocks: u64,
+    pub inodes: u64,
+}
+
+/// Whether a file has no other name than ours: written in place, a file
+/// with a second link (a `cp -al` copy of the state directory) would
+/// change under that name too.
+fn only_link(info: &std::fs::Metadata) -> bool {
+    info.nlink() == 1
 }
 
 /// How to open a file below a [`DirFd`]; symlinks are never followed.
@@ -278,12 +293,9 @@ impl DirFd {
         data: &[u8],
         durable: bool,
     ) -> io::Result<bool> {
-        use std::os::unix::fs::FileExt;
         let file = self.open_file(reserved, Access::ReadWrite)?;
         let info = file.metadata()?;
-        // A second link (a `cp -al` copy of the state directory) would see
-        // the write: such a file is left to the caller's other way.
-        if info.len() < data.len() as u64 || std::os::unix::fs::MetadataExt::nlink(&info) != 1 {
+        if info.len() < data.len() as u64 || !only_link(&info) {
             return Ok(false);
         }
         file.write_all_at(data, 0)?;
@@ -310,16 +322,29 @@ impl DirFd {
         if let Ok(existing) = self.open_file(name, Access::ReadWrite) {
             let info = existing.metadata()?;
             let len = info.len() as usize;
-            if len <= PAGE
-                && data.len() <= PAGE
-                && std::os::unix::fs::MetadataExt::nlink(&info) == 1
-            {
+            if len <= PAGE && data.len() <= PAGE && only_link(&info) {
                 let mut padded = data.to_vec();
                 padded.resize(data.len().max(len), b' ');
-                return std::os::unix::fs::FileExt::write_all_at(&existing, &padded, 0);
+                return existing.write_all_at(&padded, 0);
             }
         }
         self.write_atomic(name, data, false)
+    }
+
+    /// Free blocks and inodes of the file system this directory is on (the
+    /// blocks kept back for root count for root), if `statvfs` tells.
+    pub fn free_space(&self) -> Option<FreeSpace> {
+        let fs = nix::sys::statvfs::fstatvfs(&self.fd).ok()?;
+        let blocks = if nix::unistd::geteuid().is_root() {
+            fs.blocks_free()
+        } else {
+            fs.blocks_available()
+        };
+        Some(FreeSpace {
+            bytes: blocks * fs.fragment_size(),
+            blocks,
+            inodes: fs.files_available(),
+        })
     }
 
     /// Renames `from` to `to` within this directory, replacing `to`.
