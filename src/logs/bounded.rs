@@ -202,8 +202,8 @@ impl Limiter {
             let Ok(size) = self.logs[i].1.metadata().map(|info| info.len()) else {
                 continue;
             };
-            if !self.spare && size > self.max / 2 {
-                self.spare = dir.reserve(DROPPED_SPARE, 4096).is_ok();
+            if size > self.max / 2 {
+                self.reserve(dir);
             }
             let Some(next) = self.plan(i, size) else {
                 continue;
@@ -222,9 +222,9 @@ impl Limiter {
                 before.freed as i64,
                 (next.freed - before.freed) as i64,
             );
-            if punched.is_ok() && !self.spare {
+            if punched.is_ok() {
                 // Now, while the space just freed is there.
-                self.spare = dir.reserve(DROPPED_SPARE, 4096).is_ok();
+                self.reserve(dir);
             }
             if let Err(e) = punched {
                 // Nothing was freed: reads may start where they did.
@@ -273,9 +273,16 @@ impl Limiter {
         })
     }
 
-    /// Writes the record through the reserved space when there is one (and
-    /// reserves it again: a punch that follows frees space if the disk was
-    /// full), else through a temp file.
+    /// Reserves the block for the next record, unless it is there.
+    fn reserve(&mut self, dir: &DirFd) {
+        if !self.spare {
+            self.spare = dir.reserve(DROPPED_SPARE, 4096).is_ok();
+        }
+    }
+
+    /// Writes the record through the reserved space when there is one (it
+    /// is reserved again after the punch that follows, which frees space if
+    /// the disk was full), else through a temp file.
     fn save(&mut self, dir: &DirFd) -> std::io::Result<()> {
         let json = serde_json::to_vec(&self.record).map_err(std::io::Error::other)?;
         if std::mem::take(&mut self.spare)
