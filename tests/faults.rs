@@ -96,6 +96,20 @@ impl Tmpfs {
         self.dir.path()
     }
 
+    /// Fills what is free with a file named `name`.
+    pub(crate) fn fill(&self, name: &str) {
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=4k", "count=10000"])
+            .arg(format!("of={}/{name}", self.path().display()))
+            .output();
+    }
+
+    pub(crate) fn free_blocks(&self) -> u64 {
+        nix::sys::statvfs::statvfs(self.path())
+            .unwrap()
+            .blocks_available()
+    }
+
     fn remount(&self, opts: &str) {
         let status = Command::new("mount")
             .args(["-o", &format!("remount,{opts}")])
@@ -158,14 +172,7 @@ fn a_full_disk_fails_run_cleanly_and_readers_keep_working() {
         env.run(&["output", &poller]).stdout == b"one\n"
     });
     assert_eq!(env.ok(&["output", &poller, "--since"]), "one\n");
-    // Fill the filesystem.
-    let fill = |name: &str| {
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", "bs=4k", "count=1000"])
-            .arg(format!("of={}/{name}", fs.path().display()))
-            .output();
-    };
-    fill("fill");
+    fs.fill("fill");
     let out = env.run(&["run", "--", "echo", "x"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -192,7 +199,7 @@ fn a_full_disk_fails_run_cleanly_and_readers_keep_working() {
         env.ok(&["status", &poller]).contains("exited 0")
     });
     // What its end gave back (the spare's unused block, ...) is taken again.
-    fill("fill2");
+    fs.fill("fill2");
     assert_eq!(env.ok(&["output", &poller, "--since"]), "two\n");
     assert_eq!(env.ok(&["output", &poller, "--since"]), "");
     // A new cursor needs a block: one line naming it, the lines still shown.

@@ -289,20 +289,6 @@ impl SmallDisk {
     fn status(&self, id: &str) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["status", id, "--json"])).unwrap()
     }
-
-    fn free_blocks(&self) -> u64 {
-        nix::sys::statvfs::statvfs(self.fs.path())
-            .unwrap()
-            .blocks_available()
-    }
-
-    /// Fills what is free with a file named `name`.
-    fn fill(&self, name: &str) {
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", "bs=4k", "count=10000"])
-            .arg(format!("of={}/{name}", self.fs.path().display()))
-            .output();
-    }
 }
 
 /// On a disk a task filled the moment it started (racing its own running
@@ -340,7 +326,7 @@ fn records_and_stops_need_no_free_disk_space() {
 
     let spammer = start("yes spam; sleep 300");
     let spammer_child = status(&spammer)["pid"].as_i64().unwrap() as i32;
-    poll_until(Duration::from_secs(20), || disk.free_blocks() == 0);
+    poll_until(Duration::from_secs(20), || disk.fs.free_blocks() == 0);
     // Each write frees the old record's block for the next reserve.
     for round in 0..3 {
         pause_and_resume(&pausable, &format!("full disk, round {round}"));
@@ -369,12 +355,12 @@ fn records_and_stops_need_no_free_disk_space() {
     let reader = std::fs::File::open(&meta).unwrap();
     disk.ok(&["pause", &pausable]);
     drop(reader);
-    disk.fill("refill1");
+    disk.fs.fill("refill1");
     let reader = std::fs::File::open(&meta).unwrap();
     disk.ok(&["resume", &pausable]);
     assert_eq!(status(&pausable)["state"], "running");
     drop(reader);
-    disk.fill("refill2");
+    disk.fs.fill("refill2");
     // The spammer was never paused: it has no reserve for a resume.
     let out = bgt_at(&disk.state, &["pause", &spammer]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -433,7 +419,7 @@ fn a_bounded_log_is_freed_on_a_disk_its_task_filled() {
     let before = dropped();
     std::fs::write(&flag, "").unwrap();
     poll_until(Duration::from_secs(20), || dropped() > before);
-    assert!(disk.free_blocks() > 0, "the punch gave space back");
+    assert!(disk.fs.free_blocks() > 0, "the punch gave space back");
     // 1,000,000 bytes folded at 99: the last line holds the last byte.
     assert_eq!(disk.ok(&["output", id, "--tail", "1", "--raw"]), "y\n");
 }
